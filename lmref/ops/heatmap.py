@@ -1,0 +1,2 @@
+"""heatmap ops (being written)."""
+__all__ = []

@@ -1,0 +1,2 @@
+"""norm ops (being written)."""
+__all__ = []

@@ -1,0 +1,2 @@
+"""resize ops (being written)."""
+__all__ = []

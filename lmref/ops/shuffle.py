@@ -1,0 +1,2 @@
+"""shuffle ops (being written)."""
+__all__ = []

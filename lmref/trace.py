@@ -1,0 +1,153 @@
+"""Record every op call made inside a ``with trace():`` block.
+
+Each op in ``lmref.ops`` is wrapped by :func:`op`. Outside a trace the wrapper costs one global
+lookup and a function call; inside, it records
+
+    name    the scoped name: the ``scope()`` stack joined by dots, then ``:`` and the op name,
+            e.g. ``backbone.stages.2.1.transformer.0.attn:separable_self_attention``; a second
+            call of the same op in the same scope gets ``#1``, ``#2`` ...; ops called *inside*
+            another op are recorded too, under ``<parent name>/<op>``
+    op      the op's function name
+    inputs  shapes of the array arguments, in call order
+    attrs   the non-array arguments (stride, padding, eps ...)
+    output  a copy of the op's output array
+
+Models open scopes named like their state-dict keys (``with scope("stem"): ...``), so a record's
+name says which weights produced it.
+
+    >>> with trace() as t:
+    ...     y = model(x)
+    >>> for r in t: print(r.name, r.op, r.inputs, r.output.shape)
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+OPS: dict = {}      # op name -> traced function, filled by @op
+_active = None      # the Trace being recorded, or None
+_scope: list = []   # name stack while tracing
+
+
+@dataclass
+class Record:
+    name: str
+    op: str
+    inputs: list
+    attrs: dict
+    output: object
+
+
+@dataclass
+class Trace:
+    records: list = field(default_factory=list)
+    _counts: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, name):
+        for r in self.records:
+            if r.name == name:
+                return r
+        raise KeyError(f"no traced op named {name!r}")
+
+    def names(self):
+        return [r.name for r in self.records]
+
+    def outputs(self):
+        """{name: output array} for every record whose output is an array."""
+        return {r.name: r.output for r in self.records if isinstance(r.output, np.ndarray)}
+
+    def table(self):
+        """One line per op: name, op, input shapes -> output shape."""
+        lines = []
+        for r in self.records:
+            out = getattr(r.output, "shape", type(r.output).__name__)
+            lines.append(f"{r.name:<70s} {r.op:<26s} {r.inputs} -> {list(out) if isinstance(out, tuple) else out}")
+        return "\n".join(lines)
+
+    def _unique(self, base):
+        k = self._counts.get(base, 0)
+        self._counts[base] = k + 1
+        return base if k == 0 else f"{base}#{k}"
+
+
+def _copy(out):
+    if isinstance(out, np.ndarray):
+        return out.copy()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_copy(o) for o in out)
+    return out
+
+
+def _name(opname):
+    prefix = ""
+    for part in _scope:
+        prefix += part if (not prefix or prefix.endswith("/")) else "." + part
+    if not prefix:
+        return opname
+    return prefix + opname if prefix.endswith("/") else f"{prefix}:{opname}"
+
+
+def op(fn):
+    """Register ``fn`` as an lmref op and make it traceable."""
+    opname = fn.__name__
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        t = _active
+        if t is None:
+            return fn(*args, **kwargs)
+        prefix = ".".join(_scope)
+        name = t._unique(_name(opname))
+        inputs = [list(a.shape) for a in args if isinstance(a, np.ndarray)]
+        inputs += [list(v.shape) for v in kwargs.values() if isinstance(v, np.ndarray)]
+        attrs = {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)}
+        saved = list(_scope)
+        _scope[:] = [name + "/"]            # ops called inside this op are named under it
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            _scope[:] = saved
+        t.records.append(Record(name, opname, inputs, attrs, _copy(out)))
+        return out
+
+    traced.__wrapped_op__ = fn
+    OPS[opname] = traced
+    return traced
+
+
+@contextlib.contextmanager
+def scope(name):
+    """Name the ops called inside (no-op when not tracing)."""
+    if _active is None:
+        yield
+        return
+    _scope.append(str(name))
+    try:
+        yield
+    finally:
+        _scope.pop()
+
+
+@contextlib.contextmanager
+def trace():
+    """Record every op call inside the block; yields the :class:`Trace`."""
+    global _active
+    if _active is not None:
+        raise RuntimeError("lmref.trace() blocks cannot be nested")
+    t = Trace()
+    _active, saved = t, list(_scope)
+    _scope.clear()
+    try:
+        yield t
+    finally:
+        _active = None
+        _scope[:] = saved

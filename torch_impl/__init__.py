@@ -1,0 +1,1 @@
+"""torch_impl: the PyTorch training implementation that lmref mirrors file for file, key for key."""

@@ -1,0 +1,1 @@
+"""torch_impl.models: one file per architecture, mirroring lmref.models."""
