@@ -1,2 +1,139 @@
-"""resize ops (being written)."""
-__all__ = []
+"""Resizing: ``interpolate`` with torch's index rules for modes "nearest" and "bilinear".
+
+Sources: ``torch.nn.functional.interpolate`` (output size, which scale reaches the kernel) and the
+CPU kernels ``aten/src/ATen/native/UpSample.h`` (``compute_scales_value``,
+``area_pixel_compute_scale``, ``area_pixel_compute_source_index``, ``nearest_idx``,
+``guard_index_and_lambda``) and ``cpu/UpSampleKernel.cpp``.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from ..trace import op
+from ._check import check_array
+
+__all__ = ["interpolate"]
+
+MODES = ("nearest", "bilinear")
+
+
+def output_size(in_size, size=None, scale_factor=None):
+    """(H_out, W_out) as torch computes it: ``size`` as given, else floor(in * scale_factor) (double
+    precision, ``upsample::compute_output_size``)."""
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give exactly one of size or scale_factor")
+    if size is not None:
+        out = _pair(size, "size", int)
+    else:
+        out = tuple(int(math.floor(float(n) * float(f)))
+                    for n, f in zip(in_size, _pair(scale_factor, "scale_factor", float)))
+    if min(out) < 1:
+        raise ValueError(f"interpolate: input size {tuple(in_size)} and output size {out} must be > 0")
+    return out
+
+
+def _pair(v, name, kind):
+    vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(vals) != 2:
+        raise ValueError(f"{name}: expected a number or a pair for a 4-D input, got {v!r}")
+    for a in vals:
+        ok = isinstance(a, numbers.Integral) if kind is int else isinstance(a, numbers.Real)
+        if not ok or isinstance(a, bool):
+            raise TypeError(f"{name}: expected {'ints' if kind is int else 'numbers'}, got {v!r}")
+    if kind is float and not all(math.isfinite(a) and a > 0 for a in vals):
+        raise ValueError(f"{name}: expected finite positive values, got {v!r}")
+    return tuple(kind(a) for a in vals)
+
+
+def nearest_source_index(n_in, n_out, scale=None):
+    """Source index of every output index, torch's legacy "nearest" rule (``nearest_idx``):
+    src = min(floor(dst * s), n_in - 1) computed in float32, with s = 1/scale_factor when a scale
+    factor reaches the kernel, else n_in/n_out; n_out == n_in copies and n_out == 2*n_in takes dst >> 1
+    (torch special-cases both, whatever the scale factor)."""
+    dst = np.arange(n_out)
+    if n_out == n_in:
+        return dst
+    if n_out == 2 * n_in:
+        return dst >> 1
+    s = np.float32(1.0 / scale) if scale is not None else np.float32(n_in) / np.float32(n_out)
+    src = np.floor(dst.astype(np.float32) * s).astype(np.int64)     # float32 product, floorf
+    return np.minimum(src, n_in - 1)
+
+
+def linear_source_weights(n_in, n_out, align_corners, scale, dtype):
+    """Per output index: the two source indices (i0, i1) and weights (l0, l1), torch's bilinear rule
+    computed in the input dtype (torch's opmath type for float32/float64):
+
+    align_corners=True:  src = dst * (n_in - 1)/(n_out - 1)   (0 when n_out == 1; scale factor unused)
+    align_corners=False: src = max(r * (dst + 0.5) - 0.5, 0), r = 1/scale_factor if one reaches the
+                         kernel, else n_in/n_out
+    i0 = min(floor(src), n_in - 1), l1 = clip(src - i0, 0, 1), l0 = 1 - l1,
+    i1 = i0 + 1 unless i0 is the last index.
+    An axis whose size does not change is copied (torch 2.x's CPU kernel skips it, so a scale factor
+    like 1.3 on a 3-pixel axis, floor(3.9) = 3, leaves that axis untouched)."""
+    dt = np.dtype(dtype).type
+    dst = np.arange(n_out, dtype=dtype)
+    if n_out == n_in:
+        idx = np.arange(n_in)
+        return idx, idx, np.ones(n_out, dtype), np.zeros(n_out, dtype)
+    if align_corners:
+        r = dt(n_in - 1) / dt(n_out - 1) if n_out > 1 else dt(0)
+        src = r * dst
+    else:
+        r = dt(1.0 / scale) if scale is not None else dt(n_in) / dt(n_out)
+        src = np.maximum(r * (dst + dt(0.5)) - dt(0.5), dt(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    l1 = np.clip(src - i0.astype(dtype), dt(0), dt(1))
+    l0 = dt(1) - l1
+    i1 = i0 + (i0 < n_in - 1)
+    return i0, i1, l0, l1
+
+
+@op
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None):
+    """``torch.nn.functional.interpolate`` for 4-D input, modes "nearest" (torch's legacy rule, not
+    "nearest-exact") and "bilinear" (antialias=False).
+
+    x: [B, C, H, W] -> [B, C, H_out, W_out]. Give exactly one of ``size`` (int or pair) and
+    ``scale_factor`` (number or pair, H_out = floor(H * scale_factor)).
+
+    Which scale the index rule uses (as in torch): when ``scale_factor`` is given and
+    ``recompute_scale_factor`` is None/False, the kernel uses 1/scale_factor, not H/H_out (these differ
+    whenever H * scale_factor is not an integer); with ``recompute_scale_factor=True`` it uses H/H_out.
+    For bilinear with align_corners=True the scale is always (H-1)/(H_out-1).
+
+    nearest:  out[i, j] = x[min(floor(i * sh), H-1), min(floor(j * sw), W-1)] in float32 index
+              arithmetic (see :func:`nearest_source_index`).
+    bilinear: out[i, j] = l0h (l0w x[h0, w0] + l1w x[h0, w1]) + l1h (l0w x[h1, w0] + l1w x[h1, w1])
+              with (h0, h1, l0h, l1h) from :func:`linear_source_weights`.
+    align_corners: only for "bilinear" (None means False, torch's default); torch raises when it is
+    set with "nearest", and so does this.
+    """
+    check_array(x, "x", ndim=4)
+    if mode not in MODES:
+        raise ValueError(f"interpolate: mode must be one of {MODES}, got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError("interpolate: align_corners can only be set with mode='bilinear'")
+    if recompute_scale_factor and size is not None:
+        raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
+    H, W = x.shape[2:]
+    oh, ow = output_size((H, W), size, scale_factor)
+    # the scale factors that reach the kernel (torch drops them when it recomputes them from sizes)
+    scales = (None, None)
+    if scale_factor is not None and not recompute_scale_factor:
+        scales = _pair(scale_factor, "scale_factor", float)
+
+    if mode == "nearest":
+        rows = nearest_source_index(H, oh, scales[0])          # [H_out]
+        cols = nearest_source_index(W, ow, scales[1])          # [W_out]
+        return x[:, :, rows[:, None], cols[None, :]]           # [B, C, H, W] -> [B, C, H_out, W_out]
+
+    align = bool(align_corners)
+    h0, h1, l0h, l1h = linear_source_weights(H, oh, align, scales[0], x.dtype)
+    w0, w1, l0w, l1w = linear_source_weights(W, ow, align, scales[1], x.dtype)
+    rows0, rows1 = x[:, :, h0, :], x[:, :, h1, :]               # [B, C, H, W] -> [B, C, H_out, W]
+    top = l0w * rows0[..., w0] + l1w * rows0[..., w1]           # -> [B, C, H_out, W_out]
+    bottom = l0w * rows1[..., w0] + l1w * rows1[..., w1]
+    return l0h[:, None] * top + l1h[:, None] * bottom

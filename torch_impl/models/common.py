@@ -6,13 +6,15 @@ ACTIVATIONS = {None: nn.Identity, "identity": nn.Identity, "relu": nn.ReLU, "sil
 
 
 class ConvNormAct(nn.Module):
-    """conv (no bias) -> BatchNorm -> activation; keys ``conv.weight`` and ``bn.*``."""
+    """conv (no bias unless ``bias=True``) -> BatchNorm -> activation; keys ``conv.weight`` (and
+    ``conv.bias``) and ``bn.*``."""
 
-    def __init__(self, cin, cout, kernel_size, stride=1, padding=None, groups=1, act=None, eps=1e-5):
+    def __init__(self, cin, cout, kernel_size, stride=1, padding=None, groups=1, act=None, eps=1e-5,
+                 bias=False):
         super().__init__()
         if padding is None:
             padding = kernel_size // 2
-        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, groups=groups, bias=False)
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, padding, groups=groups, bias=bias)
         self.bn = nn.BatchNorm2d(cout, eps=eps)
         self.act = ACTIVATIONS[act]()
 

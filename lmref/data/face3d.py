@@ -1,0 +1,524 @@
+"""The 3D face model behind the synthetic generator: a head surface with 68 iBUG landmarks on it,
+identity and expression deformations, pose, camera, a triangle rasteriser and the 300W contour rule.
+
+Frames and units (millimetres throughout):
+
+* face frame: origin at the midpoint between the outer eye corners, x to the image right in a frontal
+  view (the subject's left), y up, z out of the face toward the camera.
+* the head surface is a radial function around the centre ``CENTER`` (in the face frame), stored on a
+  (u, v) texture grid: texel (v, u) is the direction (theta, phi); theta = 0 looks out of the face,
+  theta > 0 toward +x; phi = 0 at eye level, phi > 0 up. The grid is denser at the face than at the
+  back of the head (``theta_of_u``, ``phi_of_v``), so textures and geometry share one parametrisation:
+  a landmark is a fixed (u, v) and its 3D position is the surface point there, before and after any
+  deformation. Everything painted on the face (eyes, lips, brows, make-up) is painted in (u, v).
+* view frame: the face frame rotated by the head pose (yaw about y, then pitch about x, then roll
+  about z) around ``CENTER``; a pinhole camera at distance ``distance`` on the +z axis looks back at
+  the head; image x to the right, image y down, pixel centres at integer coordinates.
+
+The mean face (``mean_model()``) is built once: a lofted head of superelliptic cross-sections whose
+frontal outline follows an average 300W face, with relief (nose, eye sockets, brow ridge, cheekbones,
+lips, chin, ears) added along the surface, then the 68 landmarks placed on it from a frontal render.
+Deformations (``MODES``) are smooth displacement fields over the surface: the landmarks move with
+the surface because they are points of it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "UV_W", "UV_H", "CENTER", "MEAN_2D", "theta_of_u", "phi_of_v", "u_of_theta", "v_of_phi",
+    "MeanModel", "mean_model", "rotation", "Camera", "rasterize", "sample_map",
+]
+
+# ---------------------------------------------------------------------------------------------
+# (u, v) parametrisation of directions around CENTER
+# ---------------------------------------------------------------------------------------------
+
+UV_W, UV_H = 512, 320                     # texture / surface grid (u across, v down)
+CENTER = np.array([0.0, -8.0, -88.0])     # centre of the radial parametrisation, face frame (mm)
+
+# theta(s) = A s + B s^7 on s in [-1, 1]: |theta| < 75 deg gets 3/4 of the columns (0.32 deg/texel at
+# the front, 3 deg/texel at the back); phi(t) = A t + B t^5: |phi| < 65 deg gets 4/5 of the rows.
+_TA, _TB = math.radians(82.67894268), math.radians(97.32105732)
+_PA, _PB = math.radians(75.1795393), math.radians(14.8204607)
+
+
+def theta_of_u(u):
+    """Azimuth (radians) of texture column coordinate u (texel centres at 0..UV_W-1; u = -0.5 and
+    UV_W - 0.5 are both the back meridian, theta = -pi and pi)."""
+    s = 2.0 * (np.asarray(u, np.float64) + 0.5) / UV_W - 1.0
+    return _TA * s + _TB * s ** 7
+
+
+def phi_of_v(v):
+    """Elevation (radians) of texture row coordinate v (v = -0.5 top pole, UV_H - 0.5 bottom pole)."""
+    t = 1.0 - 2.0 * (np.asarray(v, np.float64) + 0.5) / UV_H
+    return _PA * t + _PB * t ** 5
+
+
+_S_TABLE = np.linspace(-1.0, 1.0, 8193)
+_THETA_TABLE = _TA * _S_TABLE + _TB * _S_TABLE ** 7
+_PHI_TABLE = _PA * _S_TABLE + _PB * _S_TABLE ** 5
+
+
+def u_of_theta(theta):
+    """Inverse of ``theta_of_u`` (theta wrapped into [-pi, pi))."""
+    th = (np.asarray(theta, np.float64) + np.pi) % (2 * np.pi) - np.pi
+    s = np.interp(th, _THETA_TABLE, _S_TABLE)
+    return (s + 1.0) * UV_W / 2.0 - 0.5
+
+
+def v_of_phi(phi):
+    """Inverse of ``phi_of_v``."""
+    t = np.interp(np.asarray(phi, np.float64), _PHI_TABLE, _S_TABLE)
+    return (1.0 - t) * UV_H / 2.0 - 0.5
+
+
+def directions(theta, phi):
+    """Unit vectors (x, y, z) for azimuth theta, elevation phi: [...] -> [..., 3]."""
+    cp = np.cos(phi)
+    return np.stack([cp * np.sin(theta), np.sin(phi) * np.ones_like(theta), cp * np.cos(theta)], -1)
+
+
+def uv_of_point(p):
+    """(u, v) of the direction of face-frame points p [..., 3] seen from CENTER."""
+    d = np.asarray(p, np.float64) - CENTER
+    theta = np.arctan2(d[..., 0], d[..., 2])
+    phi = np.arctan2(d[..., 1], np.hypot(d[..., 0], d[..., 2]))
+    return np.stack([u_of_theta(theta), v_of_phi(phi)], -1)
+
+
+def sample_map(m, uv, wrap=True):
+    """Bilinear sample of a texture-grid map m [UV_H, UV_W, C] (or [UV_H, UV_W]) at (u, v) points
+    [..., 2] (texel centres at integers); u wraps around the back meridian. -> [..., C]"""
+    m = np.asarray(m)
+    uv = np.asarray(uv, np.float64)
+    squeeze = m.ndim == 2
+    if squeeze:
+        m = m[..., None]
+    H, W = m.shape[:2]
+    u = uv[..., 0] % W if wrap else np.clip(uv[..., 0], 0, W - 1)
+    v = np.clip(uv[..., 1], 0, H - 1)
+    u0 = np.floor(u).astype(np.int64)
+    v0 = np.minimum(np.floor(v).astype(np.int64), H - 2)
+    fu, fv = (u - u0)[..., None], (v - v0)[..., None]
+    u1 = (u0 + 1) % W if wrap else np.minimum(u0 + 1, W - 1)
+    out = ((1 - fv) * ((1 - fu) * m[v0, u0 % W] + fu * m[v0, u1])
+           + fv * ((1 - fu) * m[v0 + 1, u0 % W] + fu * m[v0 + 1, u1]))
+    return out[..., 0] if squeeze else out
+
+
+# ---------------------------------------------------------------------------------------------
+# The mean 2D face (frontal, face frame, mm)
+# ---------------------------------------------------------------------------------------------
+
+# An average frontal 300W face, symmetric, scaled to an outer-eye-corner distance of 87.6 mm (adult
+# mean exocanthal width ~ 88-90 mm): face outline width ~ 145 mm at eye level, eye level to chin
+# 121 mm, nose length (27 -> 33) 52 mm, nose width 29 mm, mouth width 57 mm. Subject's right side
+# (x < 0) is listed; the left side is its mirror image through the flip permutation.
+_RIGHT_2D = {
+    0: (-72.5, -1.5), 1: (-72.0, -21.0), 2: (-69.5, -40.5), 3: (-65.0, -60.0), 4: (-57.5, -78.0),
+    5: (-46.0, -94.0), 6: (-32.0, -107.5), 7: (-16.0, -118.0), 8: (0.0, -121.5),
+    17: (-58.0, 13.5), 18: (-49.5, 21.0), 19: (-37.5, 23.0), 20: (-25.0, 21.0), 21: (-13.0, 16.0),
+    27: (0.0, 2.0), 28: (0.0, -11.0), 29: (0.0, -24.0), 30: (0.0, -37.0),
+    31: (-14.3, -44.9), 32: (-7.5, -47.8), 33: (0.0, -50.0),
+    36: (-43.8, 0.8), 37: (-36.2, 5.4), 38: (-26.8, 5.2), 39: (-18.9, -0.9), 40: (-27.6, -2.6),
+    41: (-36.8, -2.5),
+    48: (-28.7, -68.3), 49: (-18.3, -64.0), 50: (-7.6, -62.2), 51: (0.0, -64.0),
+    57: (0.0, -84.6), 58: (-8.3, -83.8), 59: (-18.7, -79.0),
+    60: (-24.2, -68.9), 61: (-7.7, -68.5), 62: (0.0, -69.2), 66: (0.0, -74.9), 67: (-7.9, -74.0),
+}
+_FLIP68 = (16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20,
+           19, 18, 17, 27, 28, 29, 30, 35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36,
+           41, 40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65)
+
+
+def _mean_2d():
+    pts = np.full((68, 2), np.nan)
+    for k, (x, y) in _RIGHT_2D.items():
+        pts[k] = (x, y)
+        pts[_FLIP68[k]] = (-x, y)
+    assert not np.isnan(pts).any()
+    return pts
+
+
+MEAN_2D = _mean_2d()      # [68, 2] (x, y) face frame, mm
+
+
+# ---------------------------------------------------------------------------------------------
+# Base head: lofted superelliptic cross-sections
+# ---------------------------------------------------------------------------------------------
+
+# Horizontal cross-section at height y (face frame): |x / W|^n + |(z - zc) / D|^n = 1 with
+# zc = (Zf + Zb) / 2, D = (Zf - Zb) / 2, exponent n = nf in front of zc and 2 behind. W follows the
+# frontal face outline (MEAN_2D contour) below the eyes and a skull of breadth ~ 147 mm above;
+# Zf is the midline profile without nose, lips and chin relief; Zb the back of the head and neck.
+_Y = np.array([120, 118, 114, 110, 104, 96, 88, 78, 66, 54, 42, 30, 10, -5, -20, -40, -60, -78,
+               -94, -107, -116, -121.5, -123.5])
+_W = np.array([0.5, 15.4, 26.4, 33.7, 41.8, 50.0, 56.2, 62.2, 67.4, 70.8, 72.8, 73.5, 73.5, 73.2,
+               72.6, 70.2, 65.6, 58.2, 46.8, 33.0, 20.0, 8.0, 0.5])
+_ZF = np.array([-96.0, -75.0, -60.1, -50.2, -39.1, -28.0, -19.5, -11.4, -4.3, 0.4, 3.1, 4.0, 4.0,
+                1.0, -1.0, -2.0, -3.0, -5.0, -4.0, -6.0, -10.0, -16.0, -24.0])
+_ZB = np.array([-96.0, -116.5, -131.2, -140.9, -151.8, -162.6, -170.9, -178.9, -185.8, -190.5,
+                -193.1, -194.0, -190.0, -185.0, -178.0, -166.0, -150.0, -132.0, -112.0, -90.0,
+                -70.0, -50.0, -36.0])
+_NF = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7, 2.9, 2.9, 2.8, 2.6,
+                2.4, 2.2, 2.0, 2.0, 2.0, 2.0, 2.0])
+
+
+def _section_value(p):
+    """Implicit function of the lofted head: < 0 inside. p [..., 3] face frame."""
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    yi = _Y[::-1]
+    W = np.interp(y, yi, _W[::-1])
+    zf = np.interp(y, yi, _ZF[::-1])
+    zb = np.interp(y, yi, _ZB[::-1])
+    nf = np.interp(y, yi, _NF[::-1])
+    zc, D = 0.5 * (zf + zb), np.maximum(0.5 * (zf - zb), 0.5)
+    n = np.where(z > zc, nf, 2.0)
+    val = np.abs(x / np.maximum(W, 0.5)) ** n + np.abs((z - zc) / D) ** n - 1.0
+    return np.where((y > _Y[0]) | (y < _Y[-1]), 1.0, val)
+
+
+def _radial_surface(fn, dirs, r0=30.0, r_max=260.0, step=8.0, iters=22):
+    """Radius along each direction (from CENTER) where the implicit fn turns positive going outward
+    (the surface is star-shaped around CENTER): march out from r0 (inside everywhere) in steps, then
+    bisect. dirs [..., 3] -> [...]"""
+    inside_last = np.full(dirs.shape[:-1], r0)
+    for r in np.arange(r0 + step, r_max, step):
+        inside_last = np.where(fn(CENTER + r * dirs) < 0, r, inside_last)
+    lo, hi = inside_last, inside_last + step
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        inside = fn(CENTER + mid[..., None] * dirs) < 0
+        lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rasteriser (painter's algorithm with OpenCV, attributes by barycentric interpolation)
+# ---------------------------------------------------------------------------------------------
+
+def rasterize(xy, depth, tris, size, cull=True, out_ids=None, id_offset=0):
+    """Draw triangles far-to-near into a triangle-id image.
+
+    xy    [V, 2] image coordinates (pixel centres at integers)
+    depth [V] distance from the camera (larger = farther)
+    tris  [T, 3] vertex indices, counter-clockwise on screen (y down) when facing the camera
+    size  (H, W); out_ids: an existing int32 id image to draw over; id_offset added to the ids.
+    -> (ids [H, W] int32, -1 = empty, else id_offset + triangle index; kept triangle mask [T])
+    """
+    H, W = size
+    ids = np.full((H, W), -1, np.int32) if out_ids is None else out_ids
+    a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    keep = area < 0 if cull else np.abs(area) > 0     # y-down screen: ccw in the view = negative area
+    lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
+    keep &= (hi[:, 0] >= -1) & (hi[:, 1] >= -1) & (lo[:, 0] <= W) & (lo[:, 1] <= H)
+    idx = np.nonzero(keep)[0]
+    order = idx[np.argsort(-depth[tris[idx]].mean(1), kind="stable")]
+    fixed = np.round(np.stack([a, b, c], 1) * 16).astype(np.int32)    # 4 fractional bits
+    for t in order.tolist():
+        cv2.fillConvexPoly(ids, fixed[t], id_offset + t, cv2.LINE_8, 4)
+    return ids, keep
+
+
+def barycentric(ids, xy, tris, id_offset=0):
+    """Per covered pixel: (rows, cols, triangle index, l1, l2) with the point = a + l1 (b - a) +
+    l2 (c - a) for the triangle's screen vertices, clipped into the triangle."""
+    rows, cols = np.nonzero(ids >= id_offset) if id_offset else np.nonzero(ids >= 0)
+    t = ids[rows, cols] - id_offset
+    a, b, c = xy[tris[t, 0]], xy[tris[t, 1]], xy[tris[t, 2]]
+    e1, e2 = b - a, c - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+    px, py = cols - a[:, 0], rows - a[:, 1]
+    l1 = (px * e2[:, 1] - py * e2[:, 0]) / det
+    l2 = (py * e1[:, 0] - px * e1[:, 1]) / det
+    l1, l2 = np.clip(l1, 0, 1), np.clip(l2, 0, 1)
+    s = l1 + l2
+    over = s > 1
+    l1, l2 = np.where(over, l1 / s, l1), np.where(over, l2 / s, l2)
+    return rows, cols, t, l1, l2
+
+
+# ---------------------------------------------------------------------------------------------
+# Relief on the base head: nose, eye sockets, brow ridge, cheekbones, lips, chin (a frontal height
+# field, mm along +z), and ears (along the side)
+# ---------------------------------------------------------------------------------------------
+
+_RELIEF_MM = 0.25                                # canvas resolution, mm per pixel
+_RELIEF_X0, _RELIEF_Y1 = -80.0, 45.0             # canvas covers x in [-80, 80], y in [-135, 45]
+_RELIEF_SHAPE = (int(180 / _RELIEF_MM), int(160 / _RELIEF_MM))
+
+
+def _canvas_xy():
+    H, W = _RELIEF_SHAPE
+    x = _RELIEF_X0 + (np.arange(W) + 0.5) * _RELIEF_MM
+    y = _RELIEF_Y1 - (np.arange(H) + 0.5) * _RELIEF_MM
+    return np.meshgrid(x, y)
+
+
+def _to_canvas(pts):
+    """face-frame (x, y) mm -> canvas pixel coordinates"""
+    pts = np.asarray(pts, np.float64)
+    return np.stack([(pts[..., 0] - _RELIEF_X0) / _RELIEF_MM - 0.5,
+                     (_RELIEF_Y1 - pts[..., 1]) / _RELIEF_MM - 0.5], -1)
+
+
+def _gauss(x, y, cx, cy, sx, sy, mirror=True):
+    ax = np.abs(x) if mirror else x
+    return np.exp(-0.5 * (((ax - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
+
+
+def _poly_relief(points, sigma_mm, closed=True, thickness_mm=None):
+    """A filled polygon (or a stroked polyline) on the relief canvas, Gaussian-blurred: [H, W] in [0, 1]"""
+    img = np.zeros(_RELIEF_SHAPE, np.float32)
+    p = np.round(_to_canvas(points) * 16).astype(np.int32)[None]
+    if thickness_mm is None:
+        cv2.fillPoly(img, p, 1.0, cv2.LINE_AA, 4)
+    else:
+        cv2.polylines(img, p, closed, 1.0, max(1, int(round(thickness_mm / _RELIEF_MM))), cv2.LINE_AA, 4)
+    s = sigma_mm / _RELIEF_MM
+    return cv2.GaussianBlur(img, (0, 0), s) if s > 0 else img
+
+
+def _relief_canvas():
+    """Frontal relief height field (mm toward +z) on the canvas grid."""
+    x, y = _canvas_xy()
+    L = MEAN_2D
+    # nose: a ridge from the glabella to the tip over the columella, union with the alar wings
+    py = [16, 8, 2, -11, -24, -33, -37, -41, -45, -48, -50.5, -53, -56]
+    pz = [0, 1.0, 3.0, 8.5, 15.0, 21.5, 24.5, 23.0, 17.0, 11.0, 6.0, 2.0, 0]
+    wy = [16, 2, -11, -24, -33, -38, -43, -48, -53, -56]
+    wx = [9.0, 6.5, 6.5, 7.5, 9.5, 10.5, 11.0, 9.0, 7.0, 6.0]
+    prof = np.interp(-y, -np.array(py, float), pz)
+    half = np.interp(-y, -np.array(wy, float), wx)
+    t = np.clip(x / half, -1, 1)
+    nose = prof * (1 - t * t) ** 1.3
+    nose += 2.5 * _gauss(x, y, 0, -36.5, 4.5, 4.0, mirror=False)                 # rounded tip
+    rho2 = ((np.abs(x) - 11.2) / 6.2) ** 2 + ((y + 43.3) / 5.6) ** 2
+    alar = 9.5 * np.clip(1 - rho2, 0, 1) ** 0.7                                  # nostril wings
+    nose = np.maximum(nose, alar)
+    nose -= 4.0 * _gauss(x, y, 6.0, -47.0, 2.6, 1.3)                             # nostrils
+    h = nose
+    # eyes: orbit hollow, brow ridge, eyeball under the lids
+    h = h - 6.0 * _gauss(x, y, 31.0, 0.5, 12.0, 8.5) - 2.5 * _gauss(x, y, 31.0, 7.5, 10.0, 3.2)
+    h = h + 3.5 * _gauss(x, y, 30.0, 17.0, 15.0, 5.0) + 1.5 * _gauss(x, y, 0.0, 13.0, 8.0, 5.0, False)
+    h = h + 3.6 * _gauss(x, y, 31.3, 1.4, 8.0, 4.3)
+    # cheekbones and cheeks
+    h = h + 3.5 * _gauss(x, y, 45.0, -22.0, 12.0, 9.0) + 2.0 * _gauss(x, y, 33.0, -38.0, 10.0, 10.0)
+    # mouth: dental arch, vermilion of both lips, the gap between them
+    h = h + 5.0 * _gauss(x, y, 0.0, -67.0, 20.0, 12.0, False)
+    upper = L[[48, 49, 50, 51, 52, 53, 54, 64, 63, 62, 61, 60]]
+    lower = L[[54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64]]
+    inner = L[60:68]
+    h = h + 3.0 * _poly_relief(upper, 1.3) + 3.5 * _poly_relief(lower, 1.5) - 5.0 * _poly_relief(inner, 0.7)
+    # philtrum ridges and groove, nasolabial folds, mouth corners, mentolabial sulcus, chin
+    for s in (-1, 1):
+        h = h + 0.9 * _poly_relief([(s * 4.6, -50.5), (s * 6.4, -62.0)], 0.9, False, 0.8)
+        h = h - 1.6 * _poly_relief([(s * 16, -43), (s * 24, -56), (s * 32, -71)], 2.0, False, 1.0)
+    h = h - 0.8 * _gauss(x, y, 0, -56.0, 1.8, 4.0, False)
+    h = h - 1.2 * _gauss(x, y, 30.5, -69.0, 2.5, 2.5)
+    h = h - 2.5 * _gauss(x, y, 0, -88.5, 14.0, 3.5, False) + 5.0 * _gauss(x, y, 0, -104.0, 13.0, 9.0, False)
+    return h.astype(np.float32)
+
+
+def _ear_relief(P):
+    """Outward height (mm, along the radius) of the ears, from base-surface points P [..., 3]."""
+    out = np.zeros(P.shape[:-1])
+    for s in (-1.0, 1.0):
+        side = (s * P[..., 0]) > 45
+        a, b = P[..., 2] - (-100.0), P[..., 1] - (-20.0)        # along z (back < 0) and y
+        c, sn = math.cos(math.radians(14)), math.sin(math.radians(14))
+        a, b = c * a + sn * b, -sn * a + c * b                   # the ear leans back at the top
+        rho = np.sqrt((a / 16.0) ** 2 + (b / 30.0) ** 2)
+        flap = np.clip((1.0 - rho) / 0.12, 0, 1) ** 0.7          # soft outline
+        back = np.clip(0.5 - 0.5 * a / 16.0, 0, 1)               # 0 at the front attachment, 1 at the rim
+        helix = np.exp(-0.5 * ((rho - 0.86) / 0.07) ** 2)        # rolled rim
+        concha = np.exp(-0.5 * (((a - 3.0) / 6.0) ** 2 + ((b + 5.0) / 8.0) ** 2))
+        hgt = flap * (4.0 + 11.0 * back ** 0.8) + 2.0 * helix * flap - 5.0 * concha * flap
+        out += np.where(side, np.maximum(hgt, 0.0), 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Mesh over the (u, v) grid
+# ---------------------------------------------------------------------------------------------
+
+def _grid_stops(n, dense, step_dense, step_sparse):
+    """Vertex positions 0 .. n on a texel axis: step_dense where dense(texel) else step_sparse."""
+    stops, t = [], 0
+    while t < n - 1:
+        stops.append(t)
+        t += step_dense if dense(t) else step_sparse
+    stops.append(n - 1)
+    return np.array(stops, np.float64)
+
+
+def uv_mesh(step_dense=3, step_sparse=12):
+    """Vertex (u, v) texel coordinates [V, 2] and triangles [T, 3] of the head mesh. Columns wrap:
+    the last column sits at u = UV_W (the first column again, for texture lookups on a wrapped
+    texture). Triangles have positive signed area on screen when they face the camera."""
+    us = _grid_stops(UV_W + 1, lambda u: abs(theta_of_u(u)) < math.radians(95), step_dense, step_sparse)
+    us[-1] = UV_W
+    vs = _grid_stops(UV_H, lambda v: math.radians(-78) < phi_of_v(v) < math.radians(62), step_dense, step_sparse)
+    uu, vv = np.meshgrid(us, vs)
+    uv = np.stack([uu.ravel(), vv.ravel()], -1)
+    nr, nc = len(vs), len(us)
+    i, j = np.meshgrid(np.arange(nr - 1), np.arange(nc - 1), indexing="ij")
+    a, b = (i * nc + j).ravel(), (i * nc + j + 1).ravel()
+    c, d = ((i + 1) * nc + j).ravel(), ((i + 1) * nc + j + 1).ravel()
+    tris = np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)]).astype(np.int64)
+    return uv, tris
+
+
+# ---------------------------------------------------------------------------------------------
+# Pose and camera
+# ---------------------------------------------------------------------------------------------
+
+def rotation(yaw, pitch, roll):
+    """Head rotation (degrees) as a 3x3 matrix acting on face-frame vectors: yaw > 0 turns the face
+    toward the image right, pitch > 0 raises the face, roll > 0 tilts it counter-clockwise in the
+    image. R = Rz(roll) Rx(pitch) Ry(yaw)."""
+    y, p, r = (math.radians(a) for a in (yaw, pitch, roll))
+    Ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    Rx = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])
+    Rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return Rz @ Rx @ Ry
+
+
+@dataclass
+class Camera:
+    """Pinhole camera looking at the head centre from ``distance`` mm along +z of the view frame.
+    Image point of a face-frame point p: q = R (p - CENTER); x = cx + f q_x / (distance - q_z),
+    y = cy - f q_y / (distance - q_z)."""
+    R: np.ndarray            # 3x3 head rotation
+    focal: float             # pixels
+    distance: float          # mm, camera to CENTER
+    cx: float
+    cy: float
+
+    def view(self, p):
+        """face-frame points [..., 3] -> view-frame points [..., 3]"""
+        return (np.asarray(p) - CENTER) @ self.R.T
+
+    def project(self, p):
+        """face-frame points [..., 3] -> (image xy [..., 2], depth [...] = distance to the camera plane)"""
+        q = self.view(p)
+        depth = self.distance - q[..., 2]
+        x = self.cx + self.focal * q[..., 0] / depth
+        y = self.cy - self.focal * q[..., 1] / depth
+        return np.stack([x, y], -1), depth
+
+    def eye(self):
+        """Camera centre in the face frame."""
+        return CENTER + self.R.T @ np.array([0.0, 0.0, self.distance])
+
+
+# ---------------------------------------------------------------------------------------------
+# The mean model
+# ---------------------------------------------------------------------------------------------
+
+# Depth guesses (face frame z, mm) used to pick the front-most surface point under each inner
+# landmark, and 3D targets of the anatomical contour points (x, y from MEAN_2D; z near the ear for
+# the upper contour, along the jaw line below). See ``_place_landmarks``.
+_Z_GUESS = {17: -14, 18: -5, 19: 1, 20: 3, 21: 5, 27: 6, 28: 10, 29: 15, 30: 22, 31: 2, 32: 6,
+            33: 8, 36: -8, 37: -2, 38: -1, 39: 0, 40: -1, 41: -2, 48: -6, 49: 4, 50: 8, 51: 9,
+            57: 8, 58: 7, 59: 3, 60: -3, 61: 5, 62: 6, 66: 5, 67: 4}
+_CONTOUR_Z = (-74.0, -72.0, -68.0, -62.0, -52.0, -40.0, -27.0, -16.0, -11.0)
+FACE_CENTER_2D = np.array([0.0, -45.0])          # where the contour rings head to (frontal x, y)
+RING_SAMPLES = 40
+
+
+@dataclass
+class MeanModel:
+    """The mean head. Maps are on the (u, v) grid [UV_H, UV_W, ...]."""
+    P: np.ndarray              # [H, W, 3] float64 surface points, face frame
+    relief: np.ndarray         # [H, W] relief height added to the base head (mm)
+    ao: np.ndarray             # [H, W] float32 ambient occlusion in [0, 1]
+    landmark_uv: np.ndarray    # [68, 2] (u, v) of the 68 landmarks
+    ring_uv: np.ndarray        # [17, RING_SAMPLES, 2] contour rings, ring_uv[k, 0] = landmark_uv[k]
+    outward: np.ndarray        # [17, 3] face-frame outward direction of each contour point
+    mesh_uv: np.ndarray        # [V, 2]
+    mesh_tris: np.ndarray      # [T, 3]
+
+    @property
+    def landmarks(self):
+        """[68, 3] mean landmark positions (face frame, mm)."""
+        return sample_map(self.P, self.landmark_uv)
+
+
+def _texel_dirs():
+    th = theta_of_u(np.arange(UV_W))[None, :]
+    ph = phi_of_v(np.arange(UV_H))[:, None]
+    return directions(th + 0 * ph, ph + 0 * th)
+
+
+def _newton_uv(Pmap, target_xy, uv0, iters=12):
+    """(u, v) where the surface's (x, y) equals target_xy, starting from uv0 (Gauss-Newton)."""
+    uv = uv0.copy()
+    for _ in range(iters):
+        p = sample_map(Pmap, uv)[..., :2]
+        du = (sample_map(Pmap, uv + [0.5, 0])[..., :2] - sample_map(Pmap, uv - [0.5, 0])[..., :2])
+        dv = (sample_map(Pmap, uv + [0, 0.5])[..., :2] - sample_map(Pmap, uv - [0, 0.5])[..., :2])
+        J = np.stack([du, dv], -1)                                    # [N, 2 (xy), 2 (uv)]
+        step = np.linalg.solve(J, (target_xy - p)[..., None])[..., 0]
+        uv = uv + np.clip(step, -8, 8)
+    return uv
+
+
+def _place_landmarks(Pmap):
+    """Landmark (u, v): inner points under their MEAN_2D position (front-most surface, found from a
+    depth guess); contour points toward their 3D target from CENTER."""
+    uv = np.zeros((68, 2))
+    inner = np.array([k for k in range(17, 68) if k in _Z_GUESS or _FLIP68[k] in _Z_GUESS])
+    zg = np.array([_Z_GUESS.get(k, _Z_GUESS.get(_FLIP68[k])) for k in inner], float)
+    start = uv_of_point(np.concatenate([MEAN_2D[inner], zg[:, None]], 1))
+    uv[inner] = _newton_uv(Pmap, MEAN_2D[inner], start)
+    zc = np.array([_CONTOUR_Z[min(k, 16 - k)] for k in range(17)])
+    uv[:17] = uv_of_point(np.concatenate([MEAN_2D[:17], zc[:, None]], 1))
+    return uv
+
+
+def _rings(Pmap, landmark_uv):
+    """For each contour point, RING_SAMPLES (u, v) from the point toward the face centre."""
+    f_uv = _newton_uv(Pmap, FACE_CENTER_2D[None], uv_of_point(np.array([[0.0, -45.0, 15.0]])))[0]
+    t = np.linspace(0.0, 0.55, RING_SAMPLES)[None, :, None]
+    a = landmark_uv[:17, None, :]
+    return a + t * (f_uv[None, None, :] - a)
+
+
+@functools.lru_cache(maxsize=1)
+def mean_model():
+    """Build (once per process, ~1 s) the mean head, its landmarks and mesh."""
+    dirs = _texel_dirs()                                              # [H, W, 3]
+    R = _radial_surface(_section_value, dirs)                         # [H, W]
+    base = CENTER + R[..., None] * dirs
+    # frontal relief, faded out toward the sides of the head; added along the ray
+    canvas = _relief_canvas()
+    cxy = _to_canvas(base[..., :2]).astype(np.float32)
+    h = cv2.remap(canvas, cxy[..., 0], cxy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    front = np.clip((base[..., 2] + 45.0) / 20.0, 0, 1) * (np.abs(theta_of_u(np.arange(UV_W)))[None] < 1.6)
+    relief = h * front / np.maximum(dirs[..., 2], 0.35)
+    Pmap = CENTER + (R + relief)[..., None] * dirs
+    landmark_uv = _place_landmarks(Pmap)
+    ring_uv = _rings(Pmap, landmark_uv)
+    ear = _ear_relief(base)                                           # ears after the contour is placed
+    relief = relief + ear
+    R = R + relief
+    Pmap = CENTER + R[..., None] * dirs
+    # ambient occlusion from concavity of the radius map
+    Rf = R.astype(np.float32)
+    cav = cv2.GaussianBlur(Rf, (0, 0), 5.0, borderType=cv2.BORDER_REPLICATE) - Rf
+    ao = np.clip(1.0 - 0.09 * np.maximum(cav, 0), 0.35, 1.0).astype(np.float32)
+    out2d = MEAN_2D[:17] - FACE_CENTER_2D
+    outward = np.concatenate([out2d / np.linalg.norm(out2d, axis=1, keepdims=True), np.zeros((17, 1))], 1)
+    mesh_uv, mesh_tris = uv_mesh()
+    return MeanModel(P=Pmap, relief=relief.astype(np.float32), ao=ao, landmark_uv=landmark_uv,
+                     ring_uv=ring_uv, outward=outward, mesh_uv=mesh_uv, mesh_tris=mesh_tris)
