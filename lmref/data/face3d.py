@@ -161,7 +161,7 @@ MEAN_2D = _mean_2d()      # [68, 2] (x, y) face frame, mm
 _Y = np.array([120, 118, 114, 110, 104, 96, 88, 78, 66, 54, 42, 30, 10, -5, -20, -40, -60, -78,
                -94, -107, -116, -121.5, -123.5])
 _W = np.array([0.5, 15.4, 26.4, 33.7, 41.8, 50.0, 56.2, 62.2, 67.4, 70.8, 72.8, 73.5, 73.5, 73.2,
-               72.6, 70.2, 65.6, 58.2, 46.8, 33.0, 20.0, 8.0, 0.5])
+               72.6, 70.2, 65.6, 58.2, 47.5, 35.0, 23.0, 11.0, 0.5])
 _ZF = np.array([-96.0, -75.0, -60.1, -50.2, -39.1, -28.0, -19.5, -11.4, -4.3, 0.4, 3.1, 4.0, 4.0,
                 1.0, -1.0, -2.0, -3.0, -5.0, -4.0, -6.0, -10.0, -16.0, -24.0])
 _ZB = np.array([-96.0, -116.5, -131.2, -140.9, -151.8, -162.6, -170.9, -178.9, -185.8, -190.5,
@@ -171,21 +171,36 @@ _NF = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7, 2.9,
                 2.4, 2.2, 2.0, 2.0, 2.0, 2.0, 2.0])
 
 
+def _catmull_rom(xk, yk, x):
+    """C1 Catmull-Rom interpolation through knots (xk increasing, non-uniform allowed) at x."""
+    xk, yk = np.asarray(xk, float), np.asarray(yk, float)
+    m = np.gradient(yk, xk)                                   # knot slopes (non-uniform differences)
+    i = np.clip(np.searchsorted(xk, x) - 1, 0, len(xk) - 2)
+    h = xk[i + 1] - xk[i]
+    t = np.clip((x - xk[i]) / h, 0, 1)
+    t2, t3 = t * t, t * t * t
+    return ((2 * t3 - 3 * t2 + 1) * yk[i] + (t3 - 2 * t2 + t) * h * m[i]
+            + (-2 * t3 + 3 * t2) * yk[i + 1] + (t3 - t2) * h * m[i + 1])
+
+
+_YFINE = np.linspace(_Y[-1], _Y[0], 2049)                     # smooth tables on a fine grid
+_WF, _ZFF, _ZBF, _NFF = (_catmull_rom(_Y[::-1], t[::-1], _YFINE) for t in (_W, _ZF, _ZB, _NF))
+
+
 def _section_value(p):
     """Implicit function of the lofted head: < 0 inside. p [..., 3] face frame."""
     x, y, z = p[..., 0], p[..., 1], p[..., 2]
-    yi = _Y[::-1]
-    W = np.interp(y, yi, _W[::-1])
-    zf = np.interp(y, yi, _ZF[::-1])
-    zb = np.interp(y, yi, _ZB[::-1])
-    nf = np.interp(y, yi, _NF[::-1])
+    W = np.interp(y, _YFINE, _WF)
+    zf = np.interp(y, _YFINE, _ZFF)
+    zb = np.interp(y, _YFINE, _ZBF)
+    nf = np.interp(y, _YFINE, _NFF)
     zc, D = 0.5 * (zf + zb), np.maximum(0.5 * (zf - zb), 0.5)
     n = np.where(z > zc, nf, 2.0)
     val = np.abs(x / np.maximum(W, 0.5)) ** n + np.abs((z - zc) / D) ** n - 1.0
     return np.where((y > _Y[0]) | (y < _Y[-1]), 1.0, val)
 
 
-def _radial_surface(fn, dirs, r0=30.0, r_max=260.0, step=8.0, iters=22):
+def _radial_surface(fn, dirs, r0=50.0, r_max=230.0, step=10.0, iters=20):
     """Radius along each direction (from CENTER) where the implicit fn turns positive going outward
     (the surface is star-shaped around CENTER): march out from r0 (inside everywhere) in steps, then
     bisect. dirs [..., 3] -> [...]"""
@@ -209,7 +224,8 @@ def rasterize(xy, depth, tris, size, cull=True, out_ids=None, id_offset=0):
 
     xy    [V, 2] image coordinates (pixel centres at integers)
     depth [V] distance from the camera (larger = farther)
-    tris  [T, 3] vertex indices, counter-clockwise on screen (y down) when facing the camera
+    tris  [T, 3] vertex indices, ordered so that a triangle facing the camera has positive signed
+          area (b - a) x (c - a) in image coordinates (y down)
     size  (H, W); out_ids: an existing int32 id image to draw over; id_offset added to the ids.
     -> (ids [H, W] int32, -1 = empty, else id_offset + triangle index; kept triangle mask [T])
     """
@@ -217,7 +233,7 @@ def rasterize(xy, depth, tris, size, cull=True, out_ids=None, id_offset=0):
     ids = np.full((H, W), -1, np.int32) if out_ids is None else out_ids
     a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
     area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    keep = area < 0 if cull else np.abs(area) > 0     # y-down screen: ccw in the view = negative area
+    keep = area > 0 if cull else np.abs(area) > 0
     lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
     keep &= (hi[:, 0] >= -1) & (hi[:, 1] >= -1) & (lo[:, 0] <= W) & (lo[:, 1] <= H)
     idx = np.nonzero(keep)[0]
@@ -241,9 +257,8 @@ def barycentric(ids, xy, tris, id_offset=0):
     l1 = (px * e2[:, 1] - py * e2[:, 0]) / det
     l2 = (py * e1[:, 0] - px * e1[:, 1]) / det
     l1, l2 = np.clip(l1, 0, 1), np.clip(l2, 0, 1)
-    s = l1 + l2
-    over = s > 1
-    l1, l2 = np.where(over, l1 / s, l1), np.where(over, l2 / s, l2)
+    s = np.maximum(l1 + l2, 1.0)
+    l1, l2 = l1 / s, l2 / s
     return rows, cols, t, l1, l2
 
 
@@ -302,8 +317,8 @@ def _relief_canvas():
     t = np.clip(x / half, -1, 1)
     nose = prof * (1 - t * t) ** 1.3
     nose += 2.5 * _gauss(x, y, 0, -36.5, 4.5, 4.0, mirror=False)                 # rounded tip
-    rho2 = ((np.abs(x) - 11.2) / 6.2) ** 2 + ((y + 43.3) / 5.6) ** 2
-    alar = 9.5 * np.clip(1 - rho2, 0, 1) ** 0.7                                  # nostril wings
+    rho2 = ((np.abs(x) - 11.0) / 5.8) ** 2 + ((y + 43.5) / 5.0) ** 2
+    alar = 7.5 * np.clip(1 - rho2, 0, 1) ** 1.0                                  # nostril wings
     nose = np.maximum(nose, alar)
     nose -= 4.0 * _gauss(x, y, 6.0, -47.0, 2.6, 1.3)                             # nostrils
     h = nose
@@ -361,13 +376,13 @@ def _grid_stops(n, dense, step_dense, step_sparse):
     return np.array(stops, np.float64)
 
 
-def uv_mesh(step_dense=3, step_sparse=12):
+def uv_mesh(step_dense=5, step_sparse=12):
     """Vertex (u, v) texel coordinates [V, 2] and triangles [T, 3] of the head mesh. Columns wrap:
     the last column sits at u = UV_W (the first column again, for texture lookups on a wrapped
     texture). Triangles have positive signed area on screen when they face the camera."""
-    us = _grid_stops(UV_W + 1, lambda u: abs(theta_of_u(u)) < math.radians(95), step_dense, step_sparse)
+    us = _grid_stops(UV_W + 1, lambda u: abs(theta_of_u(u)) < math.radians(85), step_dense, step_sparse)
     us[-1] = UV_W
-    vs = _grid_stops(UV_H, lambda v: math.radians(-78) < phi_of_v(v) < math.radians(62), step_dense, step_sparse)
+    vs = _grid_stops(UV_H, lambda v: math.radians(-78) < phi_of_v(v) < math.radians(50), step_dense, step_sparse)
     uu, vv = np.meshgrid(us, vs)
     uv = np.stack([uu.ravel(), vv.ravel()], -1)
     nr, nc = len(vs), len(us)
@@ -498,7 +513,10 @@ def _rings(Pmap, landmark_uv):
 def mean_model():
     """Build (once per process, ~1 s) the mean head, its landmarks and mesh."""
     dirs = _texel_dirs()                                              # [H, W, 3]
-    R = _radial_surface(_section_value, dirs)                         # [H, W]
+    # the lofted head is smooth: solve it on a half-resolution grid and upsample
+    half = directions(theta_of_u(np.arange(UV_W // 2) * 2 + 0.5)[None, :],
+                      phi_of_v(np.arange(UV_H // 2) * 2 + 0.5)[:, None])
+    R = cv2.resize(_radial_surface(_section_value, half), (UV_W, UV_H), interpolation=cv2.INTER_CUBIC)
     base = CENTER + R[..., None] * dirs
     # frontal relief, faded out toward the sides of the head; added along the ray
     canvas = _relief_canvas()
@@ -522,3 +540,33 @@ def mean_model():
     mesh_uv, mesh_tris = uv_mesh()
     return MeanModel(P=Pmap, relief=relief.astype(np.float32), ao=ao, landmark_uv=landmark_uv,
                      ring_uv=ring_uv, outward=outward, mesh_uv=mesh_uv, mesh_tris=mesh_tris)
+
+
+def surface_normals(P):
+    """Outward unit normals of a surface map P [H, W, 3] (central differences, u wraps)."""
+    du = np.roll(P, -1, axis=1) - np.roll(P, 1, axis=1)
+    dv = np.empty_like(P)
+    dv[1:-1] = P[2:] - P[:-2]
+    dv[0], dv[-1] = dv[1], dv[-2]
+    n = np.cross(dv, du)
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+
+
+def contour_on_silhouette(P, model, cam):
+    """Image positions of the 68 landmarks for surface P seen by cam, with the 300W contour rule:
+    each jaw point is the sample of its ring (from the anatomical point toward the face centre) that
+    lies farthest out along the point's outward image direction - the anatomical point when that side
+    faces the camera, the visible face boundary when it turns away.
+
+    -> (xy [68, 2], depth [68], ring index chosen [17])"""
+    X = sample_map(P, model.landmark_uv)                              # [68, 3]
+    xy, depth = cam.project(X)
+    ring = sample_map(P, model.ring_uv)                               # [17, S, 3]
+    rxy, rdepth = cam.project(ring)
+    o = cam.project(X[:17] + 5.0 * model.outward)[0] - xy[:17]        # outward image directions
+    o = o / np.maximum(np.linalg.norm(o, axis=1, keepdims=True), 1e-9)
+    score = np.einsum("ksc,kc->ks", rxy - xy[:17, None], o)
+    best = np.argmax(score, axis=1)
+    k = np.arange(17)
+    xy[:17], depth[:17] = rxy[k, best], rdepth[k, best]
+    return xy, depth, best

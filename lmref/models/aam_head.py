@@ -26,6 +26,7 @@ out_edgemaps .weight/.bias`` (STAR's names).  With MobileViT-v2 x0.5 (256 channe
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -42,7 +43,8 @@ SOFT_ARGMAX_METHODS = ("star", "softmax")
 @dataclass
 class Config:
     """backbone          architecture name of the backbone (a key of ``lmref.models.MODULES``)
-    backbone_config   that backbone's Config as a dict ({} = its defaults)
+    backbone_config   that backbone's Config as a dict (missing fields take its defaults; stored
+                      complete, so {} becomes the default backbone written out in full)
     layout            landmark layout name (``lmref.landmarks``): number of points, boundaries, E2P
     heatmap_stride    heatmap grid = ceil(H / stride) x ceil(W / stride) of the input (4: 64x64 at 256)
     heatmap_size      (Hh, Wh) to use instead of the stride rule, or None
@@ -72,24 +74,31 @@ class Config:
             raise ValueError(f"aam_head.Config: backbone_config must be a dict or a Config, got "
                              f"{type(self.backbone_config).__name__}")
         landmarks.get(self.layout)      # raises KeyError naming the known layouts
-        if isinstance(self.heatmap_stride, bool) or not isinstance(self.heatmap_stride, int) or self.heatmap_stride < 1:
-            raise ValueError(f"aam_head.Config: heatmap_stride must be a positive int, got {self.heatmap_stride!r}")
+        stride = self.heatmap_stride
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"aam_head.Config: heatmap_stride must be a positive int, got {stride!r}")
         if self.heatmap_size is not None:
             hs = tuple(self.heatmap_size)
             if len(hs) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in hs):
-                raise ValueError(f"aam_head.Config: heatmap_size must be None or two ints >= 2, got {self.heatmap_size!r}")
+                raise ValueError(f"aam_head.Config: heatmap_size must be None or two ints >= 2, "
+                                 f"got {self.heatmap_size!r}")
             self.heatmap_size = hs
         if self.upsample_mode not in UPSAMPLE_MODES:
-            raise ValueError(f"aam_head.Config: upsample_mode must be one of {UPSAMPLE_MODES}, got {self.upsample_mode!r}")
+            raise ValueError(f"aam_head.Config: upsample_mode must be one of {UPSAMPLE_MODES}, "
+                             f"got {self.upsample_mode!r}")
         if not isinstance(self.align_corners, bool):
             raise ValueError(f"aam_head.Config: align_corners must be a bool, got {self.align_corners!r}")
         if self.upsample_mode == "nearest" and self.align_corners:
             raise ValueError("aam_head.Config: align_corners=True needs upsample_mode='bilinear'")
         if self.soft_argmax not in SOFT_ARGMAX_METHODS:
-            raise ValueError(f"aam_head.Config: soft_argmax must be one of {SOFT_ARGMAX_METHODS}, got {self.soft_argmax!r}")
-        if isinstance(self.softmax_beta, bool) or not isinstance(self.softmax_beta, (int, float)) or not self.softmax_beta > 0:
+            raise ValueError(f"aam_head.Config: soft_argmax must be one of {SOFT_ARGMAX_METHODS}, "
+                             f"got {self.soft_argmax!r}")
+        beta = self.softmax_beta
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta > 0 and math.isfinite(beta)):
             raise ValueError(f"aam_head.Config: softmax_beta must be a positive number, got {self.softmax_beta!r}")
-        backbone_config(self)           # the backbone config must be valid too
+        # validate the backbone's settings and keep all of them, in JSON form (lists, not tuples), so a
+        # manifest records the whole backbone and reads back equal
+        self.backbone_config = json.loads(json.dumps(dataclasses.asdict(backbone_config(self))))
 
 
 def backbone_module(cfg):

@@ -66,7 +66,8 @@ class Config:
     def __post_init__(self):
         if isinstance(self.width_multiplier, bool) or not isinstance(self.width_multiplier, (int, float)) \
                 or not self.width_multiplier > 0:
-            raise ValueError(f"mobilevitv2.Config: width_multiplier must be a positive number, got {self.width_multiplier!r}")
+            raise ValueError(f"mobilevitv2.Config: width_multiplier must be a positive number, "
+                             f"got {self.width_multiplier!r}")
         for name in ("in_chans", "patch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -97,13 +98,15 @@ def stage_plan(cfg):
     prev = int(STEM_CHANNELS * m)
 
     def mv2(cin, cout, stride):
-        return {"type": "mv2", "cin": cin, "cout": cout, "hidden": make_divisible(cin * MV2_EXPANSION), "stride": stride}
+        return {"type": "mv2", "cin": cin, "cout": cout, "hidden": make_divisible(cin * MV2_EXPANSION),
+                "stride": stride}
 
     plan = [[mv2(prev, chs[0], 1)], [mv2(chs[0], chs[1], 2), mv2(chs[1], chs[1], 1)]]
     prev = chs[1]
     for c, depth in zip(chs[2:], TRANSFORMER_DEPTHS):
         d = make_divisible(TRANSFORMER_RATIO * c)
-        plan.append([mv2(prev, c, 2), {"type": "mvit", "channels": c, "dim": d, "mlp_hidden": int(d * MLP_RATIO), "depth": depth}])
+        plan.append([mv2(prev, c, 2),
+                     {"type": "mvit", "channels": c, "dim": d, "mlp_hidden": int(d * MLP_RATIO), "depth": depth}])
         prev = c
     return plan
 
