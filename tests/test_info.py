@@ -8,6 +8,7 @@ from lmref import info, ops
 from lmref.trace import op, scope
 from torch_impl.export import export
 from torch_impl.info import profile as torch_profile
+from torch_impl.info import report as torch_report
 from torch_impl.models import aam_head as ta
 from torch_impl.models import mobilevitv2 as tm
 
@@ -103,6 +104,7 @@ def test_student_profile_lmref_and_torch_agree(tmp_path, capsys):
     trows, ttotals = torch_profile(model, torch.zeros(1, 3, 256, 256))
     assert ttotals["params"] == totals["params"] and ttotals["macs"] == totals["macs"]
     assert ttotals["buffers"] == totals["buffers"]
+    assert "total parameters  1,141,863" in torch_report(model, torch.zeros(1, 3, 256, 256), depth=2)
     for depth in (3, 4, 6):
         a = {r["scope"]: (r["params"], r["macs"]) for r in info.aggregate(rows, depth) if r["params"] or r["macs"]}
         b = {r["scope"]: (r["params"], r["macs"]) for r in info.aggregate(trows, depth) if r["params"] or r["macs"]}

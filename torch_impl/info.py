@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["profile", "MODULE_RULES"]
+__all__ = ["profile", "report", "MODULE_RULES"]
 
 
 def _conv2d(m, inputs, output):
@@ -73,3 +73,10 @@ def profile(model: nn.Module, x, rules=None):
               "buffers": sum(r["buffers"] for r in rows),
               "macs": sum(r["macs"] for r in rows), "macs_by_op": macs_by_op, "unassigned": []}
     return rows, totals
+
+
+def report(model: nn.Module, x, depth=None, rules=None):
+    """The profile as the same text table ``lmref info`` prints."""
+    from lmref.info import format_table
+    rows, totals = profile(model, x, rules)
+    return format_table(rows, totals, depth)

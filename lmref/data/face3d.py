@@ -40,7 +40,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 UV_W, UV_H = 512, 320                     # texture / surface grid (u across, v down)
-CENTER = np.array([0.0, -8.0, -88.0])     # centre of the radial parametrisation, face frame (mm)
+CENTER = np.array([0.0, -25.0, -88.0])     # centre of the radial parametrisation, face frame (mm)
 
 # theta(s) = A s + B s^7 on s in [-1, 1]: |theta| < 75 deg gets 3/4 of the columns (0.32 deg/texel at
 # the front, 3 deg/texel at the back); phi(t) = A t + B t^5: |phi| < 65 deg gets 4/5 of the rows.
@@ -77,6 +77,23 @@ def v_of_phi(phi):
     """Inverse of ``phi_of_v``."""
     t = np.interp(np.asarray(phi, np.float64), _PHI_TABLE, _S_TABLE)
     return (1.0 - t) * UV_H / 2.0 - 0.5
+
+
+def lookup(img, xy, border=cv2.BORDER_CONSTANT, interpolation=cv2.INTER_LINEAR):
+    """Bilinear lookup of an image at any number of points xy [..., 2] (pixel centres at integers)
+    with cv2.remap (which needs 2-D maps under 32767 a side). -> [...] or [..., C]"""
+    xy = np.asarray(xy, np.float32)
+    shape = xy.shape[:-1]
+    flat = xy.reshape(-1, 2)
+    n = flat.shape[0]
+    cols = 1024
+    rows = -(-n // cols)
+    pad = np.full((rows * cols, 2), -1e4, np.float32)
+    pad[:n] = flat
+    pad = pad.reshape(rows, cols, 2)
+    out = cv2.remap(img, pad[..., 0], pad[..., 1], interpolation, borderMode=border)
+    out = out.reshape(rows * cols, *img.shape[2:])[:n]
+    return out.reshape(*shape, *img.shape[2:])
 
 
 def directions(theta, phi):
@@ -187,17 +204,36 @@ _YFINE = np.linspace(_Y[-1], _Y[0], 2049)                     # smooth tables on
 _WF, _ZFF, _ZBF, _NFF = (_catmull_rom(_Y[::-1], t[::-1], _YFINE) for t in (_W, _ZF, _ZB, _NF))
 
 
-def _section_value(p):
-    """Implicit function of the lofted head: < 0 inside. p [..., 3] face frame."""
-    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+def _tables(y):
+    """Cross-section parameters at heights y: (W, zc, D, nf)."""
     W = np.interp(y, _YFINE, _WF)
     zf = np.interp(y, _YFINE, _ZFF)
     zb = np.interp(y, _YFINE, _ZBF)
     nf = np.interp(y, _YFINE, _NFF)
-    zc, D = 0.5 * (zf + zb), np.maximum(0.5 * (zf - zb), 0.5)
+    return np.maximum(W, 0.5), 0.5 * (zf + zb), np.maximum(0.5 * (zf - zb), 0.5), nf
+
+
+def _section_value(p):
+    """Implicit function of the lofted head: < 0 inside. p [..., 3] face frame."""
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    W, zc, D, nf = _tables(y)
     n = np.where(z > zc, nf, 2.0)
-    val = np.abs(x / np.maximum(W, 0.5)) ** n + np.abs((z - zc) / D) ** n - 1.0
+    val = np.abs(x / W) ** n + np.abs((z - zc) / D) ** n - 1.0
     return np.where((y > _Y[0]) | (y < _Y[-1]), 1.0, val)
+
+
+def _relief_value(canvas):
+    """Implicit function of the head with a frontal relief: in front of the cross-section centre the
+    surface is the height field z = z_front(x, y) + h(x, y), h read from the relief canvas."""
+    def fn(p):
+        x, y, z = p[..., 0], p[..., 1], p[..., 2]
+        W, zc, D, nf = _tables(y)
+        ax = np.minimum(np.abs(x) / W, 1.0)
+        z_front = zc + D * (1.0 - ax ** nf) ** (1.0 / nf)
+        h = lookup(canvas, _to_canvas(p[..., :2]))
+        front = (z > zc) & (np.abs(x) < W) & (y <= _Y[0]) & (y >= _Y[-1])
+        return np.where(front, z - (z_front + h), _section_value(p))
+    return fn
 
 
 def _radial_surface(fn, dirs, r0=50.0, r_max=230.0, step=10.0, iters=20):
@@ -333,7 +369,7 @@ def _relief_canvas():
     upper = L[[48, 49, 50, 51, 52, 53, 54, 64, 63, 62, 61, 60]]
     lower = L[[54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64]]
     inner = L[60:68]
-    h = h + 3.0 * _poly_relief(upper, 1.3) + 3.5 * _poly_relief(lower, 1.5) - 5.0 * _poly_relief(inner, 0.7)
+    h = h + 3.0 * _poly_relief(upper, 1.3) + 3.5 * _poly_relief(lower, 1.5) - 1.0 * _poly_relief(inner, 1.0)
     # philtrum ridges and groove, nasolabial folds, mouth corners, mentolabial sulcus, chin
     for s in (-1, 1):
         h = h + 0.9 * _poly_relief([(s * 4.6, -50.5), (s * 6.4, -62.0)], 0.9, False, 0.8)
@@ -517,17 +553,22 @@ def mean_model():
     half = directions(theta_of_u(np.arange(UV_W // 2) * 2 + 0.5)[None, :],
                       phi_of_v(np.arange(UV_H // 2) * 2 + 0.5)[:, None])
     R = cv2.resize(_radial_surface(_section_value, half), (UV_W, UV_H), interpolation=cv2.INTER_CUBIC)
-    base = CENTER + R[..., None] * dirs
-    # frontal relief, faded out toward the sides of the head; added along the ray
+    # the face: the lofted head plus the frontal relief height field, solved near the base radius
     canvas = _relief_canvas()
-    cxy = _to_canvas(base[..., :2]).astype(np.float32)
-    h = cv2.remap(canvas, cxy[..., 0], cxy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    front = np.clip((base[..., 2] + 45.0) / 20.0, 0, 1) * (np.abs(theta_of_u(np.arange(UV_W)))[None] < 1.6)
-    relief = h * front / np.maximum(dirs[..., 2], 0.35)
+    front = np.abs(theta_of_u(np.arange(UV_W)))[None, :] < math.radians(100) + 0 * R
+    lo, hi = R[front] - 12.0, R[front] + 40.0
+    fn = _relief_value(canvas)
+    d = dirs[front]
+    for _ in range(18):
+        mid = 0.5 * (lo + hi)
+        inside = fn(CENTER + mid[:, None] * d) < 0
+        lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+    relief = np.zeros_like(R)
+    relief[front] = 0.5 * (lo + hi) - R[front]
     Pmap = CENTER + (R + relief)[..., None] * dirs
     landmark_uv = _place_landmarks(Pmap)
     ring_uv = _rings(Pmap, landmark_uv)
-    ear = _ear_relief(base)                                           # ears after the contour is placed
+    ear = _ear_relief(CENTER + R[..., None] * dirs)                    # ears after the contour is placed
     relief = relief + ear
     R = R + relief
     Pmap = CENTER + R[..., None] * dirs
@@ -570,3 +611,183 @@ def contour_on_silhouette(P, model, cam):
     k = np.arange(17)
     xy[:17], depth[:17] = rxy[k, best], rdepth[k, best]
     return xy, depth, best
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity and expression deformations: smooth displacement fields over the mean surface
+# ---------------------------------------------------------------------------------------------
+
+# Each linear mode is a displacement field D(p) (mm at coefficient 1) of the mean surface point p,
+# written as region weight x displacement. Region weights are Gaussians in the frontal (x, y) plane
+# (mirrored to both sides unless a side is given), faded out behind the face. Coefficients are
+# sampled by the generator; the comments say what coefficient 1 does.
+
+def _w(X, cx, cy, sx, sy, side=0):
+    """Gaussian region weight over mean points X [..., 3]; side = 0 both (mirrored), -1 subject's
+    right (x < 0) only, +1 left only."""
+    x, y = X[..., 0], X[..., 1]
+    if side == 0:
+        ax = np.abs(x)
+    else:
+        ax = side * x
+    g = np.exp(-0.5 * (((ax - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
+    if side != 0:
+        g = g * np.clip(0.5 + side * x / 6.0, 0, 1)
+    return g * np.clip((X[..., 2] + 70.0) / 25.0, 0, 1)
+
+
+def _smooth01(t):
+    t = np.clip(t, 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+EYE_C = (31.3, 1.5)           # mean eye centre (|x|, y), mm
+
+
+def _lid_close(X, side):
+    """Vertical displacement (mm, <= 0) that closes one eye: the upper lid margin comes down onto the
+    lower lid, the skin above follows and fades out toward the crease, the opening between the lids is
+    compressed onto the lower lid line. side -1: subject's right eye, +1: left."""
+    x, y = X[..., 0], X[..., 1]
+    t = (side * x - EYE_C[0]) / 12.5                     # -1 .. 1 between the eye corners
+    upper = 5.3 - 5.5 * t ** 2                           # upper lid margin (through 37, 38)
+    lower = -2.6 + 2.8 * t ** 2                          # lower lid margin (through 40, 41)
+    gap = np.maximum(upper - lower, 0.0)
+    w = np.where(y >= upper, np.exp(-0.5 * ((y - upper) / 3.5) ** 2),
+                 np.clip((y - lower) / np.maximum(gap, 1e-6), 0, 1))
+    w = w * np.exp(-0.5 * np.maximum(np.abs(t) - 0.9, 0) ** 2 / 0.15 ** 2)
+    return -gap * w * np.clip(0.5 + side * x / 6.0, 0, 1) * np.clip((X[..., 2] + 40.0) / 10.0, 0, 1)
+
+
+def _mode_fields(X):
+    """Linear modes as (name -> displacement field [..., 3]) over mean points X [..., 3]."""
+    x, y, z = X[..., 0], X[..., 1], X[..., 2]
+    sx = np.sign(x)
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    V = lambda a, b, c: np.stack([a * one, b * one, c * one], -1)
+    front = np.clip((z + 70.0) / 25.0, 0, 1)
+    lower = _smooth01((-45.0 - y) / 45.0)
+    eye_c = EYE_C
+    lid = {s: _lid_close(X, s) for s in (-1, 1)}
+    f = {}
+    # --- identity (coefficients ~ N(0, 1)) ---
+    f["jaw_width"] = V(0.09 * x * lower, zero, zero)                        # lower face 9 % wider
+    f["face_length"] = V(zero, -7.0 * _smooth01((-40.0 - y) / 80.0), zero)  # chin 7 mm lower
+    f["chin"] = _w(X, 0, -112, 16, 12)[..., None] * V(0, -2.5, 4.0)            # chin forward, down
+    f["nose_length"] = (_w(X, 0, -35, 13, 16) * np.clip((4.0 - y) / 46.0, 0, 1))[..., None] * V(0, -4.5, 1.0)
+    f["nose_width"] = (_w(X, 0, -42, 16, 7) * 0.2)[..., None] * V(x, 0, 0)
+    f["nose_bridge"] = (_w(X, 0, -20, 7, 14))[..., None] * V(0, 0, 3.0)      # higher bridge
+    f["eye_size"] = (_w(X, eye_c[0], eye_c[1], 9, 6) * 0.12)[..., None] * \
+        np.stack([x - sx * eye_c[0], y - eye_c[1], zero], -1)
+    f["eye_spacing"] = _w(X, eye_c[0], eye_c[1], 11, 9)[..., None] * V(3.0 * sx, 0, 0)
+    f["eye_tilt"] = (_w(X, eye_c[0], eye_c[1], 10, 7) * 0.12 * (np.abs(x) - eye_c[0]))[..., None] * V(0, 1, 0)
+    f["eye_open"] = V(zero, -0.25 * (lid[-1] + lid[1]), zero)              # lids 25 % wider apart
+    f["brow_height"] = _w(X, 36, 18, 20, 6)[..., None] * V(0, 4.0, 0)
+    f["brow_arch"] = _w(X, 38, 22, 8, 5)[..., None] * V(0, 3.0, 0)
+    f["mouth_width"] = (_w(X, 0, -71, 30, 10) * 0.12)[..., None] * V(x, 0, 0)
+    f["lip_thickness"] = (_w(X, 0, -72, 24, 9) * 0.25)[..., None] * np.stack([zero, y + 72.0, zero], -1)
+    f["mouth_height"] = _w(X, 0, -71, 30, 12)[..., None] * V(0, -3.0, 0)
+    f["cheeks"] = _w(X, 40, -48, 16, 16)[..., None] * np.stack([3.0 * sx, zero, 3.0 * one], -1)
+    f["forehead"] = (_smooth01((y - 25.0) / 45.0) * front)[..., None] * V(0, 0, -5.0)   # sloping back
+    # --- expression ---
+    f["lips_part"] = np.stack([zero, zero, zero], -1)                        # filled below
+    gap_c, half_gap = -72.05, 2.85                                           # mean mouth gap
+    d = y - gap_c
+    prof = np.where(np.abs(d) < half_gap, d / half_gap, np.sign(d) * np.exp(-0.5 * ((np.abs(d) - half_gap) / 4.0) ** 2))
+    f["lips_part"] = (prof * _w(X, 0, -71, 22, 40) * np.exp(-0.5 * (np.maximum(np.abs(x) - 22, 0) / 5.0) ** 2))[..., None] * V(0, half_gap, 0)
+    for s, tag in ((-1, "R"), (1, "L")):
+        f["smile_" + tag] = (_w(X, 29, -68, 9, 8, s)[..., None] * V(s * 4.5, 5.5, -3.0)
+                             + _w(X, 17, -65, 7, 5, s)[..., None] * V(s * 1.5, 1.5, -1.0)
+                             + _w(X, 38, -45, 12, 12, s)[..., None] * V(0, 3.0, 2.0)
+                             + _w(X, 31, -3.5, 8, 2.5, s)[..., None] * V(0, 1.3, 0))
+        f["blink_" + tag] = V(zero, lid[s], -0.08 * lid[s])                 # eye closed
+        f["brow_raise_" + tag] = _w(X, 32, 21, 20, 8, s)[..., None] * V(0, 7.0, 0) \
+            + V(zero, -0.15 * lid[s], zero)
+    f["frown"] = _w(X, 29, -69, 8, 8)[..., None] * V(0, -5.0, -1.0) + _w(X, 0, -82, 12, 6)[..., None] * V(0, 0, 2.0)
+    f["pucker"] = (_w(X, 0, -71, 22, 12))[..., None] * np.stack([-0.35 * x, zero, 6.0 * one], -1)
+    f["stretch"] = (_w(X, 0, -71, 30, 10))[..., None] * np.stack([0.2 * x, -1.0 * one, -2.0 * one], -1)
+    f["brow_lower"] = _w(X, 18, 18, 12, 7)[..., None] * np.stack([-3.0 * sx, -4.0 * one, one], -1)
+    f["squint"] = V(zero, 0.3 * (lid[-1] + lid[1]), zero) + _w(X, 31, -4, 9, 2.5)[..., None] * V(0, 1.5, 0.5)
+    f["sneer"] = _w(X, 9, -62, 8, 5)[..., None] * V(0, 3.0, 0.5) + _w(X, 12, -40, 6, 6)[..., None] * V(0, 1.5, 0)
+    f["mouth_side"] = _w(X, 0, -71, 22, 14)[..., None] * V(5.0, 0, 0)
+    f["cheek_puff"] = _w(X, 36, -62, 12, 12)[..., None] * np.stack([4.0 * sx, zero, 4.0 * one], -1)
+    return f
+
+
+IDENTITY_MODES = ("jaw_width", "face_length", "chin", "nose_length", "nose_width", "nose_bridge",
+                  "eye_size", "eye_spacing", "eye_tilt", "eye_open", "brow_height", "brow_arch",
+                  "mouth_width", "lip_thickness", "mouth_height", "cheeks", "forehead")
+EXPRESSION_MODES = ("lips_part", "smile_R", "smile_L", "blink_R", "blink_L", "brow_raise_R",
+                    "brow_raise_L", "frown", "pucker", "stretch", "brow_lower", "squint", "sneer",
+                    "mouth_side", "cheek_puff")
+JAW_PIVOT = np.array([0.0, -22.0, -82.0])       # temporomandibular joint axis (face frame, along x)
+
+
+def _jaw_weight(X):
+    """1 on the mandible (below the mouth line, lower lip, chin, jaw), 0 above; a sharp step across
+    the mouth gap, a wide blend on the cheeks toward the ears."""
+    x, y, z = X[..., 0], X[..., 1], X[..., 2]
+    ax = np.abs(x)
+    line = np.interp(ax, [0, 22, 29, 45, 80], [-72.05, -72.05, -69.5, -58, -28])   # mouth line
+    width = np.interp(ax, [0, 22, 30, 50], [1.2, 1.2, 4.0, 16.0])
+    w = _smooth01(0.5 - (y - line) / (2 * width))
+    return w * np.clip((z + 125.0) / 30.0, 0, 1)
+
+
+@dataclass
+class ModeSet:
+    """Displacement fields cut to their support: name -> (v0, v1, u0, u1, field [v1-v0, u1-u0, 3])."""
+    fields: dict
+    jaw: tuple                 # (v0, v1, u0, u1, weight [.., ..])
+    cavity: tuple              # (v0, v1, u0, u1, weight): texels inside the mean mouth gap
+
+
+def _crop(field, thr=1e-3):
+    mag = np.abs(field).max(-1) if field.ndim == 3 else np.abs(field)
+    vs, us = np.nonzero(mag > thr)
+    v0, v1, u0, u1 = vs.min(), vs.max() + 1, us.min(), us.max() + 1
+    return int(v0), int(v1), int(u0), int(u1), np.ascontiguousarray(field[v0:v1, u0:u1]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def mode_set():
+    m = mean_model()
+    fields = {k: _crop(v) for k, v in _mode_fields(m.P).items()}
+    jaw = _crop(_jaw_weight(m.P))
+    x, y = m.P[..., 0], m.P[..., 1]
+    gap_top = np.interp(np.abs(x), [0, 7.7, 24.2], [-69.2, -68.5, -68.9])
+    gap_bot = np.interp(np.abs(x), [0, 7.9, 24.2], [-74.9, -74.0, -68.9])
+    half = np.maximum(0.5 * (gap_top - gap_bot), 1e-3)
+    t = np.clip(1.0 - np.abs(y - 0.5 * (gap_top + gap_bot)) / half, 0, 1)     # 1 mid-gap, 0 at the lips
+    cav = np.sqrt(t) * (np.abs(x) < 24.2) * (m.P[..., 2] > -30)
+    return ModeSet(fields=fields, jaw=jaw, cavity=_crop(cav.astype(np.float32), 1e-3))
+
+
+def deform(model, coeffs, jaw_deg=0.0, scale=(1.0, 1.0, 1.0), modes=None):
+    """Surface of one face: P = mean + sum_m c_m D_m, then the jaw rotated by jaw_deg (> 0 opens the
+    mouth) about the TMJ axis, then scaled about the face centre by (sx, sy, sz).
+    coeffs: dict mode name -> coefficient. -> P [UV_H, UV_W, 3] float64"""
+    modes = modes or mode_set()
+    P = model.P.copy()
+    for name, c in coeffs.items():
+        if c == 0.0:
+            continue
+        if name not in modes.fields:
+            raise KeyError(f"unknown deformation mode {name!r}")
+        v0, v1, u0, u1, D = modes.fields[name]
+        P[v0:v1, u0:u1] += c * D
+    if jaw_deg != 0.0:
+        v0, v1, u0, u1, w = modes.jaw
+        a = math.radians(jaw_deg)
+        Rj = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+        Q = P[v0:v1, u0:u1] - JAW_PIVOT
+        moved = Q @ Rj.T + JAW_PIVOT + np.array([0.0, 0.0, 0.12 * jaw_deg])   # rotation + glide
+        P[v0:v1, u0:u1] += w[..., None] * (moved - P[v0:v1, u0:u1])
+    # the mouth gap recedes into a cavity as it opens (the mean gap is 5.7 mm at the centre)
+    gap = np.linalg.norm(sample_map(P, model.landmark_uv[62]) - sample_map(P, model.landmark_uv[66]))
+    v0, v1, u0, u1, w = modes.cavity
+    P[v0:v1, u0:u1, 2] -= w * min(1.2 * gap, 30.0)
+    if tuple(scale) != (1.0, 1.0, 1.0):
+        c = np.array([0.0, -45.0, 0.0])
+        P = (P - c) * np.asarray(scale) + c
+    return P

@@ -116,9 +116,6 @@ def num_features(cfg):
     return stage_plan(cfg)[-1][-1]["channels"]
 
 
-STRIDE = 32     # output stride of forward (for inputs whose sizes are multiples of 32)
-
-
 def output_size(cfg, height, width):
     """Spatial size of the output for an input of height x width: each stride-2 3x3 conv gives
     ceil(n/2), and each MobileViTv2 block first resizes n up to a multiple of the patch size."""

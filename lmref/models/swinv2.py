@@ -31,22 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ops
-from ..ops._check import check_array
+from ..ops._check import check_array, pair as _pair
 from ..trace import scope
 
 ARCH = "swinv2"
 
 MASK_VALUE = -100.0     # added to the logits of token pairs from different regions (timm, Microsoft)
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)   # 1/tau is clamped at 100
-
-
-def _pair(v, name):
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    v = tuple(int(i) for i in v)
-    if len(v) != 2:
-        raise ValueError(f"{name}: expected an int or a pair, got {v}")
-    return v
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,11 @@ def check_same_dtype(*pairs):
 
 def pair(v, name="value"):
     """int or (int, int) -> (int, int), as torch accepts both."""
-    if isinstance(v, (int, np.integer)):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return int(v), int(v)
-    v = tuple(int(i) for i in v)
+    if not isinstance(v, (tuple, list)) or not all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in v):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
     if len(v) != 2:
-        raise ValueError(f"{name}: expected an int or a pair, got {v}")
-    return v
+        raise ValueError(f"{name}: expected an int or a pair, got {tuple(v)}")
+    return int(v[0]), int(v[1])

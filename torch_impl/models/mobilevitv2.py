@@ -197,7 +197,6 @@ class MobileViTv2(nn.Module):
         return self.forward_features(x)
 
 
-
 def without_classifier(state_dict):
     """A timm ``mobilevitv2_*`` state dict with the classifier (``head.*``) removed."""
     return {k: v for k, v in state_dict.items() if not k.startswith("head.")}
