@@ -320,10 +320,29 @@ def _index(bundle):
             "entries": [e.to_json() for e in bundle.entries]}
 
 
+def _index_json(bundle):
+    """index.json text: one entry per line, so it reads (and greps) like a table."""
+    idx = _index(bundle)
+    head = json.dumps({k: v for k, v in idx.items() if k != "entries"}, allow_nan=False)[:-1]
+    lines = [json.dumps(e, allow_nan=False) for e in idx["entries"]]
+    return head + ', "entries": [\n' + ",\n".join(lines) + "\n]}\n"
+
+
+def _index_tsv(bundle):
+    """index.tsv: the same entries for readers without a JSON parser, one tab-separated line each:
+    id, kind, name, shape (comma-separated, empty for a scalar), float64 file, float32 file."""
+    lines = ["id\tkind\tname\tshape\tfloat64\tfloat32"]
+    for e in bundle.entries:
+        lines.append("\t".join([e.id, e.kind, e.name, ",".join(str(s) for s in e.shape),
+                                e.files["float64"], e.files["float32"]]))
+    return "\n".join(lines) + "\n"
+
+
 def _members(bundle):
-    """(member path, bytes) of the whole bundle, JSON first."""
-    yield "manifest.json", json.dumps(bundle.manifest, indent=1, allow_nan=False).encode("utf-8")
-    yield "index.json", json.dumps(_index(bundle), indent=1, allow_nan=False).encode("utf-8")
+    """(member path, bytes) of the whole bundle, the text files first."""
+    yield "manifest.json", (json.dumps(bundle.manifest, indent=1, allow_nan=False) + "\n").encode("utf-8")
+    yield "index.json", _index_json(bundle).encode("utf-8")
+    yield "index.tsv", _index_tsv(bundle).encode("utf-8")
     for e in bundle.entries:
         for dt in DTYPES:
             a = bundle.array(e.id, dt)
@@ -778,20 +797,28 @@ def suggest_onnx_mapping(bundle, model):
         comps = tuple(e.scope.split("."))
         for k in range(1, len(comps) + 1):
             scopes.setdefault(comps[:k], []).append(e)
-    mapping = {}
+    top = [e for e in bundle.entries if e.kind == "op" and e.parent is None]
+    following = {a.name: b for a, b in zip(top, top[1:])}
+    bn_inputs = {i for n in m.graph.node if n.op_type == "BatchNormalization" for i in n.input[:1]}
+    mapping, used = {}, set()
     for comps, ents in scopes.items():
         target = next((comps[k:] for k in range(len(comps)) if comps[k:] in modules), None)
         if target is None:
             continue
         nodes = modules[target]
-        if _fits([e.op for e in ents], [t for t, _ in nodes]):
-            last = ents[-1]
-            if last.name not in mapping:
-                mapping[last.name] = nodes[-1][1]
+        if not _fits([e.op for e in ents], [t for t, _ in nodes]):
+            continue
+        last, value = ents[-1], nodes[-1][1]
+        nxt = following.get(last.name)
+        if last.op == "conv2d" and nxt is not None and nxt.op == "batch_norm" and value not in bn_inputs:
+            last = nxt            # the exporter folded the next BatchNorm into this Conv
+        if last.name not in mapping and value not in used:
+            mapping[last.name] = value
+            used.add(value)
     return mapping
 
 
-def run_onnx(model, bundle, mapping=None, auto_map=True, reference="float32"):
+def run_onnx(model, bundle, mapping=None, auto_map=True):
     """Run an ONNX model in onnxruntime on the bundle's input -> ({bundle name: array}, mapping used).
 
     The graph's outputs are returned under their own names (a torch_impl export names them by the

@@ -213,7 +213,10 @@ def info(path, depth=None, dtype=np.float32):
     mod = models.get(model.arch)
     rows, totals = profile(lambda p, x: mod.forward(p, x, model.config), model.params, x)
     head = f"{path}: architecture {model.arch}, input 1x{spec['channels']}x{h}x{w}"
-    return head + "\n" + format_table(rows, totals, depth), rows, totals
+    text = head + "\n" + format_table(rows, totals, depth)
+    if hasattr(mod, "info_report"):              # a model's own summary, e.g. Lite-HRNet's cost per block
+        text += "\n\n" + mod.info_report(model.params, model.config, (int(h), int(w)))
+    return text, rows, totals
 
 
 def main(argv=None):

@@ -470,10 +470,15 @@ def _make_config(Config, d, where):
 class Model:
     """Parameters + manifest, callable: ``Model(params, manifest)(x)`` runs
     ``lmref.models.get(arch).forward(params, x, config)``. The parameters are checked against the
-    model's ``param_shapes(config)`` and cast to one float dtype when the Model is made."""
+    model's ``param_shapes(config)`` and cast to one float dtype when the Model is made.
 
-    def __init__(self, params, manifest, dtype=None):
+    fold_bn: run on parameters with every conv + BatchNorm pair folded into one conv (faster, equal
+    to rounding; ``lmref.fast``). None (default): when the ops' fast paths are on and no
+    ``lmref.trace()`` is recording, so traces show every BatchNorm; True / False: always / never."""
+
+    def __init__(self, params, manifest, dtype=None, fold_bn=None):
         check_manifest(manifest)
+        self.fold_bn = fold_bn        # BatchNorm folding for speed: None = auto, see lmref.fast
         self.manifest = manifest
         self.arch = manifest["architecture"]
         try:
@@ -506,17 +511,19 @@ class Model:
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
             raise TypeError(f"x: expected a float numpy.ndarray, got "
                             f"{type(x).__name__}{'' if not isinstance(x, np.ndarray) else ' of ' + str(x.dtype)}")
-        return self.module.forward(self.params, x.astype(self.dtype, copy=False), self.config)
+        from . import fast
+        params = fast.folded_params(self) if fast.use_folded(self.fold_bn) else self.params
+        return self.module.forward(params, x.astype(self.dtype, copy=False), self.config)
 
     def __repr__(self):
         n = sum(a.size for a in flatten(self.params).values())
         return f"Model(arch={self.arch!r}, params={n:,}, dtype={self.dtype}, layout={self.manifest['layout']!r})"
 
 
-def load_model(path, dtype=np.float32):
-    """Read a weight file and build the Model (params cast to ``dtype``)."""
+def load_model(path, dtype=np.float32, fold_bn=None):
+    """Read a weight file and build the Model (params cast to ``dtype``; ``fold_bn`` see ``Model``)."""
     tensors, manifest = load(path)
     try:
-        return Model(tensors, manifest, dtype=dtype)
+        return Model(tensors, manifest, dtype=dtype, fold_bn=fold_bn)
     except WeightsError as e:
         raise WeightsError(f"{os.fspath(path)}: {e}") from None

@@ -347,19 +347,20 @@ def _relief_canvas():
     py = [16, 8, 2, -11, -24, -33, -37, -41, -45, -48, -50.5, -53, -56]
     pz = [0, 1.0, 3.0, 8.5, 15.0, 21.5, 24.5, 23.0, 17.0, 11.0, 6.0, 2.0, 0]
     wy = [16, 2, -11, -24, -33, -38, -43, -48, -53, -56]
-    wx = [9.0, 6.5, 6.5, 7.5, 9.5, 10.5, 11.0, 9.0, 7.0, 6.0]
+    wx = [9.0, 6.5, 6.5, 7.5, 9.5, 11.5, 12.5, 11.0, 8.0, 6.0]
     prof = np.interp(-y, -np.array(py, float), pz)
     half = np.interp(-y, -np.array(wy, float), wx)
     t = np.clip(x / half, -1, 1)
     nose = prof * (1 - t * t) ** 1.3
     nose += 2.5 * _gauss(x, y, 0, -36.5, 4.5, 4.0, mirror=False)                 # rounded tip
-    rho2 = ((np.abs(x) - 11.0) / 5.8) ** 2 + ((y + 43.5) / 5.0) ** 2
-    alar = 7.5 * np.clip(1 - rho2, 0, 1) ** 1.0                                  # nostril wings
-    nose = np.maximum(nose, alar)
-    nose -= 4.0 * _gauss(x, y, 6.0, -47.0, 2.6, 1.3)                             # nostrils
+    rho2 = ((np.abs(x) - 11.0) / 6.0) ** 2 + ((y + 44.5) / 4.8) ** 2
+    alar = 4.5 * np.clip(1 - rho2, 0, 1) ** 1.2                                  # nostril wings
+    k = 1.5                                                                      # smooth union
+    nose = 0.5 * (nose + alar + np.sqrt((nose - alar) ** 2 + k * k) - k)
+    nose -= 3.0 * _gauss(x, y, 6.0, -47.0, 2.4, 1.2)                             # nostrils
     h = nose
     # eyes: orbit hollow, brow ridge, eyeball under the lids
-    h = h - 6.0 * _gauss(x, y, 31.0, 0.5, 12.0, 8.5) - 2.5 * _gauss(x, y, 31.0, 7.5, 10.0, 3.2)
+    h = h - 4.5 * _gauss(x, y, 30.0, 2.0, 13.0, 9.0) - 2.0 * _gauss(x, y, 27.0, 7.5, 9.0, 3.2)
     h = h + 3.5 * _gauss(x, y, 30.0, 17.0, 15.0, 5.0) + 1.5 * _gauss(x, y, 0.0, 13.0, 8.0, 5.0, False)
     h = h + 3.6 * _gauss(x, y, 31.3, 1.4, 8.0, 4.3)
     # cheekbones and cheeks
@@ -491,6 +492,7 @@ RING_SAMPLES = 40
 class MeanModel:
     """The mean head. Maps are on the (u, v) grid [UV_H, UV_W, ...]."""
     P: np.ndarray              # [H, W, 3] float64 surface points, face frame
+    normals: np.ndarray        # [H, W, 3] float32 outward unit normals of P
     relief: np.ndarray         # [H, W] relief height added to the base head (mm)
     ao: np.ndarray             # [H, W] float32 ambient occlusion in [0, 1]
     landmark_uv: np.ndarray    # [68, 2] (u, v) of the 68 landmarks
@@ -579,18 +581,26 @@ def mean_model():
     out2d = MEAN_2D[:17] - FACE_CENTER_2D
     outward = np.concatenate([out2d / np.linalg.norm(out2d, axis=1, keepdims=True), np.zeros((17, 1))], 1)
     mesh_uv, mesh_tris = uv_mesh()
-    return MeanModel(P=Pmap, relief=relief.astype(np.float32), ao=ao, landmark_uv=landmark_uv,
+    return MeanModel(normals=surface_normals(Pmap), P=Pmap, relief=relief.astype(np.float32), ao=ao, landmark_uv=landmark_uv,
                      ring_uv=ring_uv, outward=outward, mesh_uv=mesh_uv, mesh_tris=mesh_tris)
 
 
 def surface_normals(P):
-    """Outward unit normals of a surface map P [H, W, 3] (central differences, u wraps)."""
-    du = np.roll(P, -1, axis=1) - np.roll(P, 1, axis=1)
+    """Outward unit normals of a surface map P [H, W, 3] (central differences, u wraps), float32."""
+    P = np.asarray(P, np.float32)
+    du = np.empty_like(P)
+    du[:, 1:-1] = P[:, 2:] - P[:, :-2]
+    du[:, 0] = P[:, 1] - P[:, -1]
+    du[:, -1] = P[:, 0] - P[:, -2]
     dv = np.empty_like(P)
     dv[1:-1] = P[2:] - P[:-2]
     dv[0], dv[-1] = dv[1], dv[-2]
-    n = np.cross(dv, du)
-    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    n = np.empty_like(P)                                   # dv x du points out of the head
+    n[..., 0] = dv[..., 1] * du[..., 2] - dv[..., 2] * du[..., 1]
+    n[..., 1] = dv[..., 2] * du[..., 0] - dv[..., 0] * du[..., 2]
+    n[..., 2] = dv[..., 0] * du[..., 1] - dv[..., 1] * du[..., 0]
+    n /= np.maximum(np.sqrt((n * n).sum(-1, keepdims=True)), 1e-12)
+    return n
 
 
 def contour_on_silhouette(P, model, cam):
@@ -768,9 +778,9 @@ def deform(model, coeffs, jaw_deg=0.0, scale=(1.0, 1.0, 1.0), modes=None):
     mouth) about the TMJ axis, then scaled about the face centre by (sx, sy, sz).
     coeffs: dict mode name -> coefficient. -> P [UV_H, UV_W, 3] float64"""
     modes = modes or mode_set()
-    P = model.P.copy()
+    P = model.P.astype(np.float32)
     for name, c in coeffs.items():
-        if c == 0.0:
+        if abs(c) < 0.01:
             continue
         if name not in modes.fields:
             raise KeyError(f"unknown deformation mode {name!r}")
@@ -781,13 +791,13 @@ def deform(model, coeffs, jaw_deg=0.0, scale=(1.0, 1.0, 1.0), modes=None):
         a = math.radians(jaw_deg)
         Rj = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
         Q = P[v0:v1, u0:u1] - JAW_PIVOT
-        moved = Q @ Rj.T + JAW_PIVOT + np.array([0.0, 0.0, 0.12 * jaw_deg])   # rotation + glide
+        moved = Q @ Rj.T.astype(np.float32) + (JAW_PIVOT + np.array([0.0, 0.0, 0.12 * jaw_deg])).astype(np.float32)
         P[v0:v1, u0:u1] += w[..., None] * (moved - P[v0:v1, u0:u1])
     # the mouth gap recedes into a cavity as it opens (the mean gap is 5.7 mm at the centre)
     gap = np.linalg.norm(sample_map(P, model.landmark_uv[62]) - sample_map(P, model.landmark_uv[66]))
     v0, v1, u0, u1, w = modes.cavity
     P[v0:v1, u0:u1, 2] -= w * min(1.2 * gap, 30.0)
     if tuple(scale) != (1.0, 1.0, 1.0):
-        c = np.array([0.0, -45.0, 0.0])
-        P = (P - c) * np.asarray(scale) + c
+        c = np.array([0.0, -45.0, 0.0], np.float32)
+        P = (P - c) * np.asarray(scale, np.float32) + c
     return P

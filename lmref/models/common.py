@@ -20,7 +20,8 @@ def conv_norm_act(x, p, stride=1, padding=None, groups=1, act_name=None, eps=1e-
         padding = (w.shape[2] // 2, w.shape[3] // 2)
     with scope("conv"):
         x = ops.conv2d(x, w, p["conv"].get("bias"), stride=stride, padding=padding, groups=groups)
-    with scope("bn"):
-        bn = p["bn"]
-        x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
+    if "bn" in p:       # absent when lmref.fast.fold_batch_norms has folded it into the conv
+        with scope("bn"):
+            bn = p["bn"]
+            x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
     return act(x, act_name)

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from ..trace import op
+from . import _fast
 from ._check import check_array
 
 __all__ = ["relu", "relu6", "silu", "gelu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
@@ -88,7 +89,30 @@ def tanh(x):
 def silu(x):
     """x * sigmoid(x), as ``F.silu`` (swish; MobileViT-v2's activation).  [*] -> [*]"""
     check_array(x)
+    if _fast.ENABLED and x.ndim:
+        return _silu_fast(x)
     return _array(x * _sigmoid(x))
+
+
+def _silu_fast(x):
+    """silu's fast path: x / (1 + exp(-x)), four passes into one buffer (the reference makes about
+    ten), split over threads for large arrays. Where exp(-x) overflows (x < -88 in float32, -709 in
+    float64) the quotient is -0.0 instead of the reference's subnormal x * e^x, an absolute difference
+    below the dtype's smallest normal number; -inf gives nan in both."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    xf, yf = x.reshape(-1), y.reshape(-1)
+
+    def part(lo, hi):
+        t, v = yf[lo:hi], xf[lo:hi]
+        np.negative(v, out=t)
+        with np.errstate(over="ignore"):
+            np.exp(t, out=t)
+        t += 1
+        np.divide(v, t, out=t)
+
+    _fast.parallel(xf.size, part, xf.size)
+    return y
 
 
 @op

@@ -3,10 +3,23 @@ layer before it.
 
 conv2d is written the textbook way, im2col + one matrix product per group: pad, gather every
 kernel tap's shifted view of the input into columns, multiply by the flattened filters.
+
+Fast path (``_conv2d_fast``, taken unless ``LMREF_REFERENCE=1``, see ``lmref.ops._fast``; tested equal
+to the reference in ``tests/test_fast_paths.py``): the same sums, arranged so that BLAS does the work
+and nothing large is allocated per call:
+
+* 1x1 convolution (unpadded): one matrix product W [Cout, Cin] @ x [Cin, H*W], no im2col at all;
+* depthwise convolution (groups == Cin == Cout): the k*k taps gathered per channel into a reused
+  buffer, then one stacked matrix-vector product w_c [1, k*k] @ taps_c [k*k, Ho*Wo] over channels;
+* any other convolution: im2col through a zero-copy ``as_strided`` view of the padded input, copied
+  into a reused buffer in blocks of about ``_fast.CHUNK_BYTES`` (whole images, or bands of output
+  rows of a large image), one GEMM per block; small maps of a batch are folded into one GEMM.
 """
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..trace import op
+from . import _fast
 from ._check import check_array, check_same_dtype, pair
 
 __all__ = ["conv2d", "linear", "fold_batch_norm"]
@@ -91,6 +104,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if ekh > Hp or ekw > Wp:
         raise ValueError(f"conv2d: padded input {Hp}x{Wp} is smaller than the (dilated) kernel {ekh}x{ekw}")
     Ho, Wo = (Hp - ekh) // stride[0] + 1, (Wp - ekw) // stride[1] + 1
+    if _fast.ENABLED:
+        return _conv2d_fast(x, weight, bias, stride, ((pt, pb), (pl, pr)), dilation, G, (Ho, Wo))
 
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))                   # [B, Cin, H, W] -> [B, Cin, Hp, Wp]
     cols = _im2col(xp, (kh, kw), stride, dilation, (Ho, Wo))              # -> [B, Cin, kh, kw, Ho, Wo]
@@ -101,6 +116,142 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if bias is not None:
         out += bias[:, None, None]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d fast path: the same sums as the reference above, arranged for BLAS (module docstring)
+
+FOLD_BATCH_BELOW = 256      # maps with fewer output pixels fold the batch into one GEMM
+
+
+def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
+    """conv2d after validation: x [B, Cin, H, W], weight [Cout, Cin/G, kh, kw] -> [B, Cout, Ho, Wo]."""
+    B, C_in, H, W = x.shape
+    C_out, C_in_g, kh, kw = weight.shape
+    Ho, Wo = out_hw
+    (pt, pb), (pl, pr) = pads
+    out = np.empty((B, C_out, Ho, Wo), dtype=x.dtype)
+    og = C_out // groups                                                      # output channels per group
+    b = None if bias is None else bias.reshape(groups, og, 1)                 # [G, Cout/G, 1]
+    if (kh, kw) == (1, 1) and pt == pb == pl == pr == 0:
+        xs = x[:, :, ::stride[0], ::stride[1]]                                # [B, Cin, Ho, Wo]
+        w = weight.reshape(groups, og, C_in_g)                                # [G, Cout/G, Cin/G]
+        for g in range(groups):
+            _pointwise(xs[:, g * C_in_g:(g + 1) * C_in_g], w[g], None if b is None else b[g],
+                       out[:, g * og:(g + 1) * og])
+        return out
+    xp = _pad_scratch(x, pads)                                                # [B, Cin, Hp, Wp]
+    taps = _tap_view(xp, (kh, kw), stride, dilation, out_hw)                  # [B, Cin, kh, kw, Ho, Wo], no copy
+    if groups == C_in and C_in_g == 1 and C_out == C_in:                      # depthwise, channels split over threads
+        w = weight.reshape(C_in, 1, kh * kw)                                  # [C, 1, K]
+        _fast.parallel(C_in, lambda c0, c1: _depthwise(taps[:, c0:c1], w[c0:c1], None if b is None else b[c0:c1, :, 0],
+                                                       out[:, c0:c1]), out.size * kh * kw)
+        return out
+    w = weight.reshape(groups, og, C_in_g * kh * kw)                          # [G, Cout/G, K]
+    for g in range(groups):
+        _im2col_gemm(taps[:, g * C_in_g:(g + 1) * C_in_g], w[g], None if b is None else b[g], out[:, g * og:(g + 1) * og])
+    return out
+
+
+def _pad_scratch(x, pads):
+    """Zero-pad x into a reused buffer: [B, C, H, W] -> [B, C, H+pt+pb, W+pl+pr] (x itself if no padding)."""
+    (pt, pb), (pl, pr) = pads
+    if pt == pb == pl == pr == 0:
+        return x
+    B, C, H, W = x.shape
+    xp = _fast.scratch("conv2d.pad", (B, C, H + pt + pb, W + pl + pr), x.dtype)
+    xp[:, :, :pt] = 0
+    xp[:, :, pt + H:] = 0
+    xp[:, :, pt:pt + H, :pl] = 0
+    xp[:, :, pt:pt + H, pl + W:] = 0
+    xp[:, :, pt:pt + H, pl:pl + W] = x
+    return xp
+
+
+def _tap_view(xp, kernel, stride, dilation, out_hw):
+    """The reference's cols without copying: a strided view [B, C, kh, kw, Ho, Wo] of xp with
+    view[b, c, i, j, y, x] = xp[b, c, y*sh + i*dh, x*sw + j*dw]."""
+    sB, sC, sH, sW = xp.strides
+    (dh, dw), (sh, sw) = dilation, stride
+    shape = xp.shape[:2] + tuple(kernel) + tuple(out_hw)
+    return as_strided(xp, shape, (sB, sC, dh * sH, dw * sW, sh * sH, sw * sW), writeable=False)
+
+
+def _blocks(B, Ho, row_bytes):
+    """Split B images of Ho output rows into blocks (b0, b1, y0, y1) whose gathered taps take about
+    CHUNK_BYTES: several whole images when one is small, else bands of rows of one image."""
+    chunk = _fast.CHUNK_BYTES
+    if row_bytes * Ho <= chunk:
+        nb = max(1, chunk // (row_bytes * Ho))
+        for b0 in range(0, B, nb):
+            yield b0, min(B, b0 + nb), 0, Ho
+    else:
+        rows = max(1, chunk // row_bytes)
+        for b in range(B):
+            for y0 in range(0, Ho, rows):
+                yield b, b + 1, y0, min(Ho, y0 + rows)
+
+
+def _pointwise(x, w, bias, out):
+    """1x1 convolution as one matrix product: x [B, C, H, W] (may be a strided view), w [O, C],
+    bias [O, 1] or None; writes out [B, O, H, W]."""
+    B, C, H, W = x.shape
+    O, N = w.shape[0], H * W
+    if B > 1 and N < FOLD_BATCH_BELOW:               # small maps: one GEMM over the whole batch
+        cols = _fast.scratch("conv2d.cols", (C, B, H, W), x.dtype)
+        np.copyto(cols, x.transpose(1, 0, 2, 3))                                # [C, B, H, W]
+        y = w @ cols.reshape(C, B * N)                                          # -> [O, B*H*W]
+        if bias is not None:
+            y += bias
+        np.copyto(out, y.reshape(O, B, H, W).transpose(1, 0, 2, 3))             # -> [B, O, H, W]
+        return
+    for b in range(B):
+        o = out[b].reshape(O, N, copy=False)
+        np.matmul(w, x[b].reshape(C, N), out=o)                                 # [O, C] @ [C, H*W]
+        if bias is not None:
+            o += bias
+
+
+def _im2col_gemm(taps, w, bias, out):
+    """Convolution as GEMMs: taps [B, C, kh, kw, Ho, Wo] (a view), w [O, K = C*kh*kw], bias [O, 1]
+    or None; writes out [B, O, Ho, Wo] = w @ im2col + bias block by block."""
+    B, C, kh, kw, Ho, Wo = taps.shape
+    O, K = w.shape
+    N = Ho * Wo
+    for b0, b1, y0, y1 in _blocks(B, Ho, K * Wo * taps.itemsize):
+        nb, rows = b1 - b0, y1 - y0
+        if nb > 1 and N < FOLD_BATCH_BELOW:          # small maps: the block's images side by side
+            cols = _fast.scratch("conv2d.cols", (C, kh, kw, nb, Ho, Wo), taps.dtype)
+            np.copyto(cols, taps[b0:b1].transpose(1, 2, 3, 0, 4, 5))            # [K, nb, Ho, Wo]
+            y = w @ cols.reshape(K, nb * N)                                     # -> [O, nb*N]
+            if bias is not None:
+                y += bias
+            np.copyto(out[b0:b1], y.reshape(O, nb, Ho, Wo).transpose(1, 0, 2, 3))
+            continue
+        cols = _fast.scratch("conv2d.cols", (nb, C, kh, kw, rows, Wo), taps.dtype)
+        np.copyto(cols, taps[b0:b1, :, :, :, y0:y1])                            # [nb, K, rows, Wo]
+        for i in range(nb):
+            o = out[b0 + i].reshape(O, N, copy=False)[:, y0 * Wo:y1 * Wo]                    # [O, rows*Wo] view
+            np.matmul(w, cols[i].reshape(K, rows * Wo), out=o)
+            if bias is not None:
+                o += bias
+
+
+def _depthwise(taps, w, bias, out):
+    """Depthwise convolution: taps [B, C, kh, kw, Ho, Wo] (a view), w [C, 1, kh*kw], bias [C, 1] or
+    None; writes out[b, c] = w_c @ taps[b, c] + bias_c (a [1, k*k] @ [k*k, Ho*Wo] product per channel,
+    stacked). Faster in NumPy than summing k*k shifted slices: each of those is a broadcast multiply
+    plus an add over the whole output, while here the taps are copied once and BLAS does the sums."""
+    B, C, kh, kw, Ho, Wo = taps.shape
+    K, N = kh * kw, Ho * Wo
+    for b0, b1, y0, y1 in _blocks(B, Ho, C * K * Wo * taps.itemsize):
+        nb, rows = b1 - b0, y1 - y0
+        cols = _fast.scratch("conv2d.cols", (nb, C, kh, kw, rows, Wo), taps.dtype)
+        np.copyto(cols, taps[b0:b1, :, :, :, y0:y1])                            # [nb, C, K, rows, Wo]
+        o = out[b0:b1].reshape(nb, C, 1, N, copy=False)[..., y0 * Wo:y1 * Wo]               # [nb, C, 1, rows*Wo]
+        np.matmul(w, cols.reshape(nb, C, K, rows * Wo), out=o)
+        if bias is not None:
+            o += bias[:, None]
 
 
 @op

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmref.models.litehrnet import (Config, branch_widths, fuse_spec, scaf_hidden, scaf_pairs,
-                                    stem_widths, transition_spec)
+from lmref.models.litehrnet import (ARCH, Config, branch_widths, fuse_spec, scaf_down_spec, scaf_hidden,
+                                    scaf_pairs, stem_widths, transition_spec)
 from .common import ConvNormAct
 
 
@@ -166,24 +166,25 @@ class ConditionalChannelWeighting(nn.Module):
 # -------------------------------------------------------------------------------------------- fusion
 
 def conv_fusion(fuse_layers, xs, upstream):
-    """Sum of f_ij(x_j) over j for every output i (f_ii = identity), then ReLU.
+    """Output i = ReLU(sum_j f_ij(x_j)), f_ii the identity (lmref ``conv_fusion``).
 
-    upstream=True reproduces HRNet/Lite-HRNet ``LiteHRModule.forward``: it starts the sum of output 0
-    from x_0 and adds x_0 again, in place, so x_0 becomes S_0 = 2 x_0 + sum_{j>0} f_0j(x_j); every
-    later output i starts from f_i0(S_0) and adds f_i0(S_0) again."""
-    S = len(xs)
+    upstream=True reproduces HRNet/Lite-HRNet ``LiteHRModule.forward``: the sum of output 0 starts from
+    x_0 and adds x_0 again, in place, so x_0 becomes S_0 = 2 x_0 + sum_{j>0} f_0j(x_j); every later
+    output i starts from f_i0(S_0) and adds f_i0(S_0) again.  Written without in-place ops."""
     sizes = [x.shape[-2:] for x in xs]
+
+    def f(i, j, x):
+        return run_sequential(fuse_layers[i][j], x, sizes[i]) if j > i else _down(fuse_layers[i][j], x)
+
     out = []
-    for i in range(S):
-        f = lambda j: run_sequential(fuse_layers[i][j], xs[j], sizes[i]) if j > i else \
-            _down(fuse_layers[i][j], xs[j])
-        y = xs[0] if i == 0 else f(0)
+    for i in range(len(xs)):
+        y = xs[0] if i == 0 else f(i, 0, xs[0])
         if upstream:
-            y = y + y                                              # the double count of branch 0
-        for j in range(1, S):
-            y = y + (xs[j] if j == i else f(j))
+            y = y + y                                              # branch 0 counted twice
+        for j in range(1, len(xs)):
+            y = y + (xs[j] if j == i else f(i, j, xs[j]))
         if upstream and i == 0:
-            xs = [y] + list(xs[1:])                                # the in-place alias of out[0]
+            xs = [y] + list(xs[1:])                                # the in-place alias of x_0
         out.append(F.relu(y))
     return out
 
@@ -195,62 +196,53 @@ def _down(steps, x):
 
 
 class ScafUnit(nn.Module):
-    """One SCAF merge of branch j into branch i (Lite-HRNet Plus, Fig. 3); returns the new feature map
-    that is added to x_i.
+    """One SCAF merge of branch j into branch i (Lite-HRNet Plus Fig. 3, lmref ``scaf_unit``); returns
+    the map added to x_i:  a_i = sigmoid(fc2(ReLU(fc1(g_i)))) with g_i = GAP(x_i) [B, C_i];
+    m_j = channel mean of x_j [B, 1, h_j, w_j];  new = resize(m_j) * a_i [B, C_i, h_i, w_i]."""
 
-    attention a_i = sigmoid(fc2(ReLU(fc1(GAP(x_i)))))   [B, C_i]   (C_i -> C_i/r -> C_i: 2 C_i^2 / r MACs)
-    m_j = channel average of x_j                         [B, 1, h_j, w_j]
-    new = resize(m_j) * a_i                              [B, C_i, h_i, w_i]  (up for j > i, down for j < i)
-    The resize acts on the one-channel map (resizing is linear, so it commutes with the channel
-    weighting): besides the FCs the unit costs O(h w), not O(C h w).
-    """
-
-    def __init__(self, ci, steps_down, cfg):
+    def __init__(self, ci, cj, down_steps, cfg):
         super().__init__()
         hidden = scaf_hidden(ci, cfg)
         self.fc1 = nn.Linear(ci, hidden)
         self.fc2 = nn.Linear(hidden, ci)
-        self.mode_up, self.mode_down, self.steps_down = cfg.scaf_up, cfg.scaf_down, steps_down
-        # high->low with "dwconv": a 3x3 stride-2 conv + BN on the one-channel mean map per halving --
-        # Lite-HRNet's own downsampling step (dw 3x3 s2 + BN) with the point-wise conv taken out.
-        if steps_down and cfg.scaf_down == "dwconv":
-            self.down = nn.Sequential(*[nn.Sequential(nn.Conv2d(1, 1, 3, 2, 1, bias=False),
-                                                      nn.BatchNorm2d(1, eps=cfg.bn_eps))
-                                        for _ in range(steps_down)])
+        self.cfg, self.down_steps = cfg, down_steps
+        if down_steps and cfg.scaf_down == "dwconv":     # Lite-HRNet's dw 3x3 s2 + BN steps, no 1x1 convs
+            self.down = nn.Sequential(*[build_sequential(st, cfg.bn_eps) for st in scaf_down_spec(cj, down_steps)])
 
-    def attention(self, x):
-        a = x.mean(dim=(2, 3))                                     # [B, C_i]  global average pool
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(a))))       # [B, C_i]
+    def forward(self, g_i, x_j, size_i):
+        cfg = self.cfg
+        if self.down_steps and cfg.scaf_down == "dwconv":
+            x_j = self.down(x_j)                                   # [B, C_j, h_i, w_i]
+        m = x_j.mean(dim=1, keepdim=True)                          # [B, 1, h, w]  channel average
+        if not self.down_steps:                                    # low -> high
+            kw = {"align_corners": True} if cfg.scaf_up == "bilinear" else {}
+            m = F.interpolate(m, size=size_i, mode=cfg.scaf_up, **kw)
+        elif cfg.scaf_down == "avgpool":
+            m = F.adaptive_avg_pool2d(m, size_i)                   # [B, 1, h_i, w_i]
+        a = torch.sigmoid(self.fc2(F.relu(self.fc1(g_i))))        # [B, C_i]
+        return m * a[:, :, None, None]                             # [B, C_i, h_i, w_i]
 
-    def forward(self, x_i, x_j):
-        m = x_j.mean(dim=1, keepdim=True)                          # [B, 1, h_j, w_j]  channel average
-        size = x_i.shape[-2:]
-        if self.steps_down == 0:                                   # low -> high
-            kw = {"align_corners": True} if self.mode_up == "bilinear" else {}
-            m = F.interpolate(m, size=size, mode=self.mode_up, **kw)
-        elif self.mode_down == "dwconv":
-            m = self.down(m)                                       # [B, 1, h_i, w_i]
-        else:
-            m = F.adaptive_avg_pool2d(m, size)                     # [B, 1, h_i, w_i]
-        a = self.attention(x_i)[:, :, None, None]                  # [B, C_i, 1, 1]
-        return m * a                                               # [B, C_i, h_i, w_i]
+
+def gap(x):
+    return F.adaptive_avg_pool2d(x, 1)[:, :, 0, 0]                 # [B, C, H, W] -> [B, C]
 
 
 def scaf_fusion(fuse_layers, xs, cfg):
-    """Stepped channel attention fusion (order: ``scaf_pairs``), then ReLU as the conv fusion has.
-    stepped: the sweeps update the branches in turn, so branch i sees every other branch through its
-    neighbours.  direct: x_i + sum_j unit_ij(x_i, x_j), all from the fusion's inputs."""
+    """Stepped channel attention fusion, then ReLU (lmref ``scaf_fusion``).  pairwise:
+    y_i = x_i + sum_{j != i} unit_ij(GAP(x_i), x_j) from the fusion's inputs; cascade: the sweeps of
+    ``scaf_pairs`` update the branches in turn."""
     xs = list(xs)
-    if cfg.scaf_route == "stepped":
+    sizes = [x.shape[-2:] for x in xs]
+    if cfg.scaf_route == "cascade":
         for i, j in scaf_pairs(len(xs), cfg):
-            xs[i] = xs[i] + fuse_layers[i][j](xs[i], xs[j])
+            xs[i] = xs[i] + fuse_layers[i][j](gap(xs[i]), xs[j], sizes[i])
         return [F.relu(x) for x in xs]
     out = []
     for i in range(len(xs)):
-        y = xs[i]
+        g, y = gap(xs[i]), xs[i]
         for j in range(len(xs)):
             if j != i:
-                y = y + fuse_layers[i][j](xs[i], xs[j])
+                y = y + fuse_layers[i][j](g, xs[j], sizes[i])
         out.append(F.relu(y))
     return out
 
@@ -267,7 +259,7 @@ class LiteHRModule(nn.Module):
         rows = [[None] * S for _ in range(S)]
         if cfg.fusion == "scaf":
             for i, j in scaf_pairs(S, cfg):
-                rows[i][j] = ScafUnit(chans[i], max(0, i - j), cfg)
+                rows[i][j] = ScafUnit(chans[i], chans[j], max(0, i - j), cfg)
         else:
             for i in range(S):
                 for j in range(S):
@@ -391,8 +383,10 @@ class LiteHRNetBackbone(nn.Module):
 
 
 class LiteHRNet(nn.Module):
-    """Backbone + keypoint head: [B, 3, H, W] -> heatmaps [B, K, H/4, W/4] (before any sigmoid:
-    train with MSE on the heatmaps or BCE-with-logits)."""
+    """Backbone + keypoint head: [B, 3, H, W] -> heatmaps [B, K, H/4, W/4] (the raw head output:
+    train with MSE on it, or BCE with it as logits)."""
+
+    arch = ARCH
 
     def __init__(self, cfg: Config = None):
         super().__init__()
@@ -402,3 +396,42 @@ class LiteHRNet(nn.Module):
 
     def forward(self, x):
         return self.keypoint_head(self.backbone(x))
+
+
+# -------------------------------------------------------------------------------------------- decoding
+
+def argmax_subpixel(heatmaps):
+    """[B, K, h, w] -> (heatmap-pixel (x, y) [B, K, 2], maxima [B, K]): the first maximum (row-major),
+    moved a quarter pixel toward the higher neighbour when 1 < x < w-1 and 1 < y < h-1 (HRNet / mmpose
+    post-processing; ``lmref.ops.argmax_subpixel``)."""
+    B, K, h, w = heatmaps.shape
+    flat = heatmaps.reshape(B, K, h * w)
+    maxvals, idx = flat.max(dim=-1)                                # torch returns the first maximum
+    y, x = idx // w, idx % w
+
+    def at(yy, xx):
+        return torch.gather(flat, 2, (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))[..., None])[..., 0]
+
+    inside = (x > 1) & (x < w - 1) & (y > 1) & (y < h - 1)
+    dx = torch.sign(at(y, x + 1) - at(y, x - 1))
+    dy = torch.sign(at(y + 1, x) - at(y - 1, x))
+    coords = torch.stack([x, y], dim=-1).to(heatmaps.dtype)
+    return coords + torch.where(inside[..., None], 0.25 * torch.stack([dx, dy], dim=-1), 0.0), maxvals
+
+
+def decode(heatmaps, method="argmax", input_size=None, beta=1.0):
+    """Heatmaps [B, K, h, w] -> (landmarks [B, K, 2] as input-pixel (x, y), scores [B, K]); the
+    methods and the pixel convention are those of ``lmref.models.litehrnet.decode``."""
+    from .aam_head import soft_argmax
+    B, K, h, w = heatmaps.shape
+    H, W = input_size if input_size is not None else (4 * h, 4 * w)
+    scores = heatmaps.reshape(B, K, h * w).amax(dim=-1)
+    if method == "argmax":
+        uv, scores = argmax_subpixel(heatmaps)
+    elif method in ("soft_argmax", "soft_argmax_softmax"):
+        xy = soft_argmax(F.relu(heatmaps), "star") if method == "soft_argmax" else \
+            soft_argmax(heatmaps, "softmax", beta)                  # [B, K, 2] in [-1, 1]
+        uv = (xy + 1) * xy.new_tensor([(w - 1) / 2, (h - 1) / 2])
+    else:
+        raise ValueError(f"decode: method must be 'argmax', 'soft_argmax' or 'soft_argmax_softmax', got {method!r}")
+    return uv * uv.new_tensor([W / w, H / h]), scores

@@ -1,0 +1,571 @@
+"""The ``lmref`` command: detect, models, info, trace, compare, eval.
+
+Every subcommand has ``--help`` with examples. Errors print one line, ``lmref: error: <what>``, to
+stderr and exit with status 2 (bad input or usage) or 1 (the command ran and found a failure:
+``compare`` out of tolerance, ``detect --keep-going`` with images that failed). Output files are
+written to a staging directory or temporary name first, so a failed command leaves nothing
+half-written behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "CLIError"]
+
+EXIT_FAIL = 1       # ran, and the result is a failure (compare out of tolerance, ...)
+EXIT_USAGE = 2      # bad input: missing file, not an image, no face, wrong model ...
+
+
+class CLIError(Exception):
+    """Bad input or usage: one line for the user, exit status 2 (or ``code``)."""
+
+    def __init__(self, message, code=EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error format of the other errors (and status 2, argparse's own)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"lmref: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# staging: outputs appear in --out only when everything was written
+# ---------------------------------------------------------------------------------------------
+
+class _Staging:
+    """A temporary directory inside ``out``; ``commit()`` moves its files into ``out``; leaving the
+    block without commit (an error) removes it, and ``out`` too if this run created it."""
+
+    def __init__(self, out):
+        self.out = os.path.abspath(out)
+        self.created = False
+
+    def __enter__(self):
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise CLIError(f"--out {self.out}: exists and is not a directory")
+        if not os.path.exists(self.out):
+            try:
+                os.makedirs(self.out)
+            except OSError as e:
+                raise CLIError(f"--out {self.out}: cannot create the directory ({e.strerror})") from None
+            self.created = True
+        self.tmp = tempfile.mkdtemp(prefix=".lmref-staging-", dir=self.out)
+        self.files = []
+        return self
+
+    def path(self, name):
+        self.files.append(name)
+        return os.path.join(self.tmp, name)
+
+    def commit(self):
+        written = []
+        for name in self.files:
+            src = os.path.join(self.tmp, name)
+            if os.path.exists(src):
+                os.replace(src, os.path.join(self.out, name))
+                written.append(os.path.join(self.out, name))
+        return written
+
+    def __exit__(self, exc_type, exc, tb):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if exc_type is not None and self.created:
+            try:
+                os.rmdir(self.out)            # only if still empty
+            except OSError:
+                pass
+        return False
+
+
+def _unique_stems(paths):
+    """Output stems for input paths: the file stem, with -2, -3 ... for repeated stems."""
+    seen, stems = {}, []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0] or "image"
+        k = seen.get(stem, 0) + 1
+        seen[stem] = k
+        stems.append(stem if k == 1 else f"{stem}-{k}")
+    return stems
+
+
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# detect
+# ---------------------------------------------------------------------------------------------
+
+DETECT_EXAMPLES = """examples:
+  lmref detect --example --out out/              the shipped example photo, default model
+  lmref detect photo.jpg group.png --out out/    one JSON + one annotated PNG per image
+  lmref detect photo.jpg --model student --show-heatmaps --out out/
+  lmref detect photo.jpg --box 120 80 260 240    your own face box, no detector
+  lmref detect *.jpg --keep-going --out out/     write what works, report what does not
+
+Each image gets <stem>.json ({"image", "width", "height", "model", "layout", "faces": [{"box",
+"score", "landmarks", "confidence"}]}) and <stem>.png (boxes, boundaries, points coloured by
+confidence); --show-heatmaps adds <stem>.maps.png for face --face (default 0).
+"""
+
+
+def _model_info(path, model):
+    from .detect import shipped_models
+    shipped = {os.path.realpath(p): n for n, p in shipped_models().items()}
+    return {"name": shipped.get(os.path.realpath(path), os.path.splitext(os.path.basename(path))[0]),
+            "file": os.path.basename(path), "architecture": model.arch, "layout": model.manifest["layout"]}
+
+
+def _parse_boxes(args):
+    boxes = None
+    if args.box:
+        boxes = np.asarray(args.box, np.float64).reshape(-1, 4)
+    if args.boxes:
+        try:
+            with open(args.boxes, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise CLIError(f"--boxes {args.boxes}: no such file") from None
+        except (UnicodeDecodeError, ValueError) as e:
+            raise CLIError(f"--boxes {args.boxes}: not JSON ({e})") from None
+        return data                         # {image path or stem: [[x0, y0, x1, y1], ...]} or a list
+    return boxes
+
+
+def _boxes_for(boxes, path, stem):
+    if boxes is None or isinstance(boxes, np.ndarray):
+        return boxes
+    if isinstance(boxes, dict):
+        for key in (path, os.path.basename(path), stem):
+            if key in boxes:
+                return boxes[key]
+        raise CLIError(f"--boxes: no entry for {path}")
+    return boxes
+
+
+def cmd_detect(args):
+    from . import viz
+    from .detect import ASSETS_DIR, DetectError, Landmarker, read_image
+
+    images = list(args.images)
+    if args.example:
+        images.insert(0, os.path.join(ASSETS_DIR, "example.png"))
+    if not images:
+        raise CLIError("no images given (pass image files, or --example)")
+    if args.show_heatmaps and args.face < 0:
+        raise CLIError("--face must be >= 0")
+    lm = Landmarker(args.model, detector=None if args.detector == "none" else "haar",
+                    dtype=np.float64 if args.dtype == "float64" else np.float32, batch_size=args.batch_size)
+    boxes = _parse_boxes(args)
+    if args.detector == "none" and boxes is None:
+        raise CLIError("--detector none needs --box or --boxes")
+    stems = _unique_stems(images)
+
+    # read every image and find its boxes first: bad input is reported before anything runs
+    loaded, errors = [], []
+    for path, stem in zip(images, stems):
+        try:
+            img = read_image(path)
+            b = _boxes_for(boxes, path, stem)
+            b = lm.find_faces(img, b, where=path)
+            if args.max_faces:
+                b = b[:args.max_faces]
+            loaded.append((path, stem, img, b))
+        except (DetectError, ValueError, TypeError) as e:
+            errors.append(str(e) if str(e).startswith(path) else f"{path}: {e}")
+    if errors and not args.keep_going:
+        raise CLIError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+
+    results = lm.detect_many([img for _, _, img, _ in loaded], [b for _, _, _, b in loaded],
+                             keep_maps=args.show_heatmaps)
+    info = _model_info(lm.model_path, lm.model)
+    out_dir = args.out
+    with _Staging(out_dir) as st:
+        figures = []
+        for (path, stem, img, b), faces in zip(loaded, results):
+            H, W = img.shape[:2]
+            doc = {"image": os.path.abspath(path), "width": W, "height": H, "model": info,
+                   "layout": info["layout"], "num_points": int(faces[0].landmarks.shape[0]) if faces else None,
+                   "detector": "given boxes" if (boxes is not None) else repr(lm.detector),
+                   "faces": [f.to_json() for f in faces]}
+            _write_json(st.path(f"{stem}.json"), doc)
+            viz.save_png(viz.draw_faces(img, faces, lm.layout), st.path(f"{stem}.png"))
+            if args.show_heatmaps:
+                if args.face >= len(faces):
+                    raise CLIError(f"{path}: --face {args.face} but only {len(faces)} face(s) found")
+                fig = viz.maps_figure(faces[args.face], lm.layout,
+                                      title=f"{os.path.basename(path)} face {args.face} — {info['name']}")
+                viz.save_png(fig, st.path(f"{stem}.maps.png"))
+                figures.append(fig)
+        written = st.commit()
+    for (path, _, _, _), faces in zip(loaded, results):
+        print(f"{path}: {len(faces)} face(s)")
+    for w in written:
+        print(f"wrote {w}")
+    for e in errors:
+        print(f"lmref: error: {e}", file=sys.stderr)
+    return EXIT_FAIL if errors else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# models, info
+# ---------------------------------------------------------------------------------------------
+
+MODELS_EXAMPLES = """examples:
+  lmref models             name, architecture, layout, parameters, file size, accuracy
+  lmref models --json      the same as JSON (one object per model, with its manifest)
+"""
+
+
+def _metrics(training, prefix=""):
+    """Numeric accuracy figures found in a manifest's training entry: [(dotted key, value)]."""
+    out = []
+    if isinstance(training, dict):
+        for k, v in training.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                out += _metrics(v, key + ".")
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                if any(t in str(k).lower() for t in ("nme", "fr", "auc", "acc", "error")):
+                    out.append((key, v))
+    return out
+
+
+def cmd_models(args):
+    from . import weights
+    from .detect import DEFAULT_MODEL, MODELS_DIR, shipped_models
+    shipped = shipped_models()
+    rows = []
+    for name, path in shipped.items():
+        try:
+            tensors, manifest = weights.load(path)
+        except weights.WeightsError as e:
+            rows.append({"name": name, "file": path, "error": str(e)})
+            continue
+        n = sum(int(a.size) for k, a in tensors.items() if not k.endswith(("running_mean", "running_var")))
+        rows.append({"name": name, "file": path, "size_bytes": os.path.getsize(path), "params": n,
+                     "architecture": manifest["architecture"], "layout": manifest["layout"],
+                     "input": manifest["input"], "metrics": dict(_metrics(manifest["training"])),
+                     "training": manifest["training"], "default": name == DEFAULT_MODEL or len(shipped) == 1})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no models shipped (looked in {MODELS_DIR}); pass a weights file with --model")
+        return 0
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<14} unreadable: {r['error']}")
+            continue
+        size = f"{r['input']['size'][0]}x{r['input']['size'][1]}x{r['input']['channels']}"
+        acc = ", ".join(f"{k} {v:.4g}" for k, v in r["metrics"].items()) or (
+            r["training"] if isinstance(r["training"], str) else "no accuracy recorded")
+        print(f"{r['name']:<14}{'*' if r['default'] else ' '} {r['architecture']:<10} {str(r['layout']):<8} "
+              f"input {size:<11} {r['params']:>11,} params  {r['size_bytes'] / 1e6:6.2f} MB  {acc}")
+    print("* the default model of 'lmref detect'")
+    return 0
+
+
+INFO_EXAMPLES = """examples:
+  lmref info student                 a shipped model by name
+  lmref info my.safetensors --depth 4
+"""
+
+
+def cmd_info(args):
+    from . import info, weights
+    from .detect import resolve_model
+    path = resolve_model(args.file)
+    tensors, manifest = weights.load(path)
+    print(f"{path}: {os.path.getsize(path):,} bytes, {len(tensors)} tensors")
+    print("manifest:")
+    print(json.dumps(manifest, indent=1))
+    text, _, _ = info.info(path, depth=args.depth)
+    print(text)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# trace, compare
+# ---------------------------------------------------------------------------------------------
+
+TRACE_EXAMPLES = """examples:
+  lmref trace student --random 0 --out student.bundle        reproducible random pixels
+  lmref trace student --input face.jpg --out face.npz        the crop the Landmarker would feed
+  lmref trace my.safetensors --input-array x.npy --out b/    an exact model input [B, C, H, W]
+
+The bundle (a directory, or one .npz file) holds the input, every traced op output keyed by its
+scoped name, the final outputs and the manifest, in float64 and float32; docs/golden-bundle.md
+describes it for readers in C or anything else.
+"""
+
+
+def cmd_trace(args):
+    from . import bundle, weights
+    from .detect import Landmarker, resolve_model
+    path = resolve_model(args.file)
+    if os.path.exists(args.out):
+        raise CLIError(f"--out {args.out}: already exists; remove it or choose another name")
+    model = weights.load_model(path, dtype=np.float64)
+    if args.input is not None:
+        lm = Landmarker(path, detector=None if args.box else "haar")
+        img_boxes = np.asarray(args.box, np.float64).reshape(-1, 4) if args.box else None
+        x, faces = lm.prepare(args.input, img_boxes)
+        x = x[:1]
+        source = {"image": os.path.abspath(args.input), "box": faces[0].box.tolist(),
+                  "matrix": faces[0].matrix.tolist()}
+    elif args.input_array is not None:
+        try:
+            x = np.load(args.input_array, allow_pickle=False)
+        except FileNotFoundError:
+            raise CLIError(f"--input-array {args.input_array}: no such file") from None
+        except (ValueError, OSError) as e:
+            raise CLIError(f"--input-array {args.input_array}: not a .npy array ({e})") from None
+        spec = model.manifest["input"]
+        want = [spec["channels"], *spec["size"]]
+        if x.ndim != 4 or list(x.shape[1:]) != want:
+            raise CLIError(f"--input-array: expected [B, {', '.join(map(str, want))}], got {list(x.shape)}")
+        source = {"array": os.path.abspath(args.input_array)}
+    else:
+        seed = 0 if args.random is None else args.random
+        x = bundle.random_input(model.manifest, seed, args.batch)
+        source = {"random_seed": seed, "rule": "pixels uniform in 0..255 (numpy PCG64), normalised"}
+    b = bundle.record(model, x, source=source, weights_path=path)
+    bundle.write(b, args.out)
+    n_ops = sum(e.kind == "op" for e in b.entries)
+    print(f"wrote {args.out}: {n_ops} op outputs + input + {len(b.names('output'))} outputs, "
+          f"float64 and float32, input {list(x.shape)}")
+    return 0
+
+
+COMPARE_EXAMPLES = """examples:
+  lmref compare student.bundle student.onnx           run onnxruntime on the bundle's input
+  lmref compare student.bundle port_outputs.npz       a port's tensors saved with np.savez
+  lmref compare student.bundle port_dir/ --map map.json --rtol 1e-3
+  lmref compare student.bundle other.bundle           two bundles (the other's float32 run)
+
+OTHER is an .onnx model, an .npz of {name: array}, a directory of .npy files (the name of a file
+is its relative path without .npy) or another bundle. A tensor is found under the name the mapping
+file gives ({"bundle name": "other name"} or {"bundle name": {"name": ..., "transpose": [0, 3, 1, 2]}}),
+else under the bundle name, else under the entry id (op0012). For an ONNX model the graph outputs
+are compared by name, and intermediate values are exposed and compared where the graph's module
+paths and node types line up with the traced scopes (--no-auto-map to turn off).
+Pass: max|port - ref| <= atol + rtol * max|ref| for every compared tensor. Exit status 0 pass, 1 fail.
+"""
+
+
+def cmd_compare(args):
+    from . import bundle
+    b = bundle.load(args.bundle)
+    mapping = bundle.read_mapping(args.map) if args.map else None
+    if args.other.endswith(".onnx"):
+        other, used = bundle.run_onnx(args.other, b, mapping, auto_map=not args.no_auto_map)
+        mapping = None                                 # run_onnx returns the values by bundle name
+        print(f"onnxruntime: {args.other}, {len(used)} intermediate values exposed")
+    else:
+        other = bundle.read_tensors(args.other)
+    report = bundle.compare(b, other, mapping, reference=args.reference, rtol=args.rtol, atol=args.atol)
+    print(bundle.format_report(report, verbose=args.verbose))
+    if args.json:
+        _write_json_atomic(args.json, {"ok": report.ok, "rtol": report.rtol, "atol": report.atol,
+                                       "reference": report.reference, "rows": report.rows,
+                                       "first_failure": report.first_failure})
+    return 0 if report.ok else EXIT_FAIL
+
+
+def _write_json_atomic(path, obj):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".lmref-", suffix=".json", dir=d)
+    os.close(fd)
+    try:
+        _write_json(tmp, obj)
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+# ---------------------------------------------------------------------------------------------
+
+EVAL_EXAMPLES = """examples:
+  lmref eval --model student --data synthetic --n 200          the synthetic test split
+  lmref eval --model student --data 300W/ibug --out eval/      images with .pts files (300W)
+  lmref eval --model wflw.safetensors --data WFLW/ --out eval/ WFLW annotation list + images
+
+Faces are cropped from the ground-truth landmark box (--boxes gt, as the benchmarks do) or found by
+the face detector (--boxes detector; faces it misses count as failures). Prints NME (normalised by
+the layout's default distance: inter-ocular for 300W / WFLW), FR and AUC at --thr; --out writes
+metrics.json, per-image NMEs and the CED plot ced.png.
+"""
+
+
+def cmd_eval(args):
+    from . import evaluate
+    res = evaluate.evaluate(args.model, args.data, split=args.split, n=args.n, seed=args.seed,
+                            boxes=args.boxes, thr=args.thr, norm=args.norm, limit=args.limit,
+                            dtype=np.float64 if args.dtype == "float64" else np.float32,
+                            batch_size=args.batch_size)
+    print(evaluate.summary(res))
+    if args.out:
+        with _Staging(args.out) as st:
+            evaluate.write_outputs(res, st.path("metrics.json"), st.path("nme.csv"), st.path("ced.png"))
+            for w in st.commit():
+                print(f"wrote {w}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------------------------
+
+def build_parser():
+    p = _Parser(prog="lmref", formatter_class=_formatter,
+                description="lmref: facial landmarks with a NumPy reference engine.",
+                epilog="""commands:
+  detect   landmarks on images: JSON + annotated PNG per image
+  models   the shipped models, their accuracy and size
+  info     a weights file: architecture, manifest, parameters and MACs per layer
+  trace    write a golden bundle: every op output of one forward pass
+  compare  compare another runtime's tensors (or an ONNX model) with a golden bundle
+  eval     NME / FR / AUC and a CED plot on a 300W / WFLW / synthetic dataset
+
+'lmref COMMAND --help' shows each command's options and examples.
+Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
+    p.add_argument("--version", action="version", version=f"lmref {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("detect", help="landmarks on images", formatter_class=_formatter,
+                       description="Find faces, run a landmark model on each, write JSON and an annotated PNG.",
+                       epilog=DETECT_EXAMPLES)
+    d.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any format OpenCV reads)")
+    d.add_argument("--example", action="store_true", help="also run on the example photo shipped with lmref")
+    d.add_argument("--model", metavar="NAME|FILE", help="a shipped model name (lmref models) or a weights "
+                   "file; default: the shipped default model")
+    d.add_argument("--out", default="lmref-out", metavar="DIR", help="output directory (default: lmref-out)")
+    d.add_argument("--box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+                   help="a face box to use instead of the detector (repeat for more faces)")
+    d.add_argument("--boxes", metavar="FILE.json", help="boxes per image: {image: [[x0, y0, x1, y1], ...]}")
+    d.add_argument("--detector", choices=("haar", "none"), default="haar",
+                   help="face detector when no boxes are given (default: OpenCV's Haar cascade)")
+    d.add_argument("--max-faces", type=int, default=0, metavar="N", help="keep the N largest faces (0: all)")
+    d.add_argument("--show-heatmaps", action="store_true",
+                   help="also write <stem>.maps.png: heatmaps, point maps and edge maps of one face")
+    d.add_argument("--face", type=int, default=0, metavar="K", help="the face --show-heatmaps draws (default 0)")
+    d.add_argument("--keep-going", action="store_true",
+                   help="write results for the images that work and report the others (exit status 1)")
+    d.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    d.add_argument("--batch-size", type=int, default=8, metavar="B", help="faces per model call (default 8)")
+    d.set_defaults(func=cmd_detect)
+
+    m = sub.add_parser("models", help="list the shipped models", formatter_class=_formatter,
+                       description="List the models shipped in lmref/assets/models.", epilog=MODELS_EXAMPLES)
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=cmd_models)
+
+    i = sub.add_parser("info", help="architecture, manifest, params and MACs per layer",
+                       formatter_class=_formatter, description="Describe a weights file.", epilog=INFO_EXAMPLES)
+    i.add_argument("file", metavar="FILE", help="a weights file or a shipped model name")
+    i.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="group layers by the first N parts of their names (default: every scope)")
+    i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser("trace", help="write a golden bundle", formatter_class=_formatter,
+                       description="Run a model once under lmref.trace and write every op output.",
+                       epilog=TRACE_EXAMPLES)
+    t.add_argument("file", metavar="FILE", help="a weights file or a shipped model name")
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--input", metavar="IMAGE", help="an image: its first face (or --box) cropped as detect does")
+    src.add_argument("--random", type=int, metavar="SEED", help="random pixels from SEED (the default, seed 0)")
+    src.add_argument("--input-array", metavar="X.npy", help="a normalised model input [B, C, H, W]")
+    t.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="face box for --input")
+    t.add_argument("--batch", type=int, default=1, metavar="B", help="batch size of a --random input (default 1)")
+    t.add_argument("--out", required=True, metavar="BUNDLE", help="output: a directory, or a file ending in .npz")
+    t.set_defaults(func=cmd_trace)
+
+    c = sub.add_parser("compare", help="compare a port's tensors with a golden bundle",
+                       formatter_class=_formatter, description="Compare another runtime's tensors with a "
+                       "golden bundle, op by op, and name the first op out of tolerance.",
+                       epilog=COMPARE_EXAMPLES)
+    c.add_argument("bundle", metavar="BUNDLE", help="a bundle written by 'lmref trace'")
+    c.add_argument("other", metavar="OTHER", help=".onnx model, .npz, directory of .npy, or another bundle")
+    c.add_argument("--map", metavar="FILE.json", help="mapping {bundle name: other name}")
+    c.add_argument("--rtol", type=float, help="relative tolerance, scaled by max|ref| (default 1e-4 for float32 ports)")
+    c.add_argument("--atol", type=float, help="absolute tolerance (default 1e-6 for float32 ports)")
+    c.add_argument("--reference", choices=("float64", "float32"), default="float64",
+                   help="the bundle's run to compare against (default float64)")
+    c.add_argument("--no-auto-map", action="store_true", help="ONNX: compare graph outputs and --map pairs only")
+    c.add_argument("--verbose", action="store_true", help="list the bundle tensors that were not compared too")
+    c.add_argument("--json", metavar="REPORT.json", help="also write the report as JSON")
+    c.set_defaults(func=cmd_compare)
+
+    e = sub.add_parser("eval", help="NME / FR / AUC and a CED plot on a dataset", formatter_class=_formatter,
+                       description="Evaluate a model on a dataset in 300W or WFLW layout, or on synthetic faces.",
+                       epilog=EVAL_EXAMPLES)
+    e.add_argument("--model", metavar="NAME|FILE", help="shipped model name or weights file (default model if omitted)")
+    e.add_argument("--data", required=True, metavar="DIR|synthetic",
+                   help="a 300W-style directory (images + .pts), a WFLW directory, or 'synthetic'")
+    e.add_argument("--split", default="test", help="WFLW annotation split or synthetic split (default test)")
+    e.add_argument("--n", type=int, default=100, help="synthetic: number of faces (default 100)")
+    e.add_argument("--seed", type=int, default=None, help="synthetic: seed (default: the test split's)")
+    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N faces (0: all)")
+    e.add_argument("--boxes", choices=("gt", "detector"), default="gt", help="face boxes (default gt)")
+    e.add_argument("--thr", type=float, default=0.1, help="failure threshold for FR and AUC (default 0.1)")
+    e.add_argument("--norm", default=None, help="NME normaliser (default: the layout's, inter-ocular)")
+    e.add_argument("--out", metavar="DIR", help="write metrics.json, nme.csv and ced.png here")
+    e.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    e.add_argument("--batch-size", type=int, default=8, metavar="B")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def main(argv=None):
+    """Entry point of the ``lmref`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from .bundle import BundleError
+    from .detect import DetectError
+    from .weights import WeightsError
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"lmref: error: {e}", file=sys.stderr)
+        return e.code
+    except (DetectError, WeightsError, BundleError) as e:
+        print(f"lmref: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"lmref: error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lmref: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""Synthetic face photographs with exact 68-point iBUG landmarks, per-point occlusion flags and the
+six WFLW attribute labels, from a seeded NumPy + OpenCV renderer.
+
+    from lmref.data import synthetic
+    s = synthetic.generate(seed=0, index=7)          # one Sample: image [256, 256, 3] uint8 RGB,
+    s.landmarks, s.occluded, s.attributes            # [68, 2] float64, [68] bool, [6] uint8
+    train = synthetic.load_split("train", n=2000)    # cached on disk, identical on every machine
+    python -m lmref.data.synthetic --out DIR --n 200 --seed 0     # 300W layout + contact sheet
+
+How a face is made (``face3d``, ``paint``, ``scene``): a 3D head (mean shape from average 300W
+proportions, identity and expression deformations) is posed (yaw up to +-60, pitch +-30, roll
++-30 degrees) and seen by a pinhole camera; skin, eyes, brows, lips, hair, beard and make-up are
+painted on its surface and lit (key + fill + sky light, wrap diffuse, specular, ambient occlusion);
+it is drawn over a textured background with neck, shoulders and hanging hair, then glasses, masks,
+hands or objects may cover it, and the camera adds white balance, tone, blur, noise, resampling, JPEG
+and grayscale. The head is rendered at ``ss`` times the output size and area-downsampled.
+
+Landmarks are the projections of fixed surface points, so they sit exactly on the painted features.
+The jaw points follow the 300W convention: on the side turned away they move to the visible face
+boundary (``face3d.contour_on_silhouette``). Landmarks are in output pixels, pixel centres at
+integers. ``occluded[k]`` is True when point k is hidden by hair, glasses, a mask, a hand or an
+object, by the face itself (e.g. the far nostril at large yaw), or lies outside the image.
+
+Attribute labels (WFLW order ``ATTRIBUTES``): pose = |yaw| >= 40 or |pitch| >= 25 degrees;
+expression = an exaggerated expression was drawn; illumination = extreme lighting was drawn;
+make-up = heavy make-up was drawn; occlusion = at least 10 % of the points are hidden by hair or
+objects (self-occlusion not counted); blur = strong defocus or motion blur was drawn.
+
+Determinism: every sample has its own generator seeded by (VERSION, seed, split, index), nothing
+else is random, and files are written with OpenCV's PNG encoder, so the same version, seed and
+package versions give byte-identical images. (NumPy and OpenCV versions, or CPU-specific SIMD
+paths for transcendental functions, can in principle change a pixel by one level; the cache keys
+and a content hash in the cache make such a difference visible rather than silent.)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import face3d as f3
+from . import paint as pt
+from . import scene as sc
+
+__all__ = ["VERSION", "ATTRIBUTES", "SPLITS", "Sample", "generate", "render", "sample_params",
+           "load_split", "SyntheticSplit", "write_300w_layout", "contact_sheet", "main"]
+
+VERSION = 1
+ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")   # WFLW order
+# probability that a sample is drawn with each attribute (independently)
+ATTRIBUTE_RATES = {"pose": 0.2, "expression": 0.25, "illumination": 0.2, "make-up": 0.2,
+                   "occlusion": 0.25, "blur": 0.15}
+SPLIT_CODES = {"train": 1, "test": 2, "val": 3}
+SPLITS = ("train", "test") + tuple(f"test_{a.replace('-', '')}" for a in ATTRIBUTES)
+DEFAULT_SIZES = {"train": 10000, "test": 2000, "val": 1000}
+
+
+@dataclass
+class Sample:
+    image: np.ndarray          # [S, S, 3] uint8 RGB
+    landmarks: np.ndarray      # [68, 2] float64, pixel centres at integers
+    occluded: np.ndarray       # [68] bool
+    attributes: np.ndarray     # [6] uint8, ATTRIBUTES order
+    pose: np.ndarray           # [3] yaw, pitch, roll (degrees)
+    box: np.ndarray            # [4] x0, y0, x1, y1 of the landmarks
+    info: dict = field(default_factory=dict)
+
+
+def _rng(seed, split, index):
+    if split not in SPLIT_CODES:
+        raise ValueError(f"split: expected one of {sorted(SPLIT_CODES)}, got {split!r}")
+    return np.random.default_rng(np.random.SeedSequence([VERSION, int(seed), SPLIT_CODES[split], int(index)]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling the parameters of one photograph
+# ---------------------------------------------------------------------------------------------
+
+EXPRESSIONS = {
+    # name: (coefficients, jaw opening range in degrees)
+    "neutral": ({"lips_part": -1.0}, (0, 0)),
+    "smile": ({"smile_L": 0.8, "smile_R": 0.8, "lips_part": -1.0, "squint": 0.3}, (0, 0)),
+    "talk": ({"lips_part": 0.2}, (2, 7)),
+    "slight_sad": ({"frown": 0.5, "lips_part": -1.0}, (0, 0)),
+    # exaggerated (WFLW "expression")
+    "laugh": ({"smile_L": 1.1, "smile_R": 1.1, "lips_part": 1.0, "squint": 0.7}, (8, 18)),
+    "big_smile": ({"smile_L": 1.3, "smile_R": 1.3, "lips_part": 0.6, "squint": 0.5, "cheeks": 0.5}, (3, 8)),
+    "surprise": ({"brow_raise_L": 1.1, "brow_raise_R": 1.1, "eye_open": 1.5, "lips_part": 0.6}, (12, 22)),
+    "scream": ({"lips_part": 1.5, "stretch": 0.8, "brow_lower": 0.8, "squint": 0.6}, (20, 28)),
+    "anger": ({"brow_lower": 1.3, "frown": 0.6, "lips_part": -1.0, "sneer": 0.5, "squint": 0.4}, (0, 0)),
+    "disgust": ({"sneer": 1.3, "brow_lower": 0.7, "frown": 0.6, "lips_part": -0.3, "squint": 0.5}, (0, 3)),
+    "sad": ({"frown": 1.2, "brow_raise_L": 0.4, "brow_raise_R": 0.4, "lips_part": -1.0}, (0, 0)),
+    "kiss": ({"pucker": 1.3, "lips_part": -0.8}, (0, 0)),
+    "wink": ({"blink_L": 1.0, "smile_L": 0.9, "smile_R": 0.4, "lips_part": -1.0}, (0, 0)),
+    "eyes_closed": ({"blink_L": 1.0, "blink_R": 1.0, "lips_part": -1.0}, (0, 3)),
+    "yawn": ({"lips_part": 1.6, "squint": 0.8, "blink_L": 0.5, "blink_R": 0.5}, (22, 28)),
+    "puff": ({"cheek_puff": 1.2, "lips_part": -1.0}, (0, 0)),
+    "smirk": ({"smile_R": 1.2, "mouth_side": -0.8, "lips_part": -1.0}, (0, 0)),
+}
+MILD = ("neutral", "smile", "talk", "slight_sad")
+STRONG = tuple(k for k in EXPRESSIONS if k not in MILD)
+
+
+def sample_params(rng):
+    """Everything random about one photograph, as a dict (see ``render``)."""
+    want = {a: bool(rng.random() < r) for a, r in ATTRIBUTE_RATES.items()}
+    p = {"want": want}
+    # head pose
+    if want["pose"]:
+        if rng.random() < 0.65:
+            yaw, pitch = rng.choice([-1, 1]) * rng.uniform(40, 60), rng.normal(0, 10)
+        else:
+            yaw, pitch = rng.normal(0, 20), rng.choice([-1, 1]) * rng.uniform(25, 30)
+        roll = rng.normal(0, 12)
+    else:
+        yaw, pitch, roll = rng.normal(0, 16), rng.normal(0, 8), rng.normal(0, 9)
+        yaw, pitch = float(np.clip(yaw, -38, 38)), float(np.clip(pitch, -23, 23))
+    p["pose"] = (float(np.clip(yaw, -60, 60)), float(np.clip(pitch, -30, 30)), float(np.clip(roll, -30, 30)))
+    # identity and expression
+    p["identity"] = {k: float(np.clip(rng.normal(0, 0.9), -2.5, 2.5)) for k in f3.IDENTITY_MODES}
+    p["scale"] = (float(rng.normal(1, 0.05)), float(rng.normal(1, 0.04)), float(rng.normal(1, 0.06)))
+    name = str(rng.choice(STRONG) if want["expression"] else rng.choice(MILD, p=[0.45, 0.3, 0.15, 0.1]))
+    coeffs, jaw_range = EXPRESSIONS[name]
+    k = rng.uniform(0.8, 1.2) if want["expression"] else rng.uniform(0.3, 1.0)
+    expr = {m: (c * k if m != "lips_part" else c) for m, c in coeffs.items()}
+    for m in ("smile_L", "smile_R", "brow_raise_L", "brow_raise_R", "squint", "frown", "mouth_side"):
+        expr[m] = expr.get(m, 0.0) + rng.normal(0, 0.12)                         # a little of everything
+    expr["lips_part"] = float(np.clip(expr.get("lips_part", -1.0) + rng.normal(0, 0.1), -1.0, 2.0))
+    p["expression"] = (name, {m: float(v) for m, v in expr.items()})
+    p["jaw"] = float(rng.uniform(*jaw_range)) if jaw_range[1] > 0 else 0.0
+    # appearance
+    p["look"] = pt.sample_look(rng, heavy_makeup=want["make-up"])
+    # light (view frame)
+    p["light"] = _sample_light(rng, want["illumination"])
+    # camera framing
+    p["distance"] = float(rng.uniform(450, 2500))
+    p["face_frac"] = float(rng.uniform(0.40, 0.62))
+    p["center"] = tuple(float(v) for v in rng.normal(0, 0.04, 2))
+    p["body"] = (float(0.35 * p["pose"][0] + rng.normal(0, 8)), float(0.3 * p["pose"][2] + rng.normal(0, 3)))
+    # accessories and occluders
+    p["occluders"] = _sample_occluders(rng, want["occlusion"], p["look"])
+    # blur
+    if want["blur"]:
+        p["blur"] = ("gauss", float(rng.uniform(1.5, 3.5))) if rng.random() < 0.6 else ("motion", float(rng.uniform(7, 15)))
+    else:
+        p["blur"] = None
+    p["gray"] = bool(rng.random() < 0.07)
+    return p
+
+
+def _unit(v):
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+def _sample_light(rng, extreme):
+    temp = rng.normal(0, 0.06)
+    white = np.array([1.0 + temp, 1.0, 1.0 - temp])
+    if not extreme:
+        az, el = rng.uniform(-50, 50), rng.uniform(-10, 50)
+        d = _unit([math.sin(math.radians(az)) * math.cos(math.radians(el)), math.sin(math.radians(el)),
+                   math.cos(math.radians(az)) * math.cos(math.radians(el))])
+        key = rng.uniform(0.55, 0.95)
+        amb = rng.uniform(0.22, 0.45)
+        sky = _unit(white * (1 + rng.normal(0, 0.05, 3)))
+        fill = _unit([-d[0], rng.uniform(-0.2, 0.3), 0.8])
+        return pt.Light(direction=d, color=white * key, ambient=sky * amb * math.sqrt(3) * 0.58,
+                        sky=rng.uniform(0.2, 0.6), fill=fill, fill_color=white * rng.uniform(0.0, 0.2),
+                        exposure=float(rng.uniform(0.8, 1.25)))
+    kind = rng.choice(["side", "dark", "bright", "color", "back", "top"])
+    az, el = rng.choice([-1, 1]) * rng.uniform(55, 95), rng.uniform(-15, 35)
+    if kind == "top":
+        az, el = rng.uniform(-30, 30), rng.uniform(60, 80)
+    if kind == "back":
+        az = rng.choice([-1, 1]) * rng.uniform(110, 150)
+    d = _unit([math.sin(math.radians(az)) * math.cos(math.radians(el)), math.sin(math.radians(el)),
+               math.cos(math.radians(az)) * math.cos(math.radians(el))])
+    color = white.copy()
+    if kind == "color":
+        color = np.array(sc._rand_color(rng, (0.5, 1.0), (0.8, 1.0)), np.float64) ** 0.5 * 1.2
+    key = rng.uniform(0.9, 1.5)
+    amb = rng.uniform(0.02, 0.12)
+    exposure = {"dark": rng.uniform(0.18, 0.4), "bright": rng.uniform(1.8, 3.0)}.get(kind, rng.uniform(0.8, 1.3))
+    return pt.Light(direction=d, color=color * key, ambient=color * amb / max(color.max(), 1e-3),
+                    sky=0.5, fill=None, fill_color=None, exposure=float(exposure))
+
+
+def _sample_occluders(rng, strong, look):
+    occ = []
+    if strong:
+        kinds = rng.choice(["hand", "object", "sunglasses", "mask", "hair_lock", "hand2"],
+                           size=int(rng.integers(1, 3)), replace=False,
+                           p=[0.3, 0.25, 0.15, 0.15, 0.1, 0.05])
+        occ = [str(k) for k in kinds]
+    else:
+        if rng.random() < 0.15:
+            occ.append("glasses")
+        if look.hair_style == "long" and rng.random() < 0.15:
+            occ.append("hair_lock")
+    return occ
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering one photograph
+# ---------------------------------------------------------------------------------------------
+
+def _framed_camera(R, lm_fn, distance, size, face_frac, center):
+    """Camera whose landmark box has its larger side = face_frac * size, centred at
+    (0.5 + center) * size. lm_fn(cam) -> landmark image positions."""
+    cam = f3.Camera(R, focal=1000.0, distance=distance, cx=0.0, cy=0.0)
+    xy = lm_fn(cam)
+    lo, hi = xy.min(0), xy.max(0)
+    s = face_frac * size / max(hi - lo)
+    mid = 0.5 * (lo + hi) * s
+    target = (0.5 + np.asarray(center)) * size - 0.5
+    return f3.Camera(R, focal=1000.0 * s, distance=distance, cx=float(target[0] - mid[0]), cy=float(target[1] - mid[1]))
+
+
+def _scaled(cam, k):
+    """The same view at k times the resolution (pixel centres: x_k = k x + (k - 1) / 2)."""
+    return f3.Camera(cam.R, cam.focal * k, cam.distance, cam.cx * k + (k - 1) / 2, cam.cy * k + (k - 1) / 2)
+
+
+def _mask_layer(rng, P, st):
+    """A surgical / cloth face mask in texture space: (alpha, height mm, colour linear)."""
+    X = st.X
+    x, y, z = X[..., 0], X[..., 1], X[..., 2]
+    top = -14.0 - 6.0 * (np.abs(x) / 60.0) ** 2
+    region = (y < top) & (y > -150) & (np.abs(x) < 75) & (z > -85)
+    a = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 1.2)
+    col = np.array(sc._rand_color(rng, (0.0, 0.5), (0.3, 0.95)), np.float32)
+    if rng.random() < 0.4:
+        col = np.array([0.55, 0.7, 0.85], np.float32) ** 2 * rng.uniform(0.8, 1.1)
+    pleats = 1.0 - 0.12 * (np.sin((y + 40) * 0.5) > 0.6) * (np.abs(x) < 40)
+    height = a * 6.0
+    return a, height, col, pleats
+
+
+def render(params, size=256, ss=2):
+    """Render sampled parameters to a Sample."""
+    model, st = f3.mean_model(), pt.static_maps()
+    rng = params["rng"]
+    look = params["look"]
+    yaw, pitch, roll = params["pose"]
+    R = f3.rotation(yaw, pitch, roll)
+    # shape
+    coeffs = dict(params["identity"])
+    for m, c in params["expression"][1].items():
+        coeffs[m] = coeffs.get(m, 0.0) + c
+    P = f3.deform(model, coeffs, params["jaw"], params["scale"])
+    lm3d = f3.sample_map(P, model.landmark_uv)
+    # framing from the landmark box
+    cam = _framed_camera(R, lambda c: f3.contour_on_silhouette(P, model, c)[0], params["distance"], size,
+                         params["face_frac"], params["center"])
+    cam2 = _scaled(cam, ss)
+    S2 = size * ss
+    xy, depth, ring_idx = f3.contour_on_silhouette(P, model, cam)
+    lm_uv = model.landmark_uv.copy()
+    lm_uv[:17] = model.ring_uv[np.arange(17), ring_idx]
+    # appearance, covering layers (hair, beard, mask) and shading
+    painted = pt.paint(look, P, lm3d, rng, st)
+    occ = params["occluders"]
+    cover_alpha = painted.hair_alpha
+    height = painted.hair_height
+    if "mask" in occ:
+        ma, mh, mcol, pleats = _mask_layer(rng, P, st)
+        painted.albedo = painted.albedo * (1 - ma[..., None]) + (mcol * pleats[..., None]) * ma[..., None]
+        painted.spec = painted.spec * (1 - ma) + 0.02 * ma
+        painted.sss = painted.sss * (1 - ma)
+        Rsk = np.linalg.norm(P - f3.CENTER, axis=-1).astype(np.float32)
+        tent = np.maximum(cv2.GaussianBlur(Rsk, (0, 0), 6.0) + 3.0, Rsk + 2.0) - Rsk      # over the nose
+        height = np.maximum(height, ma * np.maximum(tent, mh * 0 + 2.0))
+        cover_alpha = np.maximum(cover_alpha, ma)
+    P_render = P + model.normals * height[..., None]                 # volume along the mean normals
+    light = params["light"]
+    tex = pt.shade(painted, P_render, R, light)
+    head = pt.render_head(P_render, tex, cam2, S2, model)
+    # scene behind the head
+    # background and body at the output resolution (they are smooth), upsampled to the canvas
+    back = sc.background(rng, size)
+    by, br = params["body"]
+    body_R = f3.rotation(by, 0.0, br)
+    body_t = np.array([0.0, -150.0, 20.0])
+    body_t[:2] = f3.rotation(0, 0, 0.5 * roll)[:2, :2] @ body_t[:2]
+    bcol, balpha, _ = sc.render_body(rng, cam, body_R, body_t, pt.srgb_to_linear(look.skin), light, size)
+    back = back * (1 - balpha[..., None]) + bcol
+    hair_lin = pt.srgb_to_linear(look.hair)
+    if look.hair_style in ("long", "medium") and look.hair_volume > 0:
+        length = rng.uniform(140, 380) if look.hair_style == "long" else rng.uniform(40, 110)
+        ccol, calpha = sc.hair_curtain(rng, cam, P_render, hair_lin, light, size, length,
+                                       rng.uniform(10, 50), body_R @ np.array([0.0, -1.0, 0.0]))
+        back = back * (1 - calpha[..., None]) + ccol * calpha[..., None]
+    canvas = cv2.resize(back, (S2, S2), interpolation=cv2.INTER_LINEAR) if ss > 1 else back
+    canvas = canvas * (1 - head.alpha[..., None]) + head.color
+    # in front of the face
+    front_alpha = np.zeros((S2, S2), np.float32)
+    xy2 = xy * ss + (ss - 1) / 2
+    face_px = float(np.max(xy2.max(0) - xy2.min(0)))
+    for kind in occ:
+        if kind in ("glasses", "sunglasses"):
+            gcol, ga, lens = sc.glasses(rng, cam2, lm3d, head.depth, S2, sun=(kind == "sunglasses"))
+            canvas = canvas * (1 - ga[..., None]) + gcol
+            front_alpha = np.maximum(front_alpha, np.where(lens > 0.5, ga, 0) if kind == "glasses" else ga)
+            if kind == "glasses":
+                front_alpha = np.maximum(front_alpha, (ga > 0.6) * (lens < 0.5) * ga)
+        elif kind == "hair_lock":
+            hcol, ha = sc.hair_lock(rng, cam2, P_render, hair_lin, light, S2, rng.choice([-1, 1]), rng.uniform(18, 40))
+            canvas = canvas * (1 - ha[..., None]) + hcol * ha[..., None]
+            front_alpha = np.maximum(front_alpha, ha)
+        elif kind in ("hand", "hand2", "object"):
+            target = xy2[rng.choice([8, 57, 33, 30, 36, 45, 48, 54, 2, 14, 19, 24])]
+            off = rng.normal(0, 0.12, 2) * face_px
+            if kind == "object":
+                ocol, oa = sc.object_occluder(rng, target + off, face_px * rng.uniform(0.35, 0.8), light, S2)
+            else:
+                ang = math.degrees(math.atan2(target[0] - xy2[30][0], -(target[1] - xy2[30][1]) + 1e-6)) + rng.normal(180, 30)
+                skin = pt.srgb_to_linear(look.skin if rng.random() < 0.8 else pt.sample_look(rng).skin)
+                ocol, oa = sc.hand(rng, target + off * 0.5 - 0.25 * face_px * np.array([math.sin(math.radians(ang)), -math.cos(math.radians(ang))]),
+                                   face_px * rng.uniform(0.8, 1.15), ang, skin, light, S2)
+            sc.cast_shadow(canvas, oa, rng.normal(0, 0.03, 2) * face_px + [0, 0.03 * face_px], 0.02 * face_px,
+                           rng.uniform(0.2, 0.5), head.alpha)
+            canvas = canvas * (1 - oa[..., None]) + ocol * oa[..., None]
+            front_alpha = np.maximum(front_alpha, oa)
+    # down to the output size, then the camera
+    img_lin = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
+    image, cam_info = sc.camera_effects(rng, img_lin, params["blur"], params["gray"])
+    # occlusion flags
+    inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= size - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= size - 0.5)
+    ext = f3.lookup(front_alpha, xy2, border=cv2.BORDER_REPLICATE) > 0.5
+    ext |= f3.sample_map(cover_alpha, lm_uv) > 0.5
+    zbuf = cv2.erode(head.depth, np.ones((3, 3), np.uint8))   # nearest surface around the point
+    ix = np.clip(np.round(xy2).astype(int), 0, S2 - 1)
+    self_occ = depth > zbuf[ix[:, 1], ix[:, 0]] + 4.0
+    self_occ[:17] = False                                       # the jaw points are on the outline
+    occluded = ext | self_occ | ~inside
+    attrs = {
+        "pose": abs(yaw) >= 40 or abs(pitch) >= 25,
+        "expression": params["want"]["expression"],
+        "illumination": params["want"]["illumination"],
+        "make-up": params["want"]["make-up"],
+        "occlusion": float(ext.mean()) >= 0.10,
+        "blur": params["blur"] is not None,
+    }
+    info = {"expression": params["expression"][0], "occluders": list(occ), "hair": look.hair_style,
+            "beard": look.beard, "camera": cam_info, "self_occluded": self_occ.tolist(),
+            "external_occluded": ext.tolist(), "distance": params["distance"]}
+    return Sample(image=image, landmarks=xy.astype(np.float64), occluded=occluded,
+                  attributes=np.array([attrs[a] for a in ATTRIBUTES], np.uint8),
+                  pose=np.array(params["pose"]), box=np.concatenate([xy.min(0), xy.max(0)]), info=info)
+
+
+def generate(seed=0, index=0, size=256, split="train", ss=2):
+    """The sample with this (seed, split, index): the same on every call and every machine."""
+    if not (isinstance(size, (int, np.integer)) and size >= 32):
+        raise ValueError(f"size: expected an int >= 32, got {size!r}")
+    if not (isinstance(ss, (int, np.integer)) and 1 <= ss <= 4):
+        raise ValueError(f"ss: expected an int in 1..4, got {ss!r}")
+    rng = _rng(seed, split, index)
+    params = sample_params(rng)
+    params["rng"] = rng
+    return render(params, int(size), int(ss))

@@ -1,0 +1,440 @@
+"""Landmarks on photographs: image -> face boxes -> crops -> lmref model -> landmarks in image pixels.
+
+    lm = Landmarker()                                 # the default shipped model, Haar face detector
+    faces = lm("photo.jpg")                           # or an array: RGB/BGR/gray/RGBA, 8 or 16 bit
+    faces[0].box, faces[0].landmarks, faces[0].confidence
+    faces = lm(image, boxes=[[x0, y0, x1, y1]])       # your own boxes, no detector
+    lm.detect_many([img1, img2, ...])                 # every face of every image in model batches
+    Landmarker("my.safetensors", detector=my_fn)      # detector: callable RGB uint8 [H, W, 3] -> [K, 4]
+
+Conventions
+* Images are RGB uint8 [H, W, 3] inside (``read_image`` / ``to_rgb8`` convert everything else:
+  gray, BGR, alpha, 16-bit, float in [0, 1]); files are read with OpenCV (BGR) and converted.
+* Boxes are float (x0, y0, x1, y1) in image pixels, landmarks float (x, y) with pixel centres at
+  integers (the top-left pixel covers [-0.5, 0.5]^2), as in ``lmref.data``.
+* The face detector is OpenCV's Haar cascade (``haarcascade_frontalface_default.xml``, shipped with
+  opencv-python), the non-deep-learning detector the ICME 2024 entry used. Any callable that maps an
+  RGB uint8 image to boxes [K, 4] can replace it.
+* The crop is the one the model was trained with (``lmref.data.transforms``): a square around the
+  face box with the training margin, resampled to the model's input size; the model's landmarks come
+  back through the inverse of that similarity transform.
+* Decoding follows the model's output: a dict with ``landmarks`` (the AAM head: soft-argmax of the
+  fused heatmaps, in input pixels), heatmaps [B, N, h, w] (Lite-HRNet: argmax with the quarter-pixel
+  refinement), or a regression vector [B, 2N] in STAR's [-1, 1] convention (Stud5, ResNet).
+* Confidence per point, where the head gives one: the AAM point map P (a sigmoid, trained towards 1
+  at the landmark) sampled at the predicted position; a plain heatmap's peak value. Regression
+  heads give none (``confidence`` is None).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import landmarks, ops, weights
+
+__all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "Face", "Landmarker", "detect",
+           "shipped_models", "resolve_model", "MODELS_DIR", "MIN_IMAGE_SIZE"]
+
+MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "models")
+ASSETS_DIR = os.path.dirname(MODELS_DIR)
+DEFAULT_MODEL = "student"           # preferred shipped model name when none is asked for
+MIN_IMAGE_SIZE = 16                 # px: a smaller side cannot hold a face a model could read
+
+
+class DetectError(ValueError):
+    """Input the Landmarker cannot use (unreadable image, no face found ...): says which and why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------------------------
+
+def to_rgb8(image, color="RGB"):
+    """An image array -> RGB uint8 [H, W, 3].
+
+    image: [H, W] (gray), [H, W, 1], [H, W, 3] or [H, W, 4] (with alpha, composited over white);
+           uint8, uint16 (divided by 257, the exact 65535 -> 255 scaling) or float in [0, 1].
+    color: channel order of a 3/4-channel array, "RGB" (default) or "BGR" (what cv2.imread gives);
+           ignored for gray images."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image: expected a numpy array or a path, got {type(image).__name__}")
+    if color not in ("RGB", "BGR"):
+        raise ValueError(f"color: expected 'RGB' or 'BGR', got {color!r}")
+    a = image
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise DetectError(f"image: expected [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape {a.shape}")
+    if a.size == 0:
+        raise DetectError(f"image is empty (shape {a.shape})")
+    if min(a.shape[:2]) < MIN_IMAGE_SIZE:
+        raise DetectError(f"image is {a.shape[1]}x{a.shape[0]} pixels, too small to hold a face "
+                          f"(need at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE})")
+    if a.dtype == np.uint8:
+        f = None
+    elif a.dtype == np.uint16:
+        f = a.astype(np.float64) / 257.0
+    elif a.dtype.kind == "f":
+        f = a.astype(np.float64)
+        if not np.all(np.isfinite(f)):
+            raise DetectError("image: float image contains NaN or inf")
+        if f.min() < 0.0 or f.max() > 1.0:
+            raise DetectError(f"image: a float image must be in [0, 1] (got values in [{f.min():.3g}, "
+                              f"{f.max():.3g}]); pass uint8 for 0..255")
+        f = f * 255.0
+    else:
+        raise DetectError(f"image: dtype {a.dtype} not supported; expected uint8, uint16 or float in [0, 1]")
+    if f is not None:
+        a = np.clip(np.round(f), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
+    if a.shape[2] == 4:
+        rgb, alpha = a[:, :, :3].astype(np.float64), a[:, :, 3:].astype(np.float64) / 255.0
+        a = np.round(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if color == "BGR":
+        a = a[:, :, ::-1]
+    return np.ascontiguousarray(a)
+
+
+def read_image(source, color="RGB"):
+    """A path or an array -> RGB uint8 [H, W, 3] (see ``to_rgb8``). Files are read with OpenCV, all
+    bit depths and channel counts it supports (``IMREAD_UNCHANGED``), so 16-bit PNGs and RGBA
+    images keep their data until the conversion here."""
+    if isinstance(source, np.ndarray):
+        return to_rgb8(source, color)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"image: expected a path or a numpy array, got {type(source).__name__}")
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise DetectError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise DetectError(f"{path}: is a directory, not an image")
+    if os.path.getsize(path) == 0:
+        raise DetectError(f"{path}: empty file, not an image")
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DetectError(f"{path}: not an image OpenCV can read")
+    try:
+        return to_rgb8(img, "BGR")
+    except DetectError as e:
+        raise DetectError(f"{path}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# face detection
+# ---------------------------------------------------------------------------------------------
+
+class HaarDetector:
+    """OpenCV's Viola-Jones Haar cascade for frontal faces: RGB uint8 [H, W, 3] -> boxes [K, 4]
+    float64 (x0, y0, x1, y1), largest first.
+
+    scale_factor, min_neighbors: ``CascadeClassifier.detectMultiScale``'s (1.1 and 5, OpenCV's
+    documented defaults for this cascade); min_size: smallest face side as a fraction of the
+    image's shorter side (and at least 24 px, the cascade's window). The image is equalised
+    (``cv2.equalizeHist`` on the gray image) first, as OpenCV's face detection sample does."""
+
+    CASCADE = "haarcascade_frontalface_default.xml"
+
+    def __init__(self, cascade=None, scale_factor=1.1, min_neighbors=5, min_size=0.05):
+        path = cascade or os.path.join(getattr(cv2, "data", None).haarcascades if hasattr(cv2, "data") else "",
+                                       self.CASCADE)
+        self.path = path
+        self.classifier = cv2.CascadeClassifier(path)
+        if self.classifier.empty():
+            raise DetectError(f"cannot load the Haar cascade {path!r} (opencv-python 4.x ships it as "
+                              "cv2.data.haarcascades)")
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_size = float(min_size)
+
+    def __call__(self, image):
+        gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY))
+        side = max(24, int(self.min_size * min(gray.shape)))
+        found = self.classifier.detectMultiScale(gray, scaleFactor=self.scale_factor,
+                                                 minNeighbors=self.min_neighbors, minSize=(side, side))
+        boxes = np.asarray(found, np.float64).reshape(-1, 4)          # (x, y, w, h)
+        boxes[:, 2:] += boxes[:, :2]                                  # -> (x0, y0, x1, y1)
+        order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
+        return boxes[order]
+
+    def __repr__(self):
+        return f"HaarDetector({os.path.basename(self.path)!r}, scale_factor={self.scale_factor}, " \
+               f"min_neighbors={self.min_neighbors})"
+
+
+def _check_boxes(boxes, width, height, where="boxes"):
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        return b.reshape(0, 4)
+    if b.ndim == 1 and b.shape[0] == 4:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise DetectError(f"{where}: expected [K, 4] (x0, y0, x1, y1), got shape {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise DetectError(f"{where}: contains NaN or inf")
+    bad = np.flatnonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
+    if bad.size:
+        raise DetectError(f"{where}: box {bad[0]} {b[bad[0]].tolist()} has x1 <= x0 or y1 <= y0")
+    out = np.flatnonzero((b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= width) | (b[:, 1] >= height))
+    if out.size:
+        raise DetectError(f"{where}: box {out[0]} {b[out[0]].tolist()} lies outside the "
+                          f"{width}x{height} image")
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+
+def shipped_models():
+    """{name: path} of the weight files shipped in lmref/assets/models, sorted by name."""
+    paths = sorted(glob.glob(os.path.join(MODELS_DIR, "*.safetensors")))
+    return {os.path.splitext(os.path.basename(p))[0]: p for p in paths}
+
+
+def resolve_model(model=None):
+    """A shipped model's name, a weights path, or None (the default shipped model) -> path."""
+    shipped = shipped_models()
+    if model is None:
+        if not shipped:
+            raise DetectError(f"no models are shipped in {MODELS_DIR}; pass a weights file")
+        return shipped.get(DEFAULT_MODEL) or next(iter(shipped.values()))
+    model = os.fspath(model)
+    if model in shipped:
+        return shipped[model]
+    if os.path.exists(model):
+        return model
+    hint = f"shipped models: {', '.join(shipped)}" if shipped else "no models are shipped"
+    raise DetectError(f"{model}: no such weights file or shipped model ({hint})")
+
+
+@dataclass
+class Face:
+    """One face found in one image.
+
+    box             [4] float (x0, y0, x1, y1) the face box (detector's or given), image pixels
+    landmarks       [N, 2] float (x, y) in image pixels
+    confidence      [N] float in [0, 1], or None if the model's head gives none
+    score           the detector's score for the box, or None
+    matrix          [2, 3] the similarity image -> crop (crop = matrix @ [x, y, 1])
+    crop            the model's input image, RGB uint8 [S, S, 3] (gray [S, S] for a gray model)
+    crop_landmarks  [N, 2] landmarks in crop pixels
+    maps            {output key: [C, h, w]} the model's maps for this face (``keep_maps=True``)
+    """
+    box: np.ndarray
+    landmarks: np.ndarray
+    confidence: np.ndarray = None
+    score: float = None
+    matrix: np.ndarray = None
+    crop: np.ndarray = field(default=None, repr=False)
+    crop_landmarks: np.ndarray = field(default=None, repr=False)
+    maps: dict = field(default=None, repr=False)
+
+    def to_json(self):
+        return {"box": [round(float(v), 2) for v in self.box],
+                "score": None if self.score is None else float(self.score),
+                "landmarks": [[round(float(x), 3), round(float(y), 3)] for x, y in self.landmarks],
+                "confidence": None if self.confidence is None else [round(float(c), 4) for c in self.confidence]}
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding the model's outputs
+# ---------------------------------------------------------------------------------------------
+
+def _bilinear(maps, xy):
+    """Sample maps [N, h, w] at one point per map, xy [N, 2] in map pixels (clamped to the grid)."""
+    N, h, w = maps.shape
+    x = np.clip(xy[:, 0], 0, w - 1)
+    y = np.clip(xy[:, 1], 0, h - 1)
+    x0, y0 = np.minimum(np.floor(x).astype(int), w - 2 if w > 1 else 0), np.minimum(np.floor(y).astype(int), h - 2 if h > 1 else 0)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = x - x0, y - y0
+    n = np.arange(N)
+    return ((1 - fy) * ((1 - fx) * maps[n, y0, x0] + fx * maps[n, y0, x1])
+            + fy * ((1 - fx) * maps[n, y1, x0] + fx * maps[n, y1, x1]))
+
+
+def decode(out, width, height):
+    """A model's raw output for B crops of width x height -> (landmarks [B, N, 2] in crop pixels,
+    confidence [B, N] or None, maps {key: [B, C, h, w]}).
+
+    * dict with "landmarks" (the AAM model): its landmarks; confidence = the point map P sampled
+      (bilinearly) at the decoded position on the heatmap grid X_j = 2j/(w-1) - 1;
+    * heatmaps [B, N, h, w] (or a dict with "heatmaps" only): argmax with the quarter-pixel
+      refinement; a heatmap pixel j stands for crop pixel (j + 0.5) W / w - 0.5 (the targets are
+      drawn at crop resolution and area-resized, lmref.data.targets); confidence = the peak value;
+    * [B, 2N] regression (Stud5, ResNet): (x0, y0, x1, ...) in STAR's [-1, 1] convention,
+      x = ((x_n + 1) W - 1) / 2 (lmref.data.targets.regression_target's inverse); no confidence."""
+    if isinstance(out, dict):
+        maps = {k: v for k, v in out.items() if isinstance(v, np.ndarray) and v.ndim == 4
+                and k in ("fusion_heatmaps", "heatmaps", "pointmaps", "edgemaps")}
+        if "landmarks" in out:
+            lm = np.asarray(out["landmarks"], np.float64)
+            conf = None
+            if "pointmaps" in out and "coords" in out:
+                P = np.asarray(out["pointmaps"], np.float64)                  # [B, N, h, w]
+                h, w = P.shape[2:]
+                grid = (np.asarray(out["coords"], np.float64) + 1.0) * np.array([w - 1, h - 1]) / 2.0
+                conf = np.stack([_bilinear(P[b], grid[b]) for b in range(len(P))])
+            return lm, conf, maps
+        if "heatmaps" in out:
+            return (*_decode_heatmaps(out["heatmaps"], width, height), maps)
+        raise DetectError(f"model output has keys {sorted(out)}; expected 'landmarks' or 'heatmaps'")
+    out = np.asarray(out)
+    if out.ndim == 4:
+        return (*_decode_heatmaps(out, width, height), {"heatmaps": out})
+    if out.ndim == 2 and out.shape[1] % 2 == 0:
+        pts = out.astype(np.float64).reshape(len(out), -1, 2)                 # [B, N, 2] in [-1, 1]
+        return ((pts + 1.0) * np.array([width, height]) - 1.0) / 2.0, None, {}
+    raise DetectError(f"cannot decode a model output of shape {out.shape}")
+
+
+def _decode_heatmaps(hm, width, height):
+    hm = np.asarray(hm)
+    h, w = hm.shape[2:]
+    xy, maxvals = ops.argmax_subpixel(hm.astype(np.float64))                  # heatmap pixels, [B, N]
+    lm = (xy + 0.5) * np.array([width / w, height / h]) - 0.5
+    return lm, np.clip(maxvals, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Landmarker
+# ---------------------------------------------------------------------------------------------
+
+class Landmarker:
+    """Face boxes -> crops -> model -> landmarks in image pixels.
+
+    model: a shipped model name, a weights path, an ``lmref.weights.Model``, or None (the default
+           shipped model).
+    detector: "haar" (``HaarDetector()``), None (boxes must be passed), or any callable
+           RGB uint8 [H, W, 3] -> boxes [K, 4] (x0, y0, x1, y1), best first.
+    dtype: the dtype the model runs in; batch_size: crops per model call."""
+
+    def __init__(self, model=None, detector="haar", dtype=np.float32, batch_size=8):
+        if isinstance(model, weights.Model):
+            self.model, self.model_path = model, None
+        else:
+            self.model_path = resolve_model(model)
+            self.model = weights.load_model(self.model_path, dtype=dtype)
+        if detector == "haar":
+            detector = HaarDetector()
+        elif detector is not None and not callable(detector):
+            raise TypeError(f"detector: expected 'haar', None or a callable, got {type(detector).__name__}")
+        self.detector = detector
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+        spec = self.model.manifest["input"]
+        self.input_size = tuple(int(s) for s in spec["size"])                 # (H, W)
+        self.color = spec["color"]
+        self.mean = np.asarray(spec["mean"], np.float64)
+        self.std = np.asarray(spec["std"], np.float64)
+        name = self.model.manifest["layout"]
+        self.layout = landmarks.get(name) if name is not None else None
+
+    # -- boxes ---------------------------------------------------------------------------------
+    def find_faces(self, image, boxes=None, where="image"):
+        """Validated boxes [K, 4] for an RGB image: the given ones, or the detector's.
+        Raises DetectError when there are none."""
+        H, W = image.shape[:2]
+        if boxes is not None:
+            b = _check_boxes(boxes, W, H)
+            if len(b) == 0:
+                raise DetectError(f"{where}: an empty list of face boxes was given")
+            return b
+        if self.detector is None:
+            raise DetectError(f"{where}: no face boxes given and no detector to find them")
+        b = _check_boxes(self.detector(image), W, H, where="detector output")
+        if len(b) == 0:
+            raise DetectError(f"{where}: no face found by {self.detector!r} "
+                              "(pass boxes to skip detection)")
+        return b
+
+    # -- crops -----------------------------------------------------------------------------------
+    def crop(self, image, box):
+        """(crop uint8 in the model's colour: RGB/BGR [S, S, 3] or GRAY [S, S], matrix [2, 3] image -> crop)"""
+        H, W = self.input_size
+        M = _crop_matrix(box, W, H)
+        crop = cv2.warpAffine(image, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        if self.color == "GRAY":
+            crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+        return crop, M
+
+    def normalize(self, crops):
+        """crops [K, S, S(, 3)] uint8 in the model's colour order -> x [K, C, S, S] (v/255 - mean)/std."""
+        a = np.asarray(crops, np.float64)
+        a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)           # [K, C, S, S]
+        if self.color == "BGR":
+            a = a[:, ::-1]
+        return (a / 255.0 - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+
+    def prepare(self, image, boxes=None):
+        """image (path or array), boxes or None -> (x [K, C, H, W] float64, faces with box, matrix
+        and crop set; landmarks not yet)."""
+        img = read_image(image)
+        where = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "image"
+        b = self.find_faces(img, boxes, where)
+        faces, crops = [], []
+        for box in b:
+            crop, M = self.crop(img, box)
+            crops.append(crop)
+            faces.append(Face(box=box, landmarks=None, matrix=M, crop=crop))
+        return self.normalize(crops), faces
+
+    # -- model -----------------------------------------------------------------------------------
+    def run(self, x):
+        """x [K, C, H, W] -> the model's output for all K crops, in batches of ``batch_size``."""
+        parts = [self.model(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        if isinstance(parts[0], dict):
+            return {k: np.concatenate([p[k] for p in parts]) for k, v in parts[0].items()
+                    if isinstance(v, np.ndarray)}
+        return np.concatenate(parts)
+
+    def _finish(self, faces, x, keep_maps):
+        if not faces:
+            return
+        H, W = self.input_size
+        lm, conf, maps = decode(self.run(x), W, H)
+        if self.layout is not None and lm.shape[1] != self.layout.num_points:
+            raise DetectError(f"the model gives {lm.shape[1]} points but its manifest says layout "
+                              f"{self.layout.name} ({self.layout.num_points} points)")
+        for k, f in enumerate(faces):
+            f.crop_landmarks = lm[k]
+            f.landmarks = _invert_points(f.matrix, lm[k])
+            f.confidence = None if conf is None else conf[k]
+            if keep_maps:
+                f.maps = {key: v[k] for key, v in maps.items()}
+
+    def __call__(self, image, boxes=None, keep_maps=False):
+        """Landmarks of every face in one image -> list of Face (largest box first for the
+        detector's boxes, the given order for given boxes)."""
+        x, faces = self.prepare(image, boxes)
+        self._finish(faces, x, keep_maps)
+        return faces
+
+    def detect_many(self, images, boxes=None, keep_maps=False):
+        """Many images -> a list of face lists; the faces of all images go through the model together,
+        ``batch_size`` crops at a time. boxes: None, or one entry per image (None: use the detector)."""
+        images = list(images)
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise ValueError(f"boxes: expected one entry per image ({len(images)}), got {len(boxes)}")
+        xs, per_image = [], []
+        for img, b in zip(images, boxes):
+            x, faces = self.prepare(img, b)
+            xs.append(x)
+            per_image.append(faces)
+        all_faces = [f for faces in per_image for f in faces]
+        if all_faces:
+            self._finish(all_faces, np.concatenate(xs), keep_maps)
+        return per_image
+
+
+def detect(image, model=None, boxes=None, detector="haar", keep_maps=False):
+    """One-shot: ``Landmarker(model, detector)(image, boxes)`` -> list of Face."""
+    return Landmarker(model, detector)(image, boxes, keep_maps)

@@ -1,0 +1,233 @@
+"""The ``lmref`` command line: every subcommand's --help, detect / models / info / trace / compare /
+eval on small models, and every bad-input case: one line ``lmref: error: ...`` on stderr, a
+non-zero exit status, nothing half-written in --out."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from _student import export_student
+
+from lmref import bundle as B
+from lmref import cli, detect
+
+COMMANDS = ["detect", "models", "info", "trace", "compare", "eval"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_student")
+    export_student(d / "s.safetensors", size=64, onnx_path=d / "s.onnx",
+                   training={"data": "none (random weights)", "test": {"nme": 0.5, "fr": 1.0}})
+    return d / "s.safetensors", d / "s.onnx"
+
+
+def run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *words):
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmref: error: "), err
+    for w in words:
+        assert w.lower() in lines[0].lower(), (w, lines[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# help
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"lmref {command}" in out
+
+
+def test_top_level_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for c in COMMANDS:
+        assert c in out
+    assert cli.main([]) == 2
+
+
+def test_console_script_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "lmref.cli", "models", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "examples:" in r.stdout
+
+
+def test_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["trace"])                    # missing FILE and --out
+    assert e.value.code == 2
+    assert_one_line_error(2, capsys.readouterr().err, "required")
+
+
+# ---------------------------------------------------------------------------------------------
+# models, info
+# ---------------------------------------------------------------------------------------------
+
+def test_models_with_none_shipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(detect, "MODELS_DIR", str(tmp_path))
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and "no models shipped" in out
+    code, out, _ = run(["models", "--json"], capsys)
+    assert code == 0 and json.loads(out) == []
+
+
+def test_models_lists_accuracy_size_params(student, tmp_path, monkeypatch, capsys):
+    weights_path, _ = student
+    (tmp_path / "student.safetensors").write_bytes(weights_path.read_bytes())
+    monkeypatch.setattr(detect, "MODELS_DIR", str(tmp_path))
+    code, out, _ = run(["models"], capsys)
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("student"))
+    assert "aam" in line and "inner51" in line and "1,141,863 params" in line
+    assert "test.nme 0.5" in line and "test.fr 1" in line and "64x64x3" in line
+    rows = json.loads(run(["models", "--json"], capsys)[1])
+    assert rows[0]["params"] == 1_141_863 and rows[0]["size_bytes"] == weights_path.stat().st_size
+    assert rows[0]["metrics"] == {"test.nme": 0.5, "test.fr": 1.0} and rows[0]["default"]
+
+
+def test_info_prints_manifest_params_and_macs(student, capsys):
+    weights_path, _ = student
+    code, out, _ = run(["info", weights_path, "--depth", "3"], capsys)
+    assert code == 0
+    assert '"architecture": "aam"' in out and "total parameters  1,141,863" in out
+    assert "backbone.stages.2" in out and "total MACs" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# trace, compare
+# ---------------------------------------------------------------------------------------------
+
+def test_trace_then_compare_with_onnx_passes(student, tmp_path, capsys):
+    weights_path, onnx_path = student
+    code, out, _ = run(["trace", weights_path, "--random", "3", "--out", tmp_path / "b.npz"], capsys)
+    assert code == 0 and "wrote" in out
+    b = B.load(tmp_path / "b.npz")
+    assert b.manifest["input_source"]["random_seed"] == 3
+    np.testing.assert_array_equal(b.input, B.random_input(b.manifest["model"], 3))
+    code, out, _ = run(["compare", tmp_path / "b.npz", onnx_path, "--json", tmp_path / "r.json"], capsys)
+    assert code == 0, out
+    assert out.strip().splitlines()[-1].startswith("PASS")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ok"] and report["first_failure"] is None
+
+
+def test_compare_perturbed_onnx_fails_naming_first_diverging_op(student, tmp_path, capsys):
+    weights_path, onnx_path = student
+    run(["trace", weights_path, "--out", tmp_path / "b"], capsys)
+    m = onnx.load(onnx_path)
+    node = next(n for n in m.graph.node if n.name == "/stages/stages.3/stages.3.0/conv1_1x1/conv/Conv")
+    init = next(i for i in m.graph.initializer if i.name == node.input[1])
+    w = onnx.numpy_helper.to_array(init).copy()
+    w[0] += 0.5
+    init.CopyFrom(onnx.numpy_helper.from_array(w, init.name))
+    onnx.save(m, tmp_path / "bad.onnx")
+    code, out, _ = run(["compare", tmp_path / "b", tmp_path / "bad.onnx"], capsys)
+    assert code == 1
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("FAIL") and "first diverging op: backbone.stages.3.0.conv1_1x1" in last
+
+
+def test_compare_npz_with_mapping(student, tmp_path, capsys):
+    weights_path, _ = student
+    run(["trace", weights_path, "--out", tmp_path / "b"], capsys)
+    b = B.load(tmp_path / "b")
+    name = b.names("op")[4]
+    np.savez(tmp_path / "port.npz", mine=b.array(name, "float32"), landmarks=b.array("landmarks", "float32"))
+    (tmp_path / "map.json").write_text(json.dumps({name: "mine"}))
+    code, out, _ = run(["compare", tmp_path / "b", tmp_path / "port.npz", "--map", tmp_path / "map.json"], capsys)
+    assert code == 0 and "compared 2 of" in out
+    np.savez(tmp_path / "port.npz", mine=b.array(name, "float32") + 1, landmarks=b.array("landmarks", "float32"))
+    code, out, _ = run(["compare", tmp_path / "b", tmp_path / "port.npz", "--map", tmp_path / "map.json"], capsys)
+    assert code == 1 and f"first diverging op: {name}" in out
+
+
+def test_trace_from_input_array(student, tmp_path, capsys):
+    weights_path, _ = student
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64))
+    np.save(tmp_path / "x.npy", x)
+    code, _, _ = run(["trace", weights_path, "--input-array", tmp_path / "x.npy", "--out", tmp_path / "b"], capsys)
+    assert code == 0
+    np.testing.assert_array_equal(B.load(tmp_path / "b").input, x)
+    np.save(tmp_path / "y.npy", x[:, :, :32])
+    code, _, err = run(["trace", weights_path, "--input-array", tmp_path / "y.npy", "--out", tmp_path / "c"], capsys)
+    assert_one_line_error(code, err, "expected [B, 3, 64, 64]")
+    assert not (tmp_path / "c").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input to trace / compare / info
+# ---------------------------------------------------------------------------------------------
+
+def test_trace_refuses_existing_out(student, tmp_path, capsys):
+    weights_path, _ = student
+    (tmp_path / "b").mkdir()
+    code, _, err = run(["trace", weights_path, "--out", tmp_path / "b"], capsys)
+    assert_one_line_error(code, err, "already exists")
+
+
+def test_missing_weights_file(tmp_path, capsys):
+    for argv in (["info", tmp_path / "nope.safetensors"],
+                 ["trace", tmp_path / "nope.safetensors", "--out", tmp_path / "b"]):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, "nope.safetensors", "no such")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_weights_file(student, tmp_path, capsys):
+    weights_path, _ = student
+    data = weights_path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 1000])
+    for argv in (["info", tmp_path / "cut.safetensors"],
+                 ["trace", tmp_path / "cut.safetensors", "--out", tmp_path / "b"]):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, "cut.safetensors", "truncated")
+    assert not (tmp_path / "b").exists()
+
+
+def test_weights_file_that_is_not_weights(tmp_path, capsys):
+    (tmp_path / "x.safetensors").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    code, _, err = run(["info", tmp_path / "x.safetensors"], capsys)
+    assert_one_line_error(code, err, "x.safetensors")
+
+
+def test_compare_bad_inputs(student, tmp_path, capsys):
+    weights_path, _ = student
+    run(["trace", weights_path, "--out", tmp_path / "b"], capsys)
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    (tmp_path / "map.json").write_text("{not json")
+    cases = [
+        (["compare", tmp_path / "missing", tmp_path / "junk.npz"], ["missing", "no such"]),
+        (["compare", tmp_path / "b", tmp_path / "missing.npz"], ["missing.npz", "no such"]),
+        (["compare", tmp_path / "b", tmp_path / "junk.onnx"], ["junk.onnx", "onnx"]),
+        (["compare", tmp_path / "b", tmp_path / "junk.npz"], ["junk.npz"]),
+        (["compare", tmp_path / "b", tmp_path / "junk.npz", "--map", tmp_path / "map.json"], ["map.json", "json"]),
+        (["compare", weights_path, tmp_path / "junk.npz"], ["not a bundle"]),
+    ]
+    for argv, words in cases:
+        code, _, err = run(argv, capsys)
+        assert code == 2
+        assert_one_line_error(code, err, *words)

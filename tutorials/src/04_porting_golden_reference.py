@@ -1,0 +1,351 @@
+# %% [markdown]
+# # 4. Porting with a golden reference
+#
+# You have a trained landmark model and need it somewhere else: ONNX Runtime, TFLite, a C file, an
+# NPU. The port runs, the landmarks look *roughly* right — is it correct? Where exactly does it
+# start to differ?
+#
+# `lmref` answers this with a **golden bundle**: the model's input and the output of *every* op of
+# one forward pass, in float64 and float32, named after the weights that produced them
+# (`backbone.stages.2.1.transformer.0.attn:separable_self_attention`), stored as plain `.npy`
+# files. A port dumps its own intermediate tensors, and `lmref.bundle.compare` walks the network
+# op by op in execution order and reports the first one that diverges.
+#
+# This notebook
+# 1. records a golden bundle for the MobileViT-v2 student,
+# 2. exports the same weights to ONNX (and checks the tensor ranks a TFLite converter will see),
+# 3. runs the graph in onnxruntime and compares it with the bundle op by op,
+# 4. breaks the port on purpose and lets the comparison find the break,
+# 5. simulates **float16** — weights, then activations, then one op type at a time — to see which
+#    ops lose accuracy first.
+#
+# `LMREF_TUTORIAL_SMALL=1` runs at 128×128 instead of 256×256 (the test suite does).
+
+# %%
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+try:
+    import lmref
+except ImportError:                         # run from tutorials/ without `pip install -e .`
+    sys.path.insert(0, os.path.abspath(".."))
+    import lmref
+
+import matplotlib.pyplot as plt
+import numpy as np
+import onnx
+import torch
+
+import lmref.ops
+from lmref import bundle, weights
+from torch_impl.export import export, export_onnx, onnx_value_ranks, randomize_norms_
+from torch_impl.models import build
+
+SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
+SIZE = 128 if SMALL else 256
+workdir = Path(tempfile.mkdtemp(prefix="lmref_tutorial4_"))
+np.set_printoptions(precision=4, suppress=True, linewidth=110)
+print("input size", SIZE, "- files go to", workdir)
+
+# %% [markdown]
+# ## 1. The model and one input
+#
+# The weights file carries a manifest: architecture, config, landmark layout and how pixels are
+# normalised. `lmref.weights.load_model` checks every key and shape against the architecture.
+
+# %%
+# TEMPORARY (until the shipped student lands): a randomly initialised student
+torch.manual_seed(0)
+_tmp = build("aam", {"backbone_config": {"width_multiplier": 0.5}, "layout": "inner51"}).eval()
+randomize_norms_(_tmp)
+WEIGHTS = workdir / "student.safetensors"
+export(_tmp, WEIGHTS, "aam", _tmp.cfg)
+
+model = weights.load_model(WEIGHTS)
+print(json.dumps({k: model.manifest[k] for k in ("architecture", "layout", "input")}, indent=1))
+x = bundle.random_input(model.manifest, seed=0)            # [1, 3, 256, 256] normalised pixels
+if SMALL:
+    x = x[:, :, ::2, ::2]
+print("input", x.shape, x.dtype)
+
+# %% [markdown]
+# ## 2. The golden bundle
+#
+# `bundle.record` runs the model twice under `lmref.trace()` — weights and input in float64, then
+# the same in float32 — and keeps every op's output. `bundle.write` stores it as a directory of
+# `.npy` files with an `index.json` describing each tensor (a format a C or C++ test harness reads
+# without Python: `docs/golden-bundle.md`). The same is available on the command line as
+# `lmref bundle`.
+
+# %%
+golden = bundle.record(WEIGHTS, x, source="bundle.random_input(seed=0)")
+bundle.write(golden, workdir / "student.bundle")
+print(golden)
+print("files:", sorted(p.name for p in (workdir / "student.bundle").iterdir())[:6], "...")
+print(f"{golden.manifest['num_ops']} traced ops; first and last few:")
+for e in golden.entries[:6] + golden.entries[-8:]:
+    print(f"  {e.id:>14s}  {e.kind:6s} {e.name:58s} {e.shape}")
+
+# %% [markdown]
+# The float32 run is already a first "port": it is the same computation in lower precision. Its
+# error against float64, op by op, is the noise floor any float32 port should reach:
+
+# %%
+def rel_err(a, ref):
+    """max |a - ref| / max |ref| (scale-relative: activations cross zero, an elementwise relative error would not be meaningful)."""
+    return float(np.abs(a.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-300))
+
+
+ops_entries = [e for e in golden.entries if e.kind == "op" and e.parent is None]   # top-level ops
+f32_err = [rel_err(golden.array(e.id, "float32"), golden.array(e.id, "float64")) for e in ops_entries]
+print(f"lmref float32 vs float64 over {len(ops_entries)} ops: median {np.median(f32_err):.1e}, max {max(f32_err):.1e}")
+
+# %% [markdown]
+# ## 3. Export to ONNX — and the ranks a TFLite converter will see
+#
+# The ONNX graph comes from the `torch_impl` twin of the model with the same weights.
+# MobileViT-v2's unfold/fold is a reshape to **6-D** and a 6-D transpose; TFLite runtimes up to
+# 2.11 cannot transpose more than 5 dimensions (notebook 1 has the details). The backbone's
+# `rank5_patches` switch replaces it by the rank-≤5 rewrite of the ICME 2024 paper — same numbers,
+# different graph. `torch_impl.export.onnx_value_ranks` lists every tensor's rank after ONNX shape
+# inference:
+
+# %%
+def torch_model_from_weights(path, rank5=False):
+    """The torch_impl twin of an lmref weights file, with the same weights."""
+    tensors, manifest = weights.load(path)
+    cfg = json.loads(json.dumps(manifest["config"]))
+    cfg["backbone_config"]["rank5_patches"] = rank5
+    net = build(manifest["architecture"], cfg).eval()
+    result = net.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
+    assert not result.unexpected_keys and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
+    return net
+
+
+for rank5 in (False, True):
+    path = workdir / f"student{'_rank5' if rank5 else ''}.onnx"
+    export_onnx(torch_model_from_weights(WEIGHTS, rank5), path, x.shape)
+    ranks = onnx_value_ranks(path)
+    high = [n for n, r in ranks.items() if r > 5]
+    print(f"rank5_patches={rank5!s:5s}: {path.name:20s} max tensor rank {max(ranks.values())}, "
+          f"{len(high)} tensors of rank > 5  {high[:2]}")
+ONNX = workdir / "student.onnx"
+
+# %% [markdown]
+# ## 4. onnxruntime against the bundle, op by op
+#
+# `bundle.run_onnx` feeds the bundle's input to the graph and asks onnxruntime for intermediate
+# values too. Which ONNX value corresponds to which lmref op? torch's exporter names nodes by
+# module path (`/stages/stages.2/stages.2.1/conv_kxk/conv/Conv`) and `lmref` names ops by the same
+# state-dict path, so `bundle.suggest_onnx_mapping` pairs them where the two graphs must agree (a
+# conv and its BatchNorm folded into one ONNX Conv are paired at the BatchNorm's output). Ops it
+# cannot pair safely (attention internals, residual adds written as plain NumPy) are left out; the
+# model outputs are always compared.
+
+# %%
+port, mapping = bundle.run_onnx(ONNX, golden)
+report = bundle.compare(golden, port)
+lines = bundle.format_report(report).splitlines()
+print("\n".join(lines[:8] + ["   ..."] + lines[-12:]))
+
+# %%
+def plot_errors(ax, report, label, **kw):
+    """Scale-relative error of each compared op (execution order) of a compare() report."""
+    idx = {e.name: i for i, e in enumerate(golden.entries)}
+    rows = [r for r in report.compared if r["kind"] == "op"]
+    ax.semilogy([idx[r["name"]] for r in rows], [max(r["err"], 1e-17) for r in rows], ".", label=label, **kw)
+
+
+fig, ax = plt.subplots(figsize=(9, 3.2))
+ax.semilogy([golden.entries.index(e) for e in ops_entries], np.maximum(f32_err, 1e-17), "-",
+            color="gray", lw=0.8, label="lmref float32 (all ops)")
+plot_errors(ax, report, "onnxruntime float32 (paired ops)", color="C0", ms=7)
+ax.axhline(report.rtol, color="C3", ls="--", lw=1, label=f"tolerance rtol={report.rtol:g}")
+ax.set_xlabel("op index in execution order")
+ax.set_ylabel("max|err| / max|ref|")
+ax.set_title("float32 ports against the float64 golden bundle")
+ax.legend(fontsize=8, loc="lower right")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# onnxruntime and lmref's own float32 run sit at the same ~1e-7 relative level all the way
+# through: the port is right.
+#
+# ### A broken port
+#
+# Now the kind of bug a port really has: one weight tensor of one layer deep in the network is
+# slightly wrong (a bad conversion, a quantisation step gone wrong, a layout mix-up that only
+# touches one layer). Scale the weight of the depthwise conv of `stages.3.0` by 1.01 in the ONNX
+# file and compare again:
+
+# %%
+broken = onnx.load(ONNX)
+inits = {i.name: i for i in broken.graph.initializer}
+node = next(n for n in broken.graph.node if n.op_type == "Conv" and "stages.3.0/conv2_kxk" in n.name)
+w_init = inits[node.input[1]]
+w_arr = onnx.numpy_helper.to_array(w_init) * np.float32(1.01)
+w_init.CopyFrom(onnx.numpy_helper.from_array(w_arr, w_init.name))
+onnx.save(broken, workdir / "broken.onnx")
+print("changed:", node.name, "weight", w_arr.shape)
+
+port_b, _ = bundle.run_onnx(workdir / "broken.onnx", golden)
+report_b = bundle.compare(golden, port_b)
+print(bundle.format_report(report_b).splitlines()[-1])
+
+fig, ax = plt.subplots(figsize=(9, 3.2))
+plot_errors(ax, report, "correct port", color="C0")
+plot_errors(ax, report_b, "broken port", color="C3")
+first = golden.names().index(report_b.first_failure["name"])
+ax.axvline(first, color="C3", lw=0.8, ls=":")
+ax.axhline(report.rtol, color="k", ls="--", lw=0.8)
+ax.set_xlabel("op index in execution order")
+ax.set_ylabel("max|err| / max|ref|")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Everything before `stages.3.0` passes; the first failure is the BatchNorm output of the block we
+# touched (the exporter folded that BatchNorm into the Conv, so that is where the two graphs meet),
+# and the error carries on to the end. The final landmarks alone would only have said "a bit off".
+
+# %% [markdown]
+# ## 5. Simulating float16: which ops lose accuracy first?
+#
+# Many NPUs and mobile GPUs store weights and activations in **float16**: 11 significant bits,
+# a relative rounding step of $2^{-11} \approx 4.9 \times 10^{-4}$, largest value 65504. We can
+# simulate that with lmref without any fp16 hardware: round every array argument of an op (the
+# activations *and* the weights) to float16 before the op, compute in float32 (what most fp16
+# hardware does inside a multiply-accumulate), and round the op's output to float16.
+#
+# Every `lmref` model calls its ops as `lmref.ops.<name>`, so replacing those attributes for the
+# length of a `with` block is enough:
+
+# %%
+def to_half(a):
+    """Round a float32 array to the nearest float16 value (kept as float32)."""
+    return a.astype(np.float16).astype(a.dtype) if isinstance(a, np.ndarray) else a
+
+
+@contextlib.contextmanager
+def half_precision(op_names):
+    """Inside the block, the named lmref.ops round their array inputs and their output to float16."""
+    saved = {name: getattr(lmref.ops, name) for name in op_names}
+
+    def rounded(fn):
+        def op(*args, **kwargs):
+            args = [to_half(a) for a in args]
+            kwargs = {k: to_half(v) for k, v in kwargs.items()}
+            out = fn(*args, **kwargs)
+            return tuple(to_half(o) for o in out) if isinstance(out, tuple) else to_half(out)
+        return op
+
+    try:
+        for name, fn in saved.items():
+            setattr(lmref.ops, name, rounded(fn))
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(lmref.ops, name, fn)
+
+
+def run_traced(params, op_names=(), dtype=np.float32):
+    """One forward pass with ``op_names`` in simulated float16 -> ({op name: output}, outputs).
+    A traced output is what the op computed before the final rounding, so round it here."""
+    m = weights.Model(params, model.manifest, dtype=dtype)
+    with half_precision(op_names), lmref.trace() as t:
+        out = m(x.astype(dtype))
+    halves = set(op_names)
+    values = {r.name: (to_half(r.output) if r.op in halves and "/" not in r.name else r.output)
+              for r in t if isinstance(r.output, np.ndarray)}
+    return values, out
+
+
+used_ops = sorted({e.op for e in ops_entries})
+print("op types in this model:", used_ops)
+
+params16 = weights.unflatten({k: to_half(v.astype(np.float32))
+                              for k, v in weights.flatten(model.params).items()})
+runs = {
+    "float32": run_traced(model.params),
+    "fp16 weights": run_traced(params16),
+    "fp16 weights + activations": run_traced(model.params, used_ops),
+}
+ref_landmarks = golden.array("landmarks")
+for label, (values, out) in runs.items():
+    px = np.linalg.norm(out["landmarks"] - ref_landmarks, axis=-1)   # [B, N] pixel error
+    print(f"{label:28s} landmark error vs float64: mean {px.mean():.4f} px, max {px.max():.4f} px")
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 3.6))
+xs = [golden.entries.index(e) for e in ops_entries]
+for (label, (values, _)), color in zip(runs.items(), ("gray", "C1", "C3")):
+    errs = [rel_err(values[e.name], golden.array(e.id)) for e in ops_entries]
+    ax.semilogy(xs, np.maximum(errs, 1e-17), "-", lw=1, color=color, label=label)
+ax.axhline(2.0 ** -11, color="k", ls=":", lw=0.8)
+ax.text(0, 2.0 ** -11 * 1.3, "float16 rounding step $2^{-11}$", fontsize=8)
+stage_starts = {}
+for i, e in zip(xs, ops_entries):
+    stage = e.name.split(":")[0].split(".")
+    key = ".".join(stage[:3]) if stage[0] == "backbone" else stage[0]
+    stage_starts.setdefault(key, i)
+for key, i in stage_starts.items():
+    ax.axvline(i, color="k", lw=0.3)
+    ax.text(i, 3e-2, key.replace("backbone.", ""), rotation=90, fontsize=7, va="top")
+ax.set_ylim(1e-9, 5e-2)
+ax.set_xlabel("op index in execution order")
+ax.set_ylabel("max|err| / max|ref|")
+ax.legend(fontsize=8, loc="lower right")
+ax.set_title("simulated float16 against the float64 golden bundle")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Rounding the weights alone costs a few 1e-4 of relative error early on, roughly the float16
+# step. With activations in float16 as well every op adds its own rounding and the error grows
+# along the network. Which op types are responsible? Put **one op type at a time** into float16
+# (everything else float32) and measure what reaches the output:
+
+# %%
+sensitivity = {}
+for name in used_ops:
+    values, out = run_traced(model.params, [name])
+    px = np.linalg.norm(out["landmarks"] - ref_landmarks, axis=-1)
+    sensitivity[name] = (px.mean(), rel_err(values["head.e2p:aam_fusion"], golden.array("head.e2p:aam_fusion")))
+
+order = sorted(sensitivity, key=lambda k: sensitivity[k][0], reverse=True)
+fig, ax = plt.subplots(figsize=(7, 3.4))
+ax.barh(order[::-1], [sensitivity[k][0] for k in order[::-1]], color="C3")
+ax.set_xscale("log")
+ax.set_xlabel("mean landmark error vs float64 (pixels)")
+ax.set_title("only this op type in float16")
+plt.tight_layout()
+plt.show()
+print(f"{'op':24s} {'landmarks (px)':>14s} {'fused heatmap err':>18s}  calls")
+counts = {k: sum(e.op == k for e in ops_entries) for k in used_ops}
+for k in order:
+    print(f"{k:24s} {sensitivity[k][0]:14.5f} {sensitivity[k][1]:18.2e}  {counts[k]}")
+
+# %% [markdown]
+# What to take from it:
+#
+# * The **golden bundle** turns "the landmarks look a bit off" into "the first wrong tensor is
+#   `backbone.stages.3.0.conv2_kxk.bn:batch_norm`". A float32 port should stay near lmref's own
+#   float32 noise (~1e-7 relative); a real bug is orders of magnitude above it.
+# * Under **float16**, the error is set by where values are large or sums are long: the convs
+#   and their folded BatchNorms carry most of the network, and the normalisations (group norm over
+#   a whole sample, the instance norm on the heatmaps) and the final soft-argmax divide by sums
+#   that a 10-bit mantissa represents poorly. The ranking above says which op types to keep in
+#   float32 first if a float16 port is not accurate enough.
+#
+# **Next:** notebook 5 evaluates (and fine-tunes) on your own images in 300W format.
+
+# %%
+import shutil
+
+shutil.rmtree(workdir)          # the bundle and the ONNX files (a few hundred MB at 256x256)
