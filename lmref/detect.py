@@ -12,15 +12,21 @@ Conventions
   gray, BGR, alpha, 16-bit, float in [0, 1]); files are read with OpenCV (BGR) and converted.
 * Boxes are float (x0, y0, x1, y1) in image pixels, landmarks float (x, y) with pixel centres at
   integers (the top-left pixel covers [-0.5, 0.5]^2), as in ``lmref.data``.
+* A face box is the box the models crop around: the bounding box of the face's 68 iBUG landmarks
+  (eyebrows to chin, jaw end to jaw end), what ``lmref.data.transforms.landmark_box`` gives and
+  what the datasets' ground truth gives. Boxes you pass in should follow it.
 * The face detector is OpenCV's Haar cascade (``haarcascade_frontalface_default.xml``, shipped with
-  opencv-python), the non-deep-learning detector the ICME 2024 entry used. Any callable that maps an
-  RGB uint8 image to boxes [K, 4] can replace it.
-* The crop is the one the model was trained with (``lmref.data.transforms``): a square around the
-  face box with the training margin, resampled to the model's input size; the model's landmarks come
-  back through the inverse of that similarity transform.
-* Decoding follows the model's output: a dict with ``landmarks`` (the AAM head: soft-argmax of the
-  fused heatmaps, in input pixels), heatmaps [B, N, h, w] (Lite-HRNet: argmax with the quarter-pixel
-  refinement), or a regression vector [B, 2N] in STAR's [-1, 1] convention (Stud5, ResNet).
+  opencv-python), the non-deep-learning detector the ICME 2024 entry used; ``HaarDetector`` maps its
+  boxes to the landmark-box convention. Any callable that maps an RGB uint8 image to such boxes
+  [K, 4] can replace it.
+* The crop is the one the model was trained with (``lmref.data.transforms.crop_matrix``): a square
+  of side margin * max(box width, height) around the box centre, resampled to the model's input
+  size, with the margin from the manifest's ``crop`` entry ({"margin": m}) or the transforms default;
+  the model's landmarks come back through the exact inverse of that similarity transform.
+* Decoding follows the model's output (``decode``): a dict with ``landmarks`` (the AAM head:
+  soft-argmax of the fused heatmaps, in input pixels), heatmaps [B, N, h, w] (Lite-HRNet:
+  ``lmref.models.litehrnet.decode``), or a regression vector [B, 2N] in STAR's [-1, 1] convention
+  (Stud5, ResNet).
 * Confidence per point, where the head gives one: the AAM point map P (a sigmoid, trained towards 1
   at the landmark) sampled at the predicted position; a plain heatmap's peak value. Regression
   heads give none (``confidence`` is None).
@@ -34,7 +40,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from . import landmarks, ops, weights
+from . import landmarks, weights
+from .data import targets, transforms
 
 __all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "Face", "Landmarker", "detect",
            "shipped_models", "resolve_model", "MODELS_DIR", "MIN_IMAGE_SIZE"]
@@ -135,14 +142,24 @@ class HaarDetector:
 
     scale_factor, min_neighbors: ``CascadeClassifier.detectMultiScale``'s (1.1 and 5, OpenCV's
     documented defaults for this cascade); min_size: smallest face side as a fraction of the
-    image's shorter side (and at least 24 px, the cascade's window). The image is equalised
-    (``cv2.equalizeHist`` on the gray image) first, as OpenCV's face detection sample does."""
+    image's shorter side (and at least 24 px, the cascade's window). The gray image is equalised
+    (``cv2.equalizeHist``) first, as OpenCV's face detection sample does.
+
+    calibrate: the cascade's square box (forehead to chin) is turned into the box the models crop
+    around, the bounding box of the 68 iBUG landmarks (brows to chin, jaw end to jaw end), as a
+    square of side ``BOX_SCALE`` * s centred ``BOX_SHIFT`` * s from the cascade box's centre (s its
+    side). The constants are the medians over the 154 faces the cascade found among 300 faces of
+    the synthetic test split (``lmref.data.synthetic``, seed 0, indices 200..499): centre offset
+    (+0.005, +0.165) s (the landmarks sit lower than the cascade's box), side 0.877 s; spread
+    (std) 0.07 s in each. calibrate=False returns the cascade's boxes as they are."""
 
     CASCADE = "haarcascade_frontalface_default.xml"
+    BOX_SHIFT = (0.0, 0.165)
+    BOX_SCALE = 0.877
 
-    def __init__(self, cascade=None, scale_factor=1.1, min_neighbors=5, min_size=0.05):
-        path = cascade or os.path.join(getattr(cv2, "data", None).haarcascades if hasattr(cv2, "data") else "",
-                                       self.CASCADE)
+    def __init__(self, cascade=None, scale_factor=1.1, min_neighbors=5, min_size=0.05, calibrate=True):
+        haar_dir = cv2.data.haarcascades if hasattr(cv2, "data") else ""
+        path = cascade or os.path.join(haar_dir, self.CASCADE)
         self.path = path
         self.classifier = cv2.CascadeClassifier(path)
         if self.classifier.empty():
@@ -151,8 +168,10 @@ class HaarDetector:
         self.scale_factor = float(scale_factor)
         self.min_neighbors = int(min_neighbors)
         self.min_size = float(min_size)
+        self.calibrate = bool(calibrate)
 
-    def __call__(self, image):
+    def raw(self, image):
+        """The cascade's boxes [K, 4] (x0, y0, x1, y1), largest first, uncalibrated."""
         gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY))
         side = max(24, int(self.min_size * min(gray.shape)))
         found = self.classifier.detectMultiScale(gray, scaleFactor=self.scale_factor,
@@ -162,9 +181,19 @@ class HaarDetector:
         order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
         return boxes[order]
 
+    def __call__(self, image):
+        boxes = self.raw(image)
+        if not self.calibrate:
+            return boxes
+        s = boxes[:, 2] - boxes[:, 0]                                 # [K] cascade box side
+        cx = 0.5 * (boxes[:, 0] + boxes[:, 2]) + self.BOX_SHIFT[0] * s
+        cy = 0.5 * (boxes[:, 1] + boxes[:, 3]) + self.BOX_SHIFT[1] * s
+        half = 0.5 * self.BOX_SCALE * s
+        return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
+
     def __repr__(self):
-        return f"HaarDetector({os.path.basename(self.path)!r}, scale_factor={self.scale_factor}, " \
-               f"min_neighbors={self.min_neighbors})"
+        return (f"HaarDetector({os.path.basename(self.path)!r}, scale_factor={self.scale_factor}, "
+                f"min_neighbors={self.min_neighbors}, calibrate={self.calibrate})")
 
 
 def _check_boxes(boxes, width, height, where="boxes"):
@@ -259,17 +288,26 @@ def _bilinear(maps, xy):
             + fy * ((1 - fx) * maps[n, y1, x0] + fx * maps[n, y1, x1]))
 
 
-def decode(out, width, height):
+def _training_config(manifest):
+    """The trainer's config stored in a manifest (torch_impl.train writes training["config"]), or {}."""
+    training = (manifest or {}).get("training")
+    cfg = training.get("config") if isinstance(training, dict) else None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def decode(out, width, height, manifest=None):
     """A model's raw output for B crops of width x height -> (landmarks [B, N, 2] in crop pixels,
     confidence [B, N] or None, maps {key: [B, C, h, w]}).
 
-    * dict with "landmarks" (the AAM model): its landmarks; confidence = the point map P sampled
-      (bilinearly) at the decoded position on the heatmap grid X_j = 2j/(w-1) - 1;
-    * heatmaps [B, N, h, w] (or a dict with "heatmaps" only): argmax with the quarter-pixel
-      refinement; a heatmap pixel j stands for crop pixel (j + 0.5) W / w - 0.5 (the targets are
-      drawn at crop resolution and area-resized, lmref.data.targets); confidence = the peak value;
+    * a dict with "landmarks" (the AAM model): its landmarks (soft-argmax of the fused heatmaps);
+      confidence = the point map P sampled bilinearly at the decoded position on the heatmap grid
+      X_j = 2j/(w-1) - 1;
+    * heatmaps [B, N, h, w] (Lite-HRNet): ``lmref.models.litehrnet.decode`` with the method the
+      model was trained with (manifest training config "decode", default argmax + quarter pixel;
+      heatmap pixel u is crop pixel u W/w, mmpose's rule); confidence = the peak value clipped to
+      [0, 1] (through a sigmoid for heatmaps trained with BCE-with-logits);
     * [B, 2N] regression (Stud5, ResNet): (x0, y0, x1, ...) in STAR's [-1, 1] convention,
-      x = ((x_n + 1) W - 1) / 2 (lmref.data.targets.regression_target's inverse); no confidence."""
+      x = ((x_n + 1) W - 1) / 2 (``lmref.data.targets.denormalize_points``); no confidence."""
     if isinstance(out, dict):
         maps = {k: v for k, v in out.items() if isinstance(v, np.ndarray) and v.ndim == 4
                 and k in ("fusion_heatmaps", "heatmaps", "pointmaps", "edgemaps")}
@@ -283,23 +321,24 @@ def decode(out, width, height):
                 conf = np.stack([_bilinear(P[b], grid[b]) for b in range(len(P))])
             return lm, conf, maps
         if "heatmaps" in out:
-            return (*_decode_heatmaps(out["heatmaps"], width, height), maps)
+            return (*_decode_heatmaps(out["heatmaps"], width, height, manifest), maps)
         raise DetectError(f"model output has keys {sorted(out)}; expected 'landmarks' or 'heatmaps'")
     out = np.asarray(out)
     if out.ndim == 4:
-        return (*_decode_heatmaps(out, width, height), {"heatmaps": out})
+        return (*_decode_heatmaps(out, width, height, manifest), {"heatmaps": out})
     if out.ndim == 2 and out.shape[1] % 2 == 0:
         pts = out.astype(np.float64).reshape(len(out), -1, 2)                 # [B, N, 2] in [-1, 1]
-        return ((pts + 1.0) * np.array([width, height]) - 1.0) / 2.0, None, {}
+        return targets.denormalize_points(pts, width, height), None, {}
     raise DetectError(f"cannot decode a model output of shape {out.shape}")
 
 
-def _decode_heatmaps(hm, width, height):
-    hm = np.asarray(hm)
-    h, w = hm.shape[2:]
-    xy, maxvals = ops.argmax_subpixel(hm.astype(np.float64))                  # heatmap pixels, [B, N]
-    lm = (xy + 0.5) * np.array([width / w, height / h]) - 0.5
-    return lm, np.clip(maxvals, 0.0, 1.0)
+def _decode_heatmaps(hm, width, height, manifest=None):
+    from .models import litehrnet
+    cfg = _training_config(manifest)
+    lm, peak = litehrnet.decode(np.asarray(hm, np.float64), cfg.get("decode", "argmax"), (height, width))
+    if cfg.get("heatmap_loss") == "bce":
+        peak = 1.0 / (1.0 + np.exp(-peak))
+    return lm, np.clip(peak, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,8 +373,13 @@ class Landmarker:
         self.color = spec["color"]
         self.mean = np.asarray(spec["mean"], np.float64)
         self.std = np.asarray(spec["std"], np.float64)
+        if self.input_size[0] != self.input_size[1]:
+            raise DetectError(f"model input {self.input_size[1]}x{self.input_size[0]} is not square; "
+                              "the face crop is square")
         name = self.model.manifest["layout"]
         self.layout = landmarks.get(name) if name is not None else None
+        crop = self.model.manifest.get("crop") or {}
+        self.crop_args = {"margin": float(crop["margin"])} if "margin" in crop else {}
 
     # -- boxes ---------------------------------------------------------------------------------
     def find_faces(self, image, boxes=None, where="image"):
@@ -357,10 +401,11 @@ class Landmarker:
 
     # -- crops -----------------------------------------------------------------------------------
     def crop(self, image, box):
-        """(crop uint8 in the model's colour: RGB/BGR [S, S, 3] or GRAY [S, S], matrix [2, 3] image -> crop)"""
-        H, W = self.input_size
-        M = _crop_matrix(box, W, H)
-        crop = cv2.warpAffine(image, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        """(crop uint8 in the model's colour: RGB/BGR [S, S, 3] or GRAY [S, S], matrix [2, 3] image -> crop):
+        ``transforms.crop_matrix(box, S, margin)``, the crop the model was trained on."""
+        S = self.input_size[0]
+        M = transforms.crop_matrix(box, S, **self.crop_args)
+        crop = transforms.warp_image(image, M, S)
         if self.color == "GRAY":
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
         return crop, M
@@ -399,13 +444,13 @@ class Landmarker:
         if not faces:
             return
         H, W = self.input_size
-        lm, conf, maps = decode(self.run(x), W, H)
+        lm, conf, maps = decode(self.run(x), W, H, self.model.manifest)
         if self.layout is not None and lm.shape[1] != self.layout.num_points:
             raise DetectError(f"the model gives {lm.shape[1]} points but its manifest says layout "
                               f"{self.layout.name} ({self.layout.num_points} points)")
         for k, f in enumerate(faces):
             f.crop_landmarks = lm[k]
-            f.landmarks = _invert_points(f.matrix, lm[k])
+            f.landmarks = transforms.apply_affine(lm[k], transforms.invert_affine(f.matrix))
             f.confidence = None if conf is None else conf[k]
             if keep_maps:
                 f.maps = {key: v[k] for key, v in maps.items()}

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -13,7 +14,7 @@ import torch
 from _student import export_student
 
 from lmref import bundle as B
-from lmref import cli, detect
+from lmref import cli, detect, weights
 
 COMMANDS = ["detect", "models", "info", "trace", "compare", "eval"]
 
@@ -231,3 +232,175 @@ def test_compare_bad_inputs(student, tmp_path, capsys):
         code, _, err = run(argv, capsys)
         assert code == 2
         assert_one_line_error(code, err, *words)
+
+
+# ---------------------------------------------------------------------------------------------
+# detect
+# ---------------------------------------------------------------------------------------------
+
+EXAMPLE = os.path.join(detect.ASSETS_DIR, "example.jpg")
+
+
+def test_detect_example_writes_json_and_png(student, tmp_path, capsys):
+    weights_path, _ = student
+    out = tmp_path / "out"
+    code, stdout, _ = run(["detect", "--example", "--model", weights_path, "--out", out, "--show-heatmaps"], capsys)
+    assert code == 0, stdout
+    assert sorted(os.listdir(out)) == ["example.json", "example.maps.png", "example.png"]
+    doc = json.loads((out / "example.json").read_text())
+    assert doc["width"] == 480 and doc["height"] == 480 and doc["layout"] == "inner51"
+    assert doc["model"]["architecture"] == "aam" and doc["num_points"] == 51
+    (face,) = doc["faces"]
+    assert len(face["landmarks"]) == 51 and len(face["confidence"]) == 51 and len(face["box"]) == 4
+    png = cv2.imread(str(out / "example.png"))
+    assert png.shape == (480, 480, 3)
+    assert not np.array_equal(png[:, :, ::-1], detect.read_image(EXAMPLE))     # something was drawn
+    assert cv2.imread(str(out / "example.maps.png")) is not None
+
+
+def test_detect_with_given_boxes_and_many_images(student, tmp_path, capsys):
+    weights_path, _ = student
+    img = detect.read_image(EXAMPLE)
+    (tmp_path / "a").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "face.png"), img[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "face.png"), img[::-1, :, ::-1])                # same stem, flipped
+    boxes = {"face.png": [[150, 160, 300, 310], [10, 10, 60, 60]]}
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    code, _, _ = run(["detect", tmp_path / "a" / "face.png", tmp_path / "face.png", "--model", weights_path,
+                      "--boxes", tmp_path / "boxes.json", "--detector", "none", "--out", tmp_path / "out"], capsys)
+    assert code == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["face-2.json", "face-2.png", "face.json", "face.png"]
+    doc = json.loads((tmp_path / "out" / "face.json").read_text())
+    assert [f["box"] for f in doc["faces"]] == boxes["face.png"]
+    code, _, _ = run(["detect", tmp_path / "face.png", "--box", 150, 10, 300, 160, "--model", weights_path,
+                      "--out", tmp_path / "out2"], capsys)
+    assert code == 0
+    doc = json.loads((tmp_path / "out2" / "face.json").read_text())
+    assert doc["faces"][0]["box"] == [150, 10, 300, 160] and doc["detector"] == "given boxes"
+
+
+def _bad_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((200, 240, 3), 128, np.uint8))
+    return [
+        (tmp_path / "missing.jpg", ["missing.jpg", "no such file"]),
+        (tmp_path / "notes.txt", ["notes.txt", "not an image"]),
+        (tmp_path / "empty.png", ["empty.png", "empty"]),
+        (tmp_path / "tiny.png", ["tiny.png", "1x1"]),
+        (tmp_path / "blank.png", ["blank.png", "no face found"]),
+    ]
+
+
+def test_detect_bad_images_one_line_error_nothing_written(student, tmp_path, capsys):
+    weights_path, _ = student
+    for path, words in _bad_images(tmp_path):
+        out = tmp_path / f"out-{path.stem}"
+        code, _, err = run(["detect", EXAMPLE, path, "--model", weights_path, "--out", out], capsys)
+        assert code == 2
+        assert_one_line_error(code, err, *words)
+        assert not out.exists()                                  # not even the good image's files
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "keep.txt").write_text("mine")
+    code, _, err = run(["detect", tmp_path / "blank.png", "--model", weights_path, "--out", tmp_path / "existing"],
+                       capsys)
+    assert code == 2 and os.listdir(tmp_path / "existing") == ["keep.txt"]
+
+
+def test_detect_bad_models(student, tmp_path, capsys):
+    weights_path, _ = student
+    data = weights_path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    tensors, manifest = weights.load(weights_path)
+    manifest["layout"] = "wflw98"                         # the head has 51 points
+    weights.save(tmp_path / "other_layout.safetensors", tensors, manifest)
+    cases = [
+        ("cut.safetensors", ["cut.safetensors", "truncated"]),
+        ("nope.safetensors", ["nope.safetensors", "no such"]),
+        ("other_layout.safetensors", ["51 points", "wflw98"]),
+    ]
+    for name, words in cases:
+        out = tmp_path / f"out-{name}"
+        code, _, err = run(["detect", EXAMPLE, "--model", tmp_path / name, "--out", out], capsys)
+        assert_one_line_error(code, err, *words)
+        assert not out.exists()
+
+
+def test_detect_keep_going_writes_the_good_ones(student, tmp_path, capsys):
+    weights_path, _ = student
+    (tmp_path / "notes.txt").write_text("not an image")
+    code, out, err = run(["detect", EXAMPLE, tmp_path / "notes.txt", "--model", weights_path, "--keep-going",
+                          "--out", tmp_path / "out"], capsys)
+    assert code == 1
+    assert sorted(os.listdir(tmp_path / "out")) == ["example.json", "example.png"]
+    assert "notes.txt" in err and err.startswith("lmref: error: ")
+
+
+def test_detect_failure_while_writing_leaves_nothing(student, tmp_path, capsys, monkeypatch):
+    weights_path, _ = student
+    from lmref import viz
+    real, calls = viz.save_png, []
+
+    def failing(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(obj, path)
+
+    monkeypatch.setattr(viz, "save_png", failing)
+    code, _, err = run(["detect", EXAMPLE, EXAMPLE, "--model", weights_path, "--out", tmp_path / "out"], capsys)
+    assert_one_line_error(code, err, "disk full")
+    assert not (tmp_path / "out").exists()
+
+
+def test_detect_without_shipped_models_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(detect, "MODELS_DIR", str(tmp_path))
+    code, _, err = run(["detect", "--example", "--out", tmp_path / "out"], capsys)
+    assert_one_line_error(code, err, "no models are shipped")
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+# ---------------------------------------------------------------------------------------------
+
+def test_eval_on_300w_layout_dir(student, tmp_path, capsys):
+    """A 300W-style directory written from synthetic faces; the random-weight model is far off, so
+    the numbers are only checked for consistency with lmref.metrics."""
+    from lmref import metrics
+    from lmref.data import readers, synthetic
+    weights_path, _ = student
+    samples = [synthetic.generate(seed=0, index=i, split="test", size=128) for i in range(3)]
+    synthetic.write_300w_layout(tmp_path / "data", samples)
+    code, out, _ = run(["eval", "--model", weights_path, "--data", tmp_path / "data", "--out", tmp_path / "ev"], capsys)
+    assert code == 0, out
+    assert sorted(os.listdir(tmp_path / "ev")) == ["ced.png", "metrics.json", "nme.csv"]
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["evaluated"] == 3 and m["layout"] == "inner51" and m["norm"] == "ocular"
+    fr, auc = metrics.fr_auc(np.array(m["nmes"]), thr=0.1)
+    assert m["fr"] == fr and m["auc"] == auc and np.isclose(m["nme"], np.mean(m["nmes"]))
+    assert f"NME {100 * m['nme']:.3f}%" in out
+    assert len(readers.read_300w_dir(tmp_path / "data")) == 3
+
+
+def test_eval_bad_inputs(student, tmp_path, capsys):
+    weights_path, _ = student
+    (tmp_path / "empty").mkdir()
+    tensors, manifest = weights.load(weights_path)
+    code, _, err = run(["eval", "--model", weights_path, "--data", tmp_path / "nowhere"], capsys)
+    assert_one_line_error(code, err, "no such directory")
+    code, _, err = run(["eval", "--model", weights_path, "--data", tmp_path / "empty", "--out", tmp_path / "ev"],
+                       capsys)
+    assert_one_line_error(code, err, "no annotated images")
+    assert not (tmp_path / "ev").exists()
+    # a 98-point dataset for a 51-point model
+    from lmref.data import readers
+    img = np.zeros((64, 64, 3), np.uint8)
+    readers.write_image(tmp_path / "w.png", img)
+    pts = np.random.default_rng(0).uniform(10, 50, (98, 2))
+    line = " ".join(f"{v:.3f}" for v in pts.ravel()) + " 10 10 50 50 0 0 0 0 0 0 w.png"
+    (tmp_path / "wflw").mkdir()
+    (tmp_path / "wflw" / "list_98pt_rect_attr_test.txt").write_text(line + "\n")
+    readers.write_image(tmp_path / "wflw" / "w.png", img)
+    code, _, err = run(["eval", "--model", weights_path, "--data", tmp_path / "wflw"], capsys)
+    assert_one_line_error(code, err, "inner51", "98-point")

@@ -451,12 +451,51 @@ def _batches_of(indices, size):
 def load_batch(dataset, indices, seeds, cfg: TrainConfig, device, layout):
     """Samples ``indices`` (augmented with ``seeds``; None: no augmentation) -> a batch dict of tensors
     on ``device``: image [B, C, H, W], landmarks [B, N, 2] input pixels in the model's layout, and for
-    the AAM task the point / edge map targets."""
+    the AAM task the point / edge map targets (torch_impl.data.collate)."""
     from . import data
-    batch = data.collate([dataset.sample(int(i), None if seeds is None else int(s))
-                          for i, s in zip(indices, seeds if seeds is not None else indices)],
+    seeds = [None] * len(indices) if seeds is None else seeds
+    batch = data.collate([dataset.sample(int(i), None if s is None else int(s)) for i, s in zip(indices, seeds)],
                          layout=layout, aam_targets=cfg.task == "aam")
+    return _to(batch, device)
+
+
+def _to(batch, device):
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+class _SeededSamples(torch.utils.data.Dataset):
+    """Map-style view for DataLoader workers: item (index, seed) -> dataset.sample(index, seed)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        return self.dataset.sample(*item)
+
+
+def train_batches(dataset, cfg: TrainConfig, epoch, start, steps, rank, world, device, layout):
+    """Yield (k, batch) for the global batches k = start .. steps-1 of ``epoch``: this rank's shard
+    of each, every sample augmented from ``sample_seed(seed, epoch, index)``.  With ``num_workers``
+    the samples are made by DataLoader workers; the batches are the same either way."""
+    from . import data
+    B, b = cfg.batch_size, cfg.batch_size // world
+    order = epoch_order(cfg.seed, epoch, len(dataset))
+    plan = []
+    for k in range(start, steps):
+        idx = order[k * B:(k + 1) * B][rank * b:(rank + 1) * b]       # this rank's shard of batch k
+        plan.append([(int(i), sample_seed(cfg.seed, epoch, i) if cfg.augment else None) for i in idx])
+    if cfg.num_workers == 0:
+        for k, items in zip(range(start, steps), plan):
+            yield k, load_batch(dataset, [i for i, _ in items], [s for _, s in items], cfg, device, layout)
+        return
+    collate = lambda samples: data.collate(samples, layout=layout, aam_targets=cfg.task == "aam")  # noqa: E731
+    loader = torch.utils.data.DataLoader(_SeededSamples(dataset), batch_sampler=plan, collate_fn=collate,
+                                         num_workers=cfg.num_workers)
+    for k, batch in zip(range(start, steps), loader):
+        yield k, _to(batch, device)
 
 
 # ====================================================================================== evaluation
@@ -567,7 +606,9 @@ def _progress(iterable, enabled, **kw):
 
 
 def train(cfg: TrainConfig):
-    """Train (or resume) as ``cfg`` says; returns a summary dict (best val NME, test metrics, paths).
+    """Train (or resume) as ``cfg`` says; returns a summary dict: history, best_val_nme, best_epoch,
+    test (rank 0: metrics of the best checkpoint on the test split), weights (the exported file),
+    model (the trained nn.Module: the best checkpoint on rank 0, the final weights elsewhere).
     With ``max_steps`` the run stops after that many steps as if killed (the last step checkpoint is
     what a resume finds) and the summary has ``"stopped": True``."""
     rank, world, device, pg_here = setup_distributed(cfg)
@@ -634,17 +675,14 @@ def _train(cfg, rank, world, device):
             del net
             net = _wrap(trainee, world, device)                        # DDP over the new trainable set
         trainee.train()
-        order = epoch_order(cfg.seed, epoch, len(train_ds))
         start = st["step_in_epoch"] if epoch == st["epoch"] else 0
         if start == 0:
             st["loss_sum"], st["loss_count"] = 0.0, 0
         t0 = time.time()
-        bar = _progress(range(start, steps_per_epoch), cfg.progress and main_rank,
-                        desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=start, total=steps_per_epoch)
-        for k in bar:
-            idx = order[k * B:(k + 1) * B][rank * b:(rank + 1) * b]   # this rank's shard of global batch k
-            batch = load_batch(train_ds, idx, [sample_seed(cfg.seed, epoch, i) for i in idx] if cfg.augment
-                               else None, cfg, device, layout)
+        batches = train_batches(train_ds, cfg, epoch, start, steps_per_epoch, rank, world, device, layout)
+        bar = _progress(batches, cfg.progress and main_rank, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                        initial=start, total=steps_per_epoch)
+        for k, batch in bar:
             torch.manual_seed(step_seed(cfg.seed, st["global_step"], rank))
             f = lr_factor(cfg, st["global_step"], steps_per_epoch)
             for g in opt.param_groups:
@@ -697,7 +735,7 @@ def _train(cfg, rank, world, device):
 def _finish(cfg, model, test_ds, st, layout, device, main_rank, train_ds):
     """Rank 0: reload the best checkpoint, measure it on the test split, export it, write result.json."""
     summary = {"stopped": False, "global_step": st["global_step"], "best_val_nme": st["best_nme"],
-               "best_epoch": st["best_epoch"], "history": st["history"], "out_dir": cfg.out_dir}
+               "best_epoch": st["best_epoch"], "history": st["history"], "out_dir": cfg.out_dir, "model": model}
     if not main_rank:
         return summary
     best_path = os.path.join(cfg.out_dir, "best.pt")
@@ -718,7 +756,7 @@ def _finish(cfg, model, test_ds, st, layout, device, main_rank, train_ds):
         model.to(device)
         summary["weights"] = path
     with open(os.path.join(cfg.out_dir, "result.json"), "w") as f:
-        json.dump({k: v for k, v in summary.items()}, f, indent=1)
+        json.dump({k: v for k, v in summary.items() if k != "model"}, f, indent=1)
     return summary
 
 

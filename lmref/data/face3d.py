@@ -485,7 +485,7 @@ _Z_GUESS = {17: -14, 18: -5, 19: 1, 20: 3, 21: 5, 27: 6, 28: 10, 29: 15, 30: 22,
             57: 8, 58: 7, 59: 3, 60: -3, 61: 5, 62: 6, 66: 5, 67: 4}
 _CONTOUR_Z = (-74.0, -72.0, -68.0, -62.0, -52.0, -40.0, -27.0, -16.0, -11.0)
 FACE_CENTER_2D = np.array([0.0, -45.0])          # where the contour rings head to (frontal x, y)
-RING_SAMPLES = 40
+RING_SAMPLES = 48
 
 
 @dataclass
@@ -542,7 +542,7 @@ def _place_landmarks(Pmap):
 def _rings(Pmap, landmark_uv):
     """For each contour point, RING_SAMPLES (u, v) from the point toward the face centre."""
     f_uv = _newton_uv(Pmap, FACE_CENTER_2D[None], uv_of_point(np.array([[0.0, -45.0, 15.0]])))[0]
-    t = np.linspace(0.0, 0.55, RING_SAMPLES)[None, :, None]
+    t = np.linspace(0.0, 0.8, RING_SAMPLES)[None, :, None]
     a = landmark_uv[:17, None, :]
     return a + t * (f_uv[None, None, :] - a)
 
@@ -658,12 +658,18 @@ def _lid_close(X, side):
     """Vertical displacement (mm, <= 0) that closes one eye: the upper lid margin comes down onto the
     lower lid, the skin above follows and fades out toward the crease, the opening between the lids is
     compressed onto the lower lid line. side -1: subject's right eye, +1: left."""
+    from .targets import fit_curve
     x, y = X[..., 0], X[..., 1]
     t = (side * x - EYE_C[0]) / 12.5                     # -1 .. 1 between the eye corners
-    upper = 5.3 - 5.5 * t ** 2                           # upper lid margin (through 37, 38)
-    lower = -2.6 + 2.8 * t ** 2                          # lower lid margin (through 40, 41)
+    up_idx, lo_idx = ([36, 37, 38, 39], [39, 40, 41, 36]) if side < 0 else ([42, 43, 44, 45], [45, 46, 47, 42])
+    lids = []
+    for idx in (up_idx, lo_idx):                         # the lid margins through the mean landmarks
+        c = fit_curve(MEAN_2D[idx], False, 8)
+        o = np.argsort(c[:, 0])
+        lids.append(np.interp(x, c[o, 0], c[o, 1]))
+    upper, lower = lids
     gap = np.maximum(upper - lower, 0.0)
-    w = np.where(y >= upper, np.exp(-0.5 * ((y - upper) / 3.5) ** 2),
+    w = np.where(y >= upper, np.exp(-0.5 * (np.maximum(y - upper - 1.0, 0) / 3.5) ** 2),
                  np.clip((y - lower) / np.maximum(gap, 1e-6), 0, 1))
     w = w * np.exp(-0.5 * np.maximum(np.abs(t) - 0.9, 0) ** 2 / 0.15 ** 2)
     return -gap * w * np.clip(0.5 + side * x / 6.0, 0, 1) * np.clip((X[..., 2] + 40.0) / 10.0, 0, 1)
@@ -703,7 +709,10 @@ def _mode_fields(X):
     f["lips_part"] = np.stack([zero, zero, zero], -1)                        # filled below
     gap_c, half_gap = -72.05, 2.85                                           # mean mouth gap
     d = y - gap_c
-    prof = np.where(np.abs(d) < half_gap, d / half_gap, np.sign(d) * np.exp(-0.5 * ((np.abs(d) - half_gap) / 4.0) ** 2))
+    # linear across the gap, flat for 1.5 mm beyond each lip margin (so that texture-grid
+    # interpolation at the margin landmarks sees the full displacement), then fading out
+    prof = np.where(np.abs(d) < half_gap, d / half_gap,
+                    np.sign(d) * np.exp(-0.5 * (np.maximum(np.abs(d) - half_gap - 1.5, 0) / 4.0) ** 2))
     f["lips_part"] = (prof * _w(X, 0, -71, 22, 40) * np.exp(-0.5 * (np.maximum(np.abs(x) - 22, 0) / 5.0) ** 2))[..., None] * V(0, half_gap, 0)
     for s, tag in ((-1, "R"), (1, "L")):
         f["smile_" + tag] = (_w(X, 29, -68, 9, 8, s)[..., None] * V(s * 4.5, 5.5, -3.0)

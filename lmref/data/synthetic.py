@@ -368,3 +368,250 @@ def generate(seed=0, index=0, size=256, split="train", ss=2):
     params = sample_params(rng)
     params["rng"] = rng
     return render(params, int(size), int(ss))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a dataset in the 300W layout, contact sheets
+# ---------------------------------------------------------------------------------------------
+
+def _names(n):
+    return [f"{i:06d}" for i in range(n)]
+
+
+def write_300w_layout(out_dir, samples, names=None):
+    """Write samples as ``NAME.png`` + ``NAME.pts`` (1-based, as 300W) plus ``meta.npz`` holding the
+    exact landmarks, occlusion flags, attributes, poses and boxes (no pickle), and
+    ``attributes.txt`` (one line per image: name, then the six WFLW attribute flags)."""
+    from .readers import write_image, write_pts
+    os.makedirs(out_dir, exist_ok=True)
+    samples = list(samples)
+    names = names or _names(len(samples))
+    for name, s in zip(names, samples):
+        write_image(os.path.join(out_dir, name + ".png"), s.image)
+        write_pts(os.path.join(out_dir, name + ".pts"), s.landmarks)
+    np.savez(os.path.join(out_dir, "meta.npz"), names=np.array(names, dtype=str),
+             landmarks=np.stack([s.landmarks for s in samples]), occluded=np.stack([s.occluded for s in samples]),
+             attributes=np.stack([s.attributes for s in samples]), pose=np.stack([s.pose for s in samples]),
+             boxes=np.stack([s.box for s in samples]), attribute_names=np.array(ATTRIBUTES, dtype=str))
+    with open(os.path.join(out_dir, "attributes.txt"), "w", encoding="utf-8", newline="\n") as fh:
+        fh.write("# name " + " ".join(ATTRIBUTES) + "\n")
+        for name, s in zip(names, samples):
+            fh.write(name + " " + " ".join(str(int(a)) for a in s.attributes) + "\n")
+    return names
+
+
+def draw_landmarks(image, landmarks, occluded=None, scale=2, radius=2):
+    """Image upscaled by ``scale`` with landmarks drawn (green visible, red occluded). -> uint8 RGB"""
+    img = cv2.resize(np.asarray(image), None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    occ = np.zeros(len(landmarks), bool) if occluded is None else np.asarray(occluded, bool)
+    for (x, y), o in zip(np.asarray(landmarks), occ):
+        c = (255, 40, 40) if o else (40, 255, 40)
+        p = (int(round(((x + 0.5) * scale - 0.5) * 16)), int(round(((y + 0.5) * scale - 0.5) * 16)))
+        cv2.circle(img, p, radius * 16, c, -1, cv2.LINE_AA, 4)
+    return img
+
+
+def contact_sheet(samples, cols=6, scale=2, labels=True):
+    """Grid of samples with their landmarks and attribute letters (P E I M O B). -> uint8 RGB"""
+    tiles = []
+    for s in samples:
+        t = draw_landmarks(s.image, s.landmarks, s.occluded, scale)
+        if labels:
+            tag = "".join("PEIMOB"[j] if s.attributes[j] else "." for j in range(6))
+            cv2.putText(t, tag, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(t, tag, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(t)
+    if not tiles:
+        raise ValueError("contact_sheet: no samples")
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // cols)
+    sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = t
+    return sheet
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed, cached splits
+# ---------------------------------------------------------------------------------------------
+
+def default_cache_dir():
+    """$LMREF_CACHE, else ~/.cache/lmref"""
+    return os.environ.get("LMREF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lmref")
+
+
+def _generate_many(seed, split, indices, size, workers=1):
+    if workers <= 1:
+        return [generate(seed, i, size, split) for i in indices]
+    import multiprocessing as mp
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.starmap(generate, [(seed, i, size, split) for i in indices], chunksize=8)
+
+
+def _dir_hash(root, names):
+    h = hashlib.sha256()
+    for name in names:
+        for ext in (".png", ".pts"):
+            with open(os.path.join(root, name + ext), "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+class SyntheticSplit:
+    """A generated split on disk (300W layout + meta.npz). Indexing returns Samples (images are read
+    from disk on demand); ``landmarks``, ``occluded``, ``attributes``, ``pose``, ``boxes`` are arrays
+    over the whole split."""
+
+    def __init__(self, root, indices=None, name=None):
+        self.root = root
+        with np.load(os.path.join(root, "meta.npz"), allow_pickle=False) as z:
+            meta = {k: z[k] for k in z.files}
+        keep = np.arange(len(meta["names"])) if indices is None else np.asarray(indices, np.int64)
+        self.names = [str(n) for n in meta["names"][keep]]
+        self.landmarks = meta["landmarks"][keep]
+        self.occluded = meta["occluded"][keep]
+        self.attributes = meta["attributes"][keep]
+        self.pose = meta["pose"][keep]
+        self.boxes = meta["boxes"][keep]
+        self.source_indices = keep
+        self.name = name or os.path.basename(root)
+        with open(os.path.join(root, "manifest.json"), encoding="utf-8") as fh:
+            self.manifest = json.load(fh)
+
+    def __len__(self):
+        return len(self.names)
+
+    def image(self, i):
+        from .readers import read_image
+        return read_image(os.path.join(self.root, self.names[i] + ".png"))
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a split of {len(self)}")
+        i = i % len(self)
+        return Sample(image=self.image(i), landmarks=self.landmarks[i], occluded=self.occluded[i],
+                      attributes=self.attributes[i], pose=self.pose[i], box=self.boxes[i],
+                      info={"name": self.names[i]})
+
+    def subset(self, attribute):
+        """The samples with a WFLW attribute flag set (e.g. 'pose', 'make-up' or 'makeup')."""
+        key = {a.replace("-", ""): a for a in ATTRIBUTES}.get(attribute.replace("-", ""))
+        if key is None:
+            raise ValueError(f"attribute: expected one of {ATTRIBUTES}, got {attribute!r}")
+        j = ATTRIBUTES.index(key)
+        idx = np.nonzero(self.attributes[:, j])[0]
+        return SyntheticSplit(self.root, self.source_indices[idx], f"{self.name}/{key}")
+
+    def counts(self):
+        """Number of samples with each attribute."""
+        return {a: int(self.attributes[:, j].sum()) for j, a in enumerate(ATTRIBUTES)}
+
+
+def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=1, verbose=False):
+    """A fixed split, generated on first use and cached under ``cache_dir`` (default
+    ``default_cache_dir()``) in a directory keyed by version, split, seed, size and n.
+
+    split: 'train', 'test', 'val', or 'test_<attribute>' (pose, expression, illumination, makeup,
+    occlusion, blur): the test samples with that WFLW attribute, like WFLW's test subsets.
+    n: number of samples of the base split (default DEFAULT_SIZES). -> SyntheticSplit"""
+    attr = None
+    base = split
+    if split.startswith("test_"):
+        base, attr = "test", split[5:]
+    if base not in SPLIT_CODES:
+        raise ValueError(f"split: expected one of {SPLITS + ('val',)}, got {split!r}")
+    n = DEFAULT_SIZES[base] if n is None else int(n)
+    if n <= 0:
+        raise ValueError(f"n: expected > 0, got {n}")
+    root = os.path.join(cache_dir or default_cache_dir(), "synthetic", f"v{VERSION}",
+                        f"{base}-seed{seed}-n{n}-{size}px")
+    if not os.path.exists(os.path.join(root, "manifest.json")):
+        t0 = time.perf_counter()
+        tmp = root + f".tmp{os.getpid()}"
+        names = _names(n)
+        for start in range(0, n, 256):                  # in chunks, so memory stays small
+            idx = list(range(start, min(n, start + 256)))
+            samples = _generate_many(seed, base, idx, size, workers)
+            write_300w_layout(tmp + "/part", samples, [names[i] for i in idx])
+            _merge_part(tmp, tmp + "/part", start == 0)
+            if verbose:
+                print(f"{base}: {idx[-1] + 1}/{n} ({(time.perf_counter() - t0) / (idx[-1] + 1) * 1e3:.0f} ms/image)",
+                      file=sys.stderr)
+        manifest = {"version": VERSION, "split": base, "seed": seed, "n": n, "size": size,
+                    "sha256": _dir_hash(tmp, names), "numpy": np.__version__, "opencv": cv2.__version__,
+                    "seconds": round(time.perf_counter() - t0, 1)}
+        with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1)
+        try:
+            os.replace(tmp, root)
+        except OSError:                      # another process finished first: use theirs
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    out = SyntheticSplit(root, name=f"{base}")
+    return out.subset(attr) if attr else out
+
+
+def _merge_part(dst, part, first):
+    """Move a written chunk into the split directory and append its metadata."""
+    import shutil
+    os.makedirs(dst, exist_ok=True)
+    with np.load(os.path.join(part, "meta.npz"), allow_pickle=False) as z:
+        chunk = {k: z[k] for k in z.files}
+    meta_path = os.path.join(dst, "meta.npz")
+    if not first:
+        with np.load(meta_path, allow_pickle=False) as z:
+            old = {k: z[k] for k in z.files}
+        for k in ("names", "landmarks", "occluded", "attributes", "pose", "boxes"):
+            chunk[k] = np.concatenate([old[k], chunk[k]])
+    for fn in os.listdir(part):
+        if fn.endswith((".png", ".pts")):
+            os.replace(os.path.join(part, fn), os.path.join(dst, fn))
+    np.savez(meta_path, **chunk)
+    lines = []
+    with open(os.path.join(part, "attributes.txt"), encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    mode = "w" if first else "a"
+    with open(os.path.join(dst, "attributes.txt"), mode, encoding="utf-8", newline="\n") as fh:
+        fh.write("\n".join(lines if first else lines[1:]) + "\n")
+    shutil.rmtree(part)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m lmref.data.synthetic",
+                                 description="Write synthetic faces in the 300W layout (image + .pts) with a contact sheet.")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--n", type=int, default=200, help="number of images")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="train", choices=sorted(SPLIT_CODES))
+    ap.add_argument("--size", type=int, default=256, help="image side in pixels")
+    ap.add_argument("--start", type=int, default=0, help="first sample index")
+    ap.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
+    ap.add_argument("--sheet", type=int, default=36, help="samples on the contact sheet (0: none)")
+    args = ap.parse_args(argv)
+    if args.n <= 0:
+        ap.error("--n must be positive")
+    t0 = time.perf_counter()
+    idx = list(range(args.start, args.start + args.n))
+    samples = _generate_many(args.seed, args.split, idx, args.size, args.workers)
+    dt = time.perf_counter() - t0
+    names = [f"{i:06d}" for i in idx]
+    write_300w_layout(args.out, samples, names)
+    if args.sheet > 0:
+        from .readers import write_image
+        write_image(os.path.join(args.out, "contact_sheet.png"), contact_sheet(samples[:args.sheet]))
+    att = np.stack([s.attributes for s in samples])
+    print(f"wrote {args.n} images + .pts to {args.out} in {dt:.1f} s "
+          f"({args.n / dt:.1f} images/s with {args.workers} process(es))")
+    print("attribute counts: " + ", ".join(f"{a} {int(att[:, j].sum())}" for j, a in enumerate(ATTRIBUTES)))
+    occ = np.stack([s.occluded for s in samples])
+    print(f"occluded points: {occ.mean() * 100:.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

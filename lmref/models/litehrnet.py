@@ -18,6 +18,20 @@ published Lite-HRNet checkpoint's ``state_dict`` loads unchanged (with ``upstrea
 
 Sizes not divisible by 32 work: every stride-2 conv gives ceil(n/2) and every upsampling goes to the
 target branch's size (upstream's ``nn.Upsample(scale_factor=2**k)`` is the same when sizes divide).
+
+Choices (each a Config field, so the alternatives can be run):
+* Fusion: the corrected sum is the default; ``upstream_fusion=True`` reproduces upstream's double
+  count of branch 0 for published checkpoints.
+* SCAF, where the paper is silent: a unit for every pair of branches ("pairwise"; non-adjacent
+  high->low merges pass through stride-2 steps, as Lite-HRNet's fusion does), high->low downsampling
+  by Lite-HRNet's own dw 3x3 s2 + BN steps with the 1x1 convs removed ("dwconv"), nearest upsampling
+  low->high, r = 4, the GAP of the target branch shared by its units, ReLU after the sum as in the conv
+  fusion.  With these the fusion loses 82-88 % of its FLOPs (the paper: "approximately 80 %") and the
+  presets land within 6 % of the paper's two sizes; "cascade" routing and "avgpool" downsampling are
+  the alternatives.
+* MR head: bilinear upsampling with align_corners=True (as the iterative head), no iterative head in
+  front (the paper's "1.87 times the Lite-HRNet output module" is sum_k 2^-k over four branches of
+  doubling width: 1 + 1/2 + 1/4 + 1/8 = 1.875, i.e. 1x1 convs on the stage outputs themselves).
 """
 from __future__ import annotations
 
@@ -311,9 +325,9 @@ def param_shapes(cfg):
                 shapes.update(_conv_module(f"{p}.cross_resolution_weighting.conv2", r, total, 1))
                 for k, hc in enumerate(half_chans):
                     shapes.update(_conv_module(f"{p}.depthwise_convs.{k}", hc, hc, 3, groups=hc))
-                    q = f"{p}.spatial_weighting.{k}"
-                    shapes.update({f"{q}.conv1.conv.weight": (int(hc / 4), hc, 1, 1), f"{q}.conv1.conv.bias": (int(hc / 4),),
-                                   f"{q}.conv2.conv.weight": (hc, int(hc / 4), 1, 1), f"{q}.conv2.conv.bias": (hc,)})
+                    q, r4 = f"{p}.spatial_weighting.{k}", int(hc / 4)
+                    shapes.update({f"{q}.conv1.conv.weight": (r4, hc, 1, 1), f"{q}.conv1.conv.bias": (r4,),
+                                   f"{q}.conv2.conv.weight": (hc, r4, 1, 1), f"{q}.conv2.conv.bias": (hc,)})
             shapes.update(_fusion_shapes(f"{mod}.fuse_layers", chans, cfg))
         prev = chans
     if cfg.iterative_head:
@@ -355,7 +369,8 @@ def _fusion_shapes(prefix, chans, cfg):
 # Layers
 
 def conv_bn(x, p, stride=1, groups=1, act=None, eps=1e-5):
-    """mmcv ConvModule: conv (padding k // 2, bias if present) -> BN (if present) -> activation.
+    """mmcv ConvModule: conv (padding k // 2, bias if present) -> BN -> activation.  Without "bn":
+    SpatialWeighting's convs (no norm, a bias), or a block ``lmref.fast`` has folded into its conv.
     [B, Cin, H, W] -> [B, Cout, H/stride, W/stride]"""
     w = p["conv"]["weight"]
     with scope("conv"):

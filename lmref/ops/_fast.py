@@ -22,6 +22,7 @@ Scratch buffers (:func:`scratch`) are per thread and per name, grow to the large
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -116,19 +117,17 @@ def scratch(name, shape, dtype):
     under ``name`` and reused by the next request with that name (so two buffers in use at the same
     time need two names). Requests above CACHE_LIMIT bytes get a fresh array that is not kept."""
     dtype = np.dtype(dtype)
-    n = 1
-    for s in shape:
-        n *= int(s)
-    nbytes = n * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > CACHE_LIMIT:
         return np.empty(shape, dtype)
-    buffers = getattr(_local, "buffers", None)
-    if buffers is None:
+    try:
+        buffers = _local.buffers
+    except AttributeError:
         buffers = _local.buffers = {}
     buf = buffers.get(name)
     if buf is None or buf.nbytes < nbytes:
         buf = buffers[name] = np.empty(max(nbytes, 64), np.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
+    return np.ndarray(shape, dtype, buffer=buf)
 
 
 def clear_scratch():

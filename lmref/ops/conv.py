@@ -11,12 +11,11 @@ and nothing large is allocated per call:
 * 1x1 convolution (unpadded): one matrix product W [Cout, Cin] @ x [Cin, H*W], no im2col at all;
 * depthwise convolution (groups == Cin == Cout): the k*k taps gathered per channel into a reused
   buffer, then one stacked matrix-vector product w_c [1, k*k] @ taps_c [k*k, Ho*Wo] over channels;
-* any other convolution: im2col through a zero-copy ``as_strided`` view of the padded input, copied
+* any other convolution: im2col through a zero-copy strided view of the padded input, copied
   into a reused buffer in blocks of about ``_fast.CHUNK_BYTES`` (whole images, or bands of output
   rows of a large image), one GEMM per block; small maps of a batch are folded into one GEMM.
 """
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..trace import op
 from . import _fast
@@ -122,10 +121,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 # conv2d fast path: the same sums as the reference above, arranged for BLAS (module docstring)
 
 FOLD_BATCH_BELOW = 256      # maps with fewer output pixels fold the batch into one GEMM
+WIDE_BELOW = 1024           # strided convs with fewer output pixels also use the wide grid (below)
 
 
 def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
-    """conv2d after validation: x [B, Cin, H, W], weight [Cout, Cin/G, kh, kw] -> [B, Cout, Ho, Wo]."""
+    """conv2d after validation: x [B, Cin, H, W], weight [Cout, Cin/G, kh, kw] -> [B, Cout, Ho, Wo].
+
+    Taps are read on a *wide* output grid when the strides are equal: Wq = Wp columns per output row
+    instead of Wo, so that tap (i, j) of output row y is one contiguous run of the padded input
+    (stride 1) and gathering the taps copies long runs instead of Wo-element pieces. The extra
+    Wq - Wo columns per row are computed and dropped (few for stride 1; about half for stride 2,
+    where the wide grid is used on small maps only)."""
     B, C_in, H, W = x.shape
     C_out, C_in_g, kh, kw = weight.shape
     Ho, Wo = out_hw
@@ -140,8 +146,13 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
             _pointwise(xs[:, g * C_in_g:(g + 1) * C_in_g], w[g], None if b is None else b[g],
                        out[:, g * og:(g + 1) * og])
         return out
-    xp = _pad_scratch(x, pads)                                                # [B, Cin, Hp, Wp]
-    taps = _tap_view(xp, (kh, kw), stride, dilation, out_hw)                  # [B, Cin, kh, kw, Ho, Wo], no copy
+    Wp = W + pl + pr
+    wide = stride[0] == stride[1] and (stride[0] == 1 or Ho * Wo < WIDE_BELOW)
+    Wq = Wp if wide else Wo                                                   # output columns computed
+    # furthest element a tap reads on the Wq grid, from the start of a channel's padded image
+    reach = ((Ho - 1) * stride[0] + (kh - 1) * dilation[0]) * Wp + (Wq - 1) * stride[1] + (kw - 1) * dilation[1]
+    planes = _pad_scratch(x, pads, reach + 1)                                 # [B, Cin, >= Hp*Wp]
+    taps = _tap_view(planes, Wp, (kh, kw), stride, dilation, (Ho, Wq))        # [B, Cin, kh, kw, Ho, Wq], no copy
     if groups == C_in and C_in_g == 1 and C_out == C_in:                      # depthwise, channels split over threads
         w = weight.reshape(C_in, 1, kh * kw)                                  # [C, 1, K]
         _fast.parallel(C_in, lambda c0, c1: _depthwise(taps[:, c0:c1], w[c0:c1], None if b is None else b[c0:c1, :, 0],
@@ -153,28 +164,41 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     return out
 
 
-def _pad_scratch(x, pads):
-    """Zero-pad x into a reused buffer: [B, C, H, W] -> [B, C, H+pt+pb, W+pl+pr] (x itself if no padding)."""
+def _pad_scratch(x, pads, plane_size):
+    """x zero-padded to [B, C, Hp, Wp] = [B, C, H+pt+pb, W+pl+pr], returned as its channel planes
+    [B, C, P] (C-contiguous, each plane's first Hp*Wp elements the padded image in row-major order)
+    with P >= plane_size: the wide tap grid reads a little past the image, and that tail is zero.
+    x itself (reshaped) when it needs no padding and no tail; else a reused buffer."""
     (pt, pb), (pl, pr) = pads
-    if pt == pb == pl == pr == 0:
-        return x
     B, C, H, W = x.shape
-    xp = _fast.scratch("conv2d.pad", (B, C, H + pt + pb, W + pl + pr), x.dtype)
-    xp[:, :, :pt] = 0
-    xp[:, :, pt + H:] = 0
-    xp[:, :, pt:pt + H, :pl] = 0
-    xp[:, :, pt:pt + H, pl + W:] = 0
+    Hp, Wp = H + pt + pb, W + pl + pr
+    if pt == pb == pl == pr == 0 and plane_size <= Hp * Wp and x.flags.c_contiguous:
+        return x.reshape(B, C, H * W)
+    planes = _fast.scratch("conv2d.pad", (B, C, max(plane_size, Hp * Wp)), x.dtype)
+    xp = planes[:, :, :Hp * Wp].reshape(B, C, Hp, Wp, copy=False)            # the padded image, a view
+    if planes.size <= 1 << 16:                       # small: two calls beat five
+        planes.fill(0)
+    else:                                            # large: zero only the border and the tail
+        xp[:, :, :pt] = 0
+        xp[:, :, pt + H:] = 0
+        xp[:, :, pt:pt + H, :pl] = 0
+        xp[:, :, pt:pt + H, pl + W:] = 0
+        planes[:, :, Hp * Wp:] = 0
     xp[:, :, pt:pt + H, pl:pl + W] = x
-    return xp
+    return planes
 
 
-def _tap_view(xp, kernel, stride, dilation, out_hw):
-    """The reference's cols without copying: a strided view [B, C, kh, kw, Ho, Wo] of xp with
-    view[b, c, i, j, y, x] = xp[b, c, y*sh + i*dh, x*sw + j*dw]."""
-    sB, sC, sH, sW = xp.strides
+def _tap_view(planes, Wp, kernel, stride, dilation, out_hw):
+    """The reference's cols without copying: a strided view [B, C, kh, kw, Ho, Wq] of the padded
+    image (rows of Wp elements in ``planes`` [B, C, P]) with
+    view[b, c, i, j, y, x] = xp[b, c, y*sh + i*dh, x*sw + j*dw]; x past the row's end runs on into the
+    next row (the wide grid's dropped columns). ``np.ndarray`` checks that every read is inside
+    ``planes``."""
+    B, C, P = planes.shape
+    it = planes.itemsize
     (dh, dw), (sh, sw) = dilation, stride
-    shape = xp.shape[:2] + tuple(kernel) + tuple(out_hw)
-    return as_strided(xp, shape, (sB, sC, dh * sH, dw * sW, sh * sH, sw * sW), writeable=False)
+    return np.ndarray((B, C) + tuple(kernel) + tuple(out_hw), planes.dtype, buffer=planes,
+                      strides=(C * P * it, P * it, dh * Wp * it, dw * it, sh * Wp * it, sw * it))
 
 
 def _blocks(B, Ho, row_bytes):
@@ -213,45 +237,57 @@ def _pointwise(x, w, bias, out):
 
 
 def _im2col_gemm(taps, w, bias, out):
-    """Convolution as GEMMs: taps [B, C, kh, kw, Ho, Wo] (a view), w [O, K = C*kh*kw], bias [O, 1]
-    or None; writes out [B, O, Ho, Wo] = w @ im2col + bias block by block."""
-    B, C, kh, kw, Ho, Wo = taps.shape
+    """Convolution as GEMMs: taps [B, C, kh, kw, Ho, Wq] (a view, Wq >= Wo), w [O, K = C*kh*kw],
+    bias [O, 1] or None; writes out [B, O, Ho, Wo] = (w @ im2col + bias)[..., :Wo] block by block."""
+    B, C, kh, kw, Ho, Wq = taps.shape
     O, K = w.shape
-    N = Ho * Wo
-    for b0, b1, y0, y1 in _blocks(B, Ho, K * Wo * taps.itemsize):
+    Wo = out.shape[3]
+    for b0, b1, y0, y1 in _blocks(B, Ho, K * Wq * taps.itemsize):
         nb, rows = b1 - b0, y1 - y0
-        if nb > 1 and N < FOLD_BATCH_BELOW:          # small maps: the block's images side by side
-            cols = _fast.scratch("conv2d.cols", (C, kh, kw, nb, Ho, Wo), taps.dtype)
-            np.copyto(cols, taps[b0:b1].transpose(1, 2, 3, 0, 4, 5))            # [K, nb, Ho, Wo]
-            y = w @ cols.reshape(K, nb * N)                                     # -> [O, nb*N]
+        if nb > 1 and Ho * Wo < FOLD_BATCH_BELOW:    # small maps: the block's images side by side
+            cols = _fast.scratch("conv2d.cols", (C, kh, kw, nb, Ho, Wq), taps.dtype)
+            np.copyto(cols, taps[b0:b1].transpose(1, 2, 3, 0, 4, 5))            # [K, nb, Ho, Wq]
+            y = w @ cols.reshape(K, nb * Ho * Wq)                               # -> [O, nb*Ho*Wq]
             if bias is not None:
                 y += bias
-            np.copyto(out[b0:b1], y.reshape(O, nb, Ho, Wo).transpose(1, 0, 2, 3))
+            np.copyto(out[b0:b1], y.reshape(O, nb, Ho, Wq)[..., :Wo].transpose(1, 0, 2, 3))
             continue
-        cols = _fast.scratch("conv2d.cols", (nb, C, kh, kw, rows, Wo), taps.dtype)
-        np.copyto(cols, taps[b0:b1, :, :, :, y0:y1])                            # [nb, K, rows, Wo]
+        cols = _fast.scratch("conv2d.cols", (nb, C, kh, kw, rows, Wq), taps.dtype)
+        np.copyto(cols, taps[b0:b1, :, :, :, y0:y1])                            # [nb, K, rows, Wq]
         for i in range(nb):
-            o = out[b0 + i].reshape(O, N, copy=False)[:, y0 * Wo:y1 * Wo]                    # [O, rows*Wo] view
-            np.matmul(w, cols[i].reshape(K, rows * Wo), out=o)
-            if bias is not None:
-                o += bias
+            o = out[b0 + i, :, y0:y1]                                           # [O, rows, Wo] view
+            if Wq == Wo:                                                        # straight into out
+                o = o.reshape(O, rows * Wo, copy=False)
+                np.matmul(w, cols[i].reshape(K, rows * Wo), out=o)             # [O, rows*Wo]
+                if bias is not None:
+                    o += bias
+            else:
+                y = w @ cols[i].reshape(K, rows * Wq)                           # [O, rows*Wq]
+                if bias is not None:
+                    y += bias
+                np.copyto(o, y.reshape(O, rows, Wq)[..., :Wo])
 
 
 def _depthwise(taps, w, bias, out):
-    """Depthwise convolution: taps [B, C, kh, kw, Ho, Wo] (a view), w [C, 1, kh*kw], bias [C, 1] or
-    None; writes out[b, c] = w_c @ taps[b, c] + bias_c (a [1, k*k] @ [k*k, Ho*Wo] product per channel,
-    stacked). Faster in NumPy than summing k*k shifted slices: each of those is a broadcast multiply
-    plus an add over the whole output, while here the taps are copied once and BLAS does the sums."""
-    B, C, kh, kw, Ho, Wo = taps.shape
-    K, N = kh * kw, Ho * Wo
-    for b0, b1, y0, y1 in _blocks(B, Ho, C * K * Wo * taps.itemsize):
+    """Depthwise convolution: taps [B, C, kh, kw, Ho, Wq] (a view, Wq >= Wo), w [C, 1, kh*kw], bias
+    [C, 1] or None; writes out[b, c] = (w_c @ taps[b, c] + bias_c)[..., :Wo] (a [1, k*k] @ [k*k, Ho*Wq]
+    product per channel, stacked). Faster in NumPy than summing k*k shifted slices: each of those is
+    a broadcast multiply plus an add over the whole output, while here the taps are copied once and
+    BLAS does the sums."""
+    B, C, kh, kw, Ho, Wq = taps.shape
+    K, Wo = kh * kw, out.shape[3]
+    for b0, b1, y0, y1 in _blocks(B, Ho, C * K * Wq * taps.itemsize):
         nb, rows = b1 - b0, y1 - y0
-        cols = _fast.scratch("conv2d.cols", (nb, C, kh, kw, rows, Wo), taps.dtype)
-        np.copyto(cols, taps[b0:b1, :, :, :, y0:y1])                            # [nb, C, K, rows, Wo]
-        o = out[b0:b1].reshape(nb, C, 1, N, copy=False)[..., y0 * Wo:y1 * Wo]               # [nb, C, 1, rows*Wo]
-        np.matmul(w, cols.reshape(nb, C, K, rows * Wo), out=o)
+        cols = _fast.scratch("conv2d.cols", (nb, C, kh, kw, rows, Wq), taps.dtype)
+        np.copyto(cols, taps[b0:b1, :, :, :, y0:y1])                            # [nb, C, K, rows, Wq]
+        o = out[b0:b1, :, y0:y1]                                                # [nb, C, rows, Wo] view
+        y = (o.reshape(nb, C, 1, rows * Wo, copy=False) if Wq == Wo else        # straight into out
+             _fast.scratch("conv2d.wide", (nb, C, 1, rows * Wq), taps.dtype))
+        np.matmul(w, cols.reshape(nb, C, K, rows * Wq), out=y)                  # [nb, C, 1, rows*Wq]
         if bias is not None:
-            o += bias[:, None]
+            y += bias[:, None]
+        if Wq != Wo:
+            np.copyto(o, y.reshape(nb, C, rows, Wq)[..., :Wo])
 
 
 @op

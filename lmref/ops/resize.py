@@ -5,6 +5,7 @@ CPU kernels ``aten/src/ATen/native/UpSample.h`` (``compute_scales_value``,
 ``area_pixel_compute_scale``, ``area_pixel_compute_source_index``, ``nearest_idx``,
 ``guard_index_and_lambda``) and ``cpu/UpSampleKernel.cpp``.
 """
+import functools
 import math
 import numbers
 
@@ -126,20 +127,37 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     if scale_factor is not None and not recompute_scale_factor:
         scales = _pair(scale_factor, "scale_factor", float)
 
+    if mode == "nearest" and _fast.ENABLED:                    # cached indices, gather W then H
+        rows, cols = _cached(nearest_source_index, H, oh, scales[0]), _cached(nearest_source_index, W, ow, scales[1])
+        return x.take(cols, axis=3).take(rows, axis=2)         # [B, C, H, W] -> [B, C, H, W_out] -> [B, C, H_out, W_out]
     if mode == "nearest":
         rows = nearest_source_index(H, oh, scales[0])          # [H_out]
         cols = nearest_source_index(W, ow, scales[1])          # [W_out]
         return x[:, :, rows[:, None], cols[None, :]]           # [B, C, H, W] -> [B, C, H_out, W_out]
 
     align = bool(align_corners)
-    h0, h1, l0h, l1h = linear_source_weights(H, oh, align, scales[0], x.dtype)
-    w0, w1, l0w, l1w = linear_source_weights(W, ow, align, scales[1], x.dtype)
+    if _fast.ENABLED:
+        h0, h1, l0h, l1h = _cached(linear_source_weights, H, oh, align, scales[0], x.dtype.str)
+        w0, w1, l0w, l1w = _cached(linear_source_weights, W, ow, align, scales[1], x.dtype.str)
+    else:
+        h0, h1, l0h, l1h = linear_source_weights(H, oh, align, scales[0], x.dtype)
+        w0, w1, l0w, l1w = linear_source_weights(W, ow, align, scales[1], x.dtype)
     if _fast.ENABLED and oh >= H:           # upsampling rows: interpolate along W before gathering rows
         return _bilinear_fast(x, (h0, h1, l0h, l1h), (w0, w1, l0w, l1w))
     rows0, rows1 = x[:, :, h0, :], x[:, :, h1, :]               # [B, C, H, W] -> [B, C, H_out, W]
     top = l0w * rows0[..., w0] + l1w * rows0[..., w1]           # -> [B, C, H_out, W_out]
     bottom = l0w * rows1[..., w0] + l1w * rows1[..., w1]
     return l0h[:, None] * top + l1h[:, None] * bottom
+
+
+@functools.lru_cache(maxsize=512)
+def _cached(fn, *args):
+    """fn(*args) (an index / weight table above) computed once per argument tuple and kept read-only:
+    the fast paths' tables are the reference's, just not rebuilt on every call."""
+    out = fn(*args)
+    for a in (out if isinstance(out, tuple) else (out,)):
+        a.flags.writeable = False
+    return out
 
 
 def _bilinear_fast(x, hw, ww):

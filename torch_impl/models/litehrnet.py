@@ -174,7 +174,7 @@ def conv_fusion(fuse_layers, xs, upstream):
     sizes = [x.shape[-2:] for x in xs]
 
     def f(i, j, x):
-        return run_sequential(fuse_layers[i][j], x, sizes[i]) if j > i else _down(fuse_layers[i][j], x)
+        return run_sequential(fuse_layers[i][j], x, sizes[i]) if j > i else run_steps(fuse_layers[i][j], x)
 
     out = []
     for i in range(len(xs)):
@@ -189,7 +189,8 @@ def conv_fusion(fuse_layers, xs, upstream):
     return out
 
 
-def _down(steps, x):
+def run_steps(steps, x):
+    """A nested Sequential of steps (high->low fusion paths, new-branch transitions)."""
     for step in steps:
         x = run_sequential(step, x)
     return x

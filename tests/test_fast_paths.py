@@ -1,0 +1,432 @@
+"""The ops' fast paths equal their plain reference paths, and BatchNorm folding equals the unfolded model.
+
+Every comparison runs the same call twice: with the fast paths (the default) and inside
+``reference_paths()`` (the plain definitions), over hypothesis-random shapes and both dtypes, at the
+dtype tolerances of ``conftest.assert_close``.  Fast paths that promise bit-identical results
+(bilinear interpolate) are checked with ``assert_array_equal``.  The blocking, batch folding and
+thread splitting of the fast paths are forced on small shapes by shrinking their thresholds.
+No timings are asserted here; ``benchmarks/bench.py`` measures them.
+"""
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lmref import fast, models, ops
+from lmref.models.common import conv_norm_act
+from lmref.ops import _fast
+from lmref.ops import conv as conv_module
+from lmref.trace import trace
+from lmref.weights import Model
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+SEEDS = st.integers(0, 2**32 - 1)
+
+
+def both_paths(fn):
+    """(fast result, reference result) of fn()."""
+    with fast.reference_paths(False):
+        y_fast = fn()
+    with fast.reference_paths():
+        y_ref = fn()
+    return y_fast, y_ref
+
+
+def tiny_blocks(mp):
+    """Thresholds shrunk so that small test shapes take every branch: im2col in bands of rows and
+    groups of images, batch folding, and two threads on tiny arrays."""
+    mp.setattr(_fast, "CHUNK_BYTES", 256)
+    mp.setattr(_fast, "PARALLEL_MIN", 1)
+    mp.setattr(_fast, "THREADS", 2)
+
+
+def test_switch_and_environment():
+    assert _fast.ENABLED and fast.fast_paths_enabled()
+    with fast.reference_paths():
+        assert not _fast.ENABLED
+        with fast.reference_paths(False):
+            assert _fast.ENABLED
+        assert not _fast.ENABLED
+    assert _fast.ENABLED
+    code = "import lmref.ops._fast as f; print(f.ENABLED)"
+    for value, expected in (("1", "False"), ("0", "True"), ("", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "LMREF_REFERENCE": value}).stdout.strip()
+        assert out == expected, (value, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d
+
+@st.composite
+def conv_cases(draw):
+    """Arguments aimed at the fast path's branches: 1x1 (strided, grouped), depthwise, general."""
+    kind = draw(st.sampled_from(["pointwise", "depthwise", "general", "grouped"]))
+    G = 1
+    if kind == "pointwise":
+        G = draw(st.sampled_from([1, 1, 2]))
+        cin, cout, k = G * draw(st.integers(1, 5)), G * draw(st.integers(1, 5)), (1, 1)
+        padding, dilation = 0, (1, 1)
+    else:
+        if kind == "depthwise":
+            cin = cout = G = draw(st.integers(1, 6))
+        elif kind == "grouped":
+            G = draw(st.integers(2, 3))
+            cin, cout = G * draw(st.integers(1, 3)), G * draw(st.sampled_from([1, 2]))
+        else:
+            cin, cout = draw(st.integers(1, 5)), draw(st.integers(1, 6))
+        k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    ext = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
+    pads = padding if isinstance(padding, tuple) else (padding, padding)
+    H = draw(st.integers(max(1, ext[0] - 2 * pads[0]), 12))
+    W = draw(st.integers(max(1, ext[1] - 2 * pads[1]), 12))
+    return dict(shape=(draw(st.integers(1, 4)), cin, H, W), wshape=(cout, cin // G) + k, stride=stride,
+                padding=padding, dilation=dilation, groups=G, bias=draw(st.booleans()))
+
+
+def _conv_inputs(c, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(c["shape"]).astype(dtype)
+    w = rng.standard_normal(c["wshape"]).astype(dtype)
+    b = rng.standard_normal(c["wshape"][0]).astype(dtype) if c["bias"] else None
+    return x, w, b
+
+
+def _conv(x, w, b, c):
+    return ops.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
+
+
+@given(conv_cases(), DTYPES, SEEDS)
+def test_conv2d_fast_equals_reference(c, dtype, seed):
+    x, w, b = _conv_inputs(c, dtype, seed)
+    y_fast, y_ref = both_paths(lambda: _conv(x, w, b, c))
+    assert_close(y_fast, y_ref)
+
+
+@given(conv_cases(), DTYPES, SEEDS)
+def test_conv2d_fast_blocks_and_threads_equal_reference(c, dtype, seed):
+    x, w, b = _conv_inputs(c, dtype, seed)
+    with pytest.MonkeyPatch.context() as mp:
+        tiny_blocks(mp)
+        y_fast, y_ref = both_paths(lambda: _conv(x, w, b, c))
+    assert_close(y_fast, y_ref)
+
+
+@pytest.mark.parametrize("fold_below", [0, 10**6])
+def test_conv2d_batch_folding_both_ways(monkeypatch, fold_below):
+    """Small maps of a batch folded into one GEMM (or not): same numbers as the reference."""
+    monkeypatch.setattr(conv_module, "FOLD_BATCH_BELOW", fold_below)
+    rng = np.random.default_rng(1)
+    for wshape, kw in [((6, 4, 1, 1), {}), ((6, 4, 3, 3), dict(padding=1)), ((6, 2, 3, 3), dict(groups=2, stride=2))]:
+        x = rng.standard_normal((5, 4, 7, 6))
+        w, b = rng.standard_normal(wshape), rng.standard_normal(6)
+        y_fast, y_ref = both_paths(lambda: ops.conv2d(x, w, b, **kw))
+        assert_close(y_fast, y_ref)
+
+
+def test_conv2d_fast_inputs_are_not_modified_and_results_do_not_share_scratch():
+    """The fast path reuses buffers between calls: an earlier result must not change afterwards."""
+    rng = np.random.default_rng(2)
+    x1, x2 = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((2, 3, 9, 9))
+    x1_copy = x1.copy()
+    for w, kw in [(rng.standard_normal((4, 3, 3, 3)), dict(padding=1)),
+                  (rng.standard_normal((3, 1, 3, 3)), dict(padding=1, groups=3)),
+                  (rng.standard_normal((4, 3, 1, 1)), {})]:
+        y1 = ops.conv2d(x1, w, **kw)
+        y1_copy = y1.copy()
+        ops.conv2d(x2, w, **kw)
+        np.testing.assert_array_equal(y1, y1_copy)
+        np.testing.assert_array_equal(x1, x1_copy)
+        assert not np.shares_memory(y1, ops.conv2d(x2, w, **kw))
+
+
+def test_conv2d_fast_accepts_non_contiguous_input():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 10, 10)).transpose(0, 1, 3, 2)[:, :, ::2]   # strided view
+    for w, kw in [(rng.standard_normal((5, 4, 3, 3)), dict(padding=1)),
+                  (rng.standard_normal((4, 1, 3, 3)), dict(groups=4, stride=2)),
+                  (rng.standard_normal((5, 4, 1, 1)), dict(stride=2))]:
+        y_fast, y_ref = both_paths(lambda: ops.conv2d(x, w, **kw))
+        assert_close(y_fast, y_ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# element-wise and normalisation ops
+
+shapes4 = st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(1, 7))
+
+
+def _maybe_view(a, view):
+    """a itself or a non-contiguous view with the same values arrangement rules."""
+    return np.swapaxes(np.swapaxes(a, 2, 3).copy(), 2, 3) if view else a
+
+
+@given(shapes4, DTYPES, SEEDS, st.booleans(), st.booleans())
+def test_silu_fast_equals_reference(shape, dtype, seed, view, threads):
+    x = _maybe_view((np.random.default_rng(seed).standard_normal(shape) * 8).astype(dtype), view)
+    with pytest.MonkeyPatch.context() as mp:
+        if threads:
+            mp.setattr(_fast, "PARALLEL_MIN", 1)
+            mp.setattr(_fast, "THREADS", 3)
+        y_fast, y_ref = both_paths(lambda: ops.silu(x))
+    assert_close(y_fast, y_ref)
+
+
+def test_silu_fast_extremes_without_warnings():
+    import warnings
+    for dtype in (np.float32, np.float64):
+        x = np.array([-1e4, -800.0, -100.0, -88.5, -1.0, -0.0, 0.0, 1e-30, 1.0, 100.0, 1e4, np.inf], dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y_fast, y_ref = both_paths(lambda: ops.silu(x))
+        assert_close(y_fast, y_ref)
+        with np.errstate(invalid="ignore"):                             # -inf * 0 in both
+            y_fast, y_ref = both_paths(lambda: ops.silu(np.array([-np.inf, np.nan], dtype)))
+        assert np.isnan(y_fast).all() and np.isnan(y_ref).all()
+
+
+@given(shapes4, DTYPES, SEEDS, st.booleans(), st.booleans(), st.booleans())
+def test_batch_norm_fast_equals_reference(shape, dtype, seed, affine, view, threads):
+    rng = np.random.default_rng(seed)
+    x = _maybe_view(rng.standard_normal(shape).astype(dtype), view)
+    C = shape[1]
+    mean, var = rng.standard_normal(C).astype(dtype), rng.uniform(0.1, 3, C).astype(dtype)
+    w = rng.standard_normal(C).astype(dtype) if affine else None
+    b = rng.standard_normal(C).astype(dtype) if affine else None
+    with pytest.MonkeyPatch.context() as mp:
+        if threads:
+            mp.setattr(_fast, "PARALLEL_MIN", 1)
+            mp.setattr(_fast, "THREADS", 2)
+        y_fast, y_ref = both_paths(lambda: ops.batch_norm(x, mean, var, w, b, eps=1e-3))
+    assert_close(y_fast, y_ref)
+
+
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       DTYPES, SEEDS, st.booleans())
+def test_group_and_instance_norm_fast_equal_reference(B, G, cpg, hw, dtype, seed, affine):
+    rng = np.random.default_rng(seed)
+    C = G * cpg
+    x = (rng.standard_normal((B, C) + hw) * 3 + 1).astype(dtype)
+    w = rng.standard_normal(C).astype(dtype) if affine else None
+    b = rng.standard_normal(C).astype(dtype) if affine else None
+    y_fast, y_ref = both_paths(lambda: ops.group_norm(x, G, w, b, eps=1e-5))
+    assert_close(y_fast, y_ref)
+    if hw[0] * hw[1] > 1:
+        y_fast, y_ref = both_paths(lambda: ops.instance_norm(x, w, b))
+        assert_close(y_fast, y_ref)
+
+
+@given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(1, 13),
+       st.integers(1, 13), st.booleans(), DTYPES, SEEDS, st.booleans())
+def test_bilinear_fast_is_bit_identical(B, C, H, W, oh, ow, align, dtype, seed, threads):
+    x = np.random.default_rng(seed).standard_normal((B, C, H, W)).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        if threads:
+            mp.setattr(_fast, "PARALLEL_MIN", 1)
+            mp.setattr(_fast, "THREADS", 2)
+        y_fast, y_ref = both_paths(lambda: ops.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=align))
+    assert y_fast.dtype == y_ref.dtype == dtype
+    np.testing.assert_array_equal(y_fast, y_ref)
+
+
+@given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(1, 12),
+       st.integers(1, 12), DTYPES, SEEDS)
+def test_nearest_fast_is_bit_identical(B, C, H, W, oh, ow, dtype, seed):
+    x = np.random.default_rng(seed).standard_normal((B, C, H, W)).astype(dtype)
+    for kw in (dict(size=(oh, ow)), dict(scale_factor=(oh / H, ow / W))):
+        y_fast, y_ref = both_paths(lambda: ops.interpolate(x, mode="nearest", **kw))
+        np.testing.assert_array_equal(y_fast, y_ref)
+
+
+@given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(1, 9),
+       st.integers(1, 9), DTYPES, SEEDS)
+def test_adaptive_avg_pool_fast_is_bit_identical(B, C, H, W, oh, ow, dtype, seed):
+    x = np.random.default_rng(seed).standard_normal((B, C, H, W)).astype(dtype)
+    y_fast, y_ref = both_paths(lambda: ops.adaptive_avg_pool2d(x, (oh, ow)))
+    assert y_fast.dtype == dtype
+    np.testing.assert_array_equal(y_fast, y_ref)
+    y_fast[...] = 0                                        # results never alias the cached matrices
+    np.testing.assert_array_equal(ops.adaptive_avg_pool2d(x, (oh, ow)), y_ref)
+
+
+@given(shapes4, DTYPES, SEEDS)
+def test_sigmoid_fast_is_bit_identical(shape, dtype, seed):
+    x = (np.random.default_rng(seed).standard_normal(shape) * 30).astype(dtype)
+    x.flat[0] = np.nan
+    y_fast, y_ref = both_paths(lambda: ops.sigmoid(x))
+    np.testing.assert_array_equal(y_fast, y_ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# threads and scratch buffers
+
+def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
+    monkeypatch.setattr(_fast, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(_fast, "THREADS", 3)
+    hits = np.zeros(10, int)
+
+    def mark(lo, hi):
+        hits[lo:hi] += 1
+
+    _fast.parallel(10, mark, size=10)
+    np.testing.assert_array_equal(hits, 1)
+
+    def boom(lo, hi):
+        if lo > 0:
+            raise ValueError("worker failed")
+
+    with pytest.raises(ValueError, match="worker failed"):
+        _fast.parallel(10, boom, size=10)
+    with pytest.raises(ValueError, match="positive int"):
+        _fast.set_num_threads(0)
+
+
+def test_scratch_is_reused_and_large_requests_are_not_kept(monkeypatch):
+    a = _fast.scratch("test.a", (4, 5), np.float64)
+    b = _fast.scratch("test.a", (3, 2), np.float32)
+    assert a.shape == (4, 5) and b.shape == (3, 2) and b.dtype == np.float32
+    assert np.shares_memory(a, b)                          # same buffer, reused
+    assert not np.shares_memory(a, _fast.scratch("test.b", (4, 5), np.float64))
+    monkeypatch.setattr(_fast, "CACHE_LIMIT", 64)
+    big1, big2 = _fast.scratch("test.c", (100,), np.float64), _fast.scratch("test.c", (100,), np.float64)
+    assert not np.shares_memory(big1, big2)
+
+
+def test_tune_malloc_on_glibc():
+    ok = fast.tune_malloc()
+    assert ok is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm folding
+
+def _conv_bn_params(rng, cin, cout, k, bias, dtype, groups=1):
+    p = {"conv": {"weight": rng.standard_normal((cout, cin // groups, k, k)).astype(dtype)},
+         "bn": {"weight": rng.uniform(0.5, 2, cout).astype(dtype), "bias": rng.standard_normal(cout).astype(dtype),
+                "running_mean": rng.standard_normal(cout).astype(dtype),
+                "running_var": rng.uniform(0.2, 2, cout).astype(dtype)}}
+    if bias:
+        p["conv"]["bias"] = rng.standard_normal(cout).astype(dtype)
+    return p
+
+
+@given(DTYPES, SEEDS, st.booleans(), st.sampled_from([1, 3]), st.sampled_from([1e-5, 1e-3]))
+def test_folded_conv_norm_act_equals_unfolded(dtype, seed, bias, k, eps):
+    rng = np.random.default_rng(seed)
+    params = {"a": _conv_bn_params(rng, 4, 6, k, bias, dtype), "b": {"0": _conv_bn_params(rng, 6, 6, 3, False, dtype, 6)},
+              "other": {"weight": np.ones(3, dtype)}}
+    folded, names = fast.fold_batch_norms(params, eps)
+    assert names == ["a", "b.0"]
+    assert set(folded["a"]) == {"conv"} and set(folded["a"]["conv"]) == {"weight", "bias"}
+    assert "bn" in params["a"] and set(params["a"]["conv"]) == ({"weight", "bias"} if bias else {"weight"})
+    assert folded["other"]["weight"] is params["other"]["weight"]
+    x = rng.standard_normal((2, 4, 6, 5)).astype(dtype)
+    with fast.reference_paths():
+        ref = conv_norm_act(conv_norm_act(x, params["a"], act_name="silu", eps=eps), params["b"]["0"],
+                            groups=6, act_name="relu", eps=eps)
+    y = conv_norm_act(conv_norm_act(x, folded["a"], act_name="silu", eps=eps), folded["b"]["0"],
+                      groups=6, act_name="relu", eps=eps)
+    assert_close(y, ref)
+
+
+def _random_params(shapes, rng, dtype):
+    """Weights of a plausible scale for param_shapes: convs/linears ~ N(0, 1/fan_in), BatchNorm
+    statistics and affines away from the identity so that folding has something to do."""
+    p = {}
+    for k, shape in shapes.items():
+        leaf = k.rsplit(".", 1)[-1]
+        if leaf == "running_var":
+            a = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "running_mean":
+            a = rng.standard_normal(shape) * 0.1
+        elif leaf == "weight" and len(shape) == 1:
+            a = rng.uniform(0.7, 1.3, shape)
+        elif leaf == "weight":
+            a = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+        else:
+            a = rng.standard_normal(shape) * 0.1
+        p[k] = a.astype(dtype)
+    return p
+
+
+def _manifest(arch, cfg, channels):
+    import dataclasses
+    import json
+    return {"format_version": 1, "architecture": arch, "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+            "layout": None, "training": "random (test)",
+            "input": {"size": [64, 64], "channels": channels, "color": "RGB" if channels == 3 else "GRAY",
+                      "mean": [0.0] * channels, "std": [1.0] * channels}}
+
+
+MODELS = {   # arch -> (config kwargs, input shape); small inputs keep this fast
+    "aam": ({"backbone": "mobilevitv2", "layout": "inner51"}, (2, 3, 64, 64)),
+    "stud5": ({}, (2, 1, 64, 64)),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_whole_model_fast_equals_reference(arch, dtype):
+    """A whole model on its fast paths with folded BatchNorms equals the plain reference run."""
+    kwargs, shape = MODELS[arch]
+    module = models.get(arch)
+    cfg = module.Config(**kwargs)
+    rng = np.random.default_rng(0)
+    params = _random_params(module.param_shapes(cfg), rng, dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    manifest = _manifest(arch, cfg, shape[1])
+    if arch == "aam":
+        manifest["layout"] = cfg.layout
+    model = Model(params, manifest, dtype=dtype)
+    out_fast = model(x)
+    assert getattr(model, "_folded_params", None) is not None          # auto mode folded the BNs
+    with fast.reference_paths():
+        out_ref = model(x)
+    out_fast = out_fast if isinstance(out_fast, dict) else {"y": out_fast}
+    out_ref = out_ref if isinstance(out_ref, dict) else {"y": out_ref}
+    assert set(out_fast) == set(out_ref)
+    for k in out_ref:
+        # float32: the folded weights and BLAS sums round differently through ~20 layers
+        tol = {} if dtype == np.float64 else dict(rtol=2e-3, atol=2e-4)
+        assert_close(out_fast[k], out_ref[k], **tol)
+
+
+def test_model_folds_only_outside_traces():
+    module = models.get("stud5")
+    cfg = module.Config()
+    rng = np.random.default_rng(1)
+    params = _random_params(module.param_shapes(cfg), rng, np.float64)
+    x = rng.standard_normal((1, 1, 32, 32))
+    auto = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64)
+    with trace() as t:
+        y_traced = auto(x)
+    assert sum(r.op == "batch_norm" for r in t) == 5                    # every BN is in the trace
+    assert_close(auto(x), y_traced)                                     # folded run, same numbers
+    forced = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64, fold_bn=True)
+    with trace() as t:
+        forced(x)
+    assert not any(r.op == "batch_norm" for r in t)
+    never = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64, fold_bn=False)
+    never(x)
+    assert getattr(never, "_folded_params", None) is None
+    with fast.reference_paths():
+        plain = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64)
+        plain(x)
+        assert getattr(plain, "_folded_params", None) is None           # reference mode: no folding
+
+
+def test_bn_eps_comes_from_the_model():
+    from lmref.models import mobilevitv2, stud5
+    from lmref.models import aam_head
+    assert fast.bn_eps(stud5, stud5.Config(eps=1e-3)) == 1e-3
+    assert fast.bn_eps(mobilevitv2, mobilevitv2.Config()) == mobilevitv2.BN_EPS
+    assert fast.bn_eps(aam_head, aam_head.Config()) == mobilevitv2.BN_EPS
