@@ -280,12 +280,14 @@ def _bilinear(maps, xy):
     N, h, w = maps.shape
     x = np.clip(xy[:, 0], 0, w - 1)
     y = np.clip(xy[:, 1], 0, h - 1)
-    x0, y0 = np.minimum(np.floor(x).astype(int), w - 2 if w > 1 else 0), np.minimum(np.floor(y).astype(int), h - 2 if h > 1 else 0)
+    x0 = np.clip(np.floor(x).astype(int), 0, max(w - 2, 0))
+    y0 = np.clip(np.floor(y).astype(int), 0, max(h - 2, 0))
     x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = x - x0, y - y0
+    fx, fy = x - x0, y - y0                                           # [N] weights of the far corner
     n = np.arange(N)
-    return ((1 - fy) * ((1 - fx) * maps[n, y0, x0] + fx * maps[n, y0, x1])
-            + fy * ((1 - fx) * maps[n, y1, x0] + fx * maps[n, y1, x1]))
+    top = (1 - fx) * maps[n, y0, x0] + fx * maps[n, y0, x1]
+    bottom = (1 - fx) * maps[n, y1, x0] + fx * maps[n, y1, x1]
+    return (1 - fy) * top + fy * bottom
 
 
 def _training_config(manifest):
@@ -401,8 +403,9 @@ class Landmarker:
 
     # -- crops -----------------------------------------------------------------------------------
     def crop(self, image, box):
-        """(crop uint8 in the model's colour: RGB/BGR [S, S, 3] or GRAY [S, S], matrix [2, 3] image -> crop):
-        ``transforms.crop_matrix(box, S, margin)``, the crop the model was trained on."""
+        """-> (crop, M): the crop the model was trained on, ``transforms.crop_matrix(box, S, margin)``
+        resampled with ``transforms.warp_image``; crop is RGB uint8 [S, S, 3] (gray [S, S] for a
+        GRAY model; ``normalize`` puts the channels in the model's order), M [2, 3] image -> crop."""
         S = self.input_size[0]
         M = transforms.crop_matrix(box, S, **self.crop_args)
         crop = transforms.warp_image(image, M, S)
@@ -411,7 +414,8 @@ class Landmarker:
         return crop, M
 
     def normalize(self, crops):
-        """crops [K, S, S(, 3)] uint8 in the model's colour order -> x [K, C, S, S] (v/255 - mean)/std."""
+        """crops [K, S, S, 3] RGB (or [K, S, S] gray) uint8 -> x [K, C, S, S] float64 in the model's
+        channel order, (v/255 - mean) / std as the manifest's input spec says."""
         a = np.asarray(crops, np.float64)
         a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)           # [K, C, S, S]
         if self.color == "BGR":

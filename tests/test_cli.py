@@ -404,3 +404,20 @@ def test_eval_bad_inputs(student, tmp_path, capsys):
     readers.write_image(tmp_path / "wflw" / "w.png", img)
     code, _, err = run(["eval", "--model", weights_path, "--data", tmp_path / "wflw"], capsys)
     assert_one_line_error(code, err, "inner51", "98-point")
+
+
+def test_trace_from_an_image_uses_the_landmarker_crop(student, tmp_path, capsys):
+    weights_path, _ = student
+    code, _, _ = run(["trace", weights_path, "--input", EXAMPLE, "--out", tmp_path / "b.npz"], capsys)
+    assert code == 0
+    b = B.load(tmp_path / "b.npz")
+    x, faces = detect.Landmarker(weights_path).prepare(EXAMPLE)
+    np.testing.assert_array_equal(b.input, x[:1])
+    assert b.manifest["input_source"]["box"] == faces[0].box.tolist()
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((100, 100, 3), 128, np.uint8))
+    code, _, err = run(["trace", weights_path, "--input", tmp_path / "blank.png", "--out", tmp_path / "c"], capsys)
+    assert_one_line_error(code, err, "no face found")
+    assert not (tmp_path / "c").exists()
+    code, _, _ = run(["trace", weights_path, "--input", tmp_path / "blank.png", "--box", 10, 10, 90, 90,
+                      "--out", tmp_path / "c"], capsys)
+    assert code == 0

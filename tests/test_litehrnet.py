@@ -509,3 +509,20 @@ def test_a_few_adam_steps_reduce_the_loss(name, kind):
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", ["litehrnet_plus_10m", "litehrnet_plus_30m"])
+def test_onnx_export_runs_in_onnxruntime(name, tmp_path):
+    import onnxruntime as ort
+    from torch_impl.export import export_onnx
+    torch.manual_seed(0)
+    model = T.LiteHRNet(L.preset(name)).eval()
+    randomize_norms_(model)
+    export_onnx(model, tmp_path / "m.onnx", (1, 3, 96, 96))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        y = model(x)
+    y = y if torch.is_tensor(y) else y["heatmaps"]
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    (o,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(o, y.numpy(), rtol=1e-4, atol=1e-5 * float(y.abs().max()))

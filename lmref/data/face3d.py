@@ -413,7 +413,7 @@ def _grid_stops(n, dense, step_dense, step_sparse):
     return np.array(stops, np.float64)
 
 
-def uv_mesh(step_dense=5, step_sparse=12):
+def uv_mesh(step_dense=6, step_sparse=12):
     """Vertex (u, v) texel coordinates [V, 2] and triangles [T, 3] of the head mesh. Columns wrap:
     the last column sits at u = UV_W (the first column again, for texture lookups on a wrapped
     texture). Triangles have positive signed area on screen when they face the camera."""

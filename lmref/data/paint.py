@@ -274,7 +274,7 @@ def sample_look(rng, heavy_makeup=False):
         brow_thick=rng.uniform(0.65, 1.35) * (0.85 if feminine else 1.05), brow_density=rng.uniform(0.55, 1.0),
         iris=_pick(rng, IRIS_COLORS, IRIS_WEIGHTS * (np.array([1, 1, 1, 0.3, 0.2, 0.3, 2]) if tone > 0.45 else 1)) * rng.uniform(0.8, 1.2),
         pupil_mm=rng.uniform(1.6, 3.2), gaze=(rng.normal(0, 8), rng.normal(0, 5)),
-        sclera=np.array([0.92, 0.87, 0.84]) * rng.uniform(0.8, 1.0), lip=np.clip(lip, 0.03, 1),
+        sclera=np.array([0.80, 0.76, 0.72]) * rng.uniform(0.82, 1.0), lip=np.clip(lip, 0.03, 1),
         skin_spec=rng.uniform(0.03, 0.1), makeup=makeup)
 
 
@@ -548,7 +548,54 @@ class Light:
     exposure: float = 1.0
 
 
-def shade(painted, P, R, light, ao=None):
+@functools.lru_cache(maxsize=1)
+def _shadow_mesh():
+    return f3.uv_mesh(step_dense=7, step_sparse=24)
+
+
+def shadow_map(P, R, light_dir, N=None, grid=192, extent=150.0, bias=1.5, soft=3.0):
+    """Cast shadows of the head on itself: rasterise a coarse mesh of P seen from the light
+    (orthographic, along light_dir in the view frame), then compare every texel's distance to the
+    light with the nearest surface on its light ray. The bias grows with the slope of the surface
+    to the light (slope-scaled bias: a grazing surface changes depth fast across a shadow-map
+    pixel). N: normals of P (computed if None). -> [H, W] float32, 1 = in shadow"""
+    Lv = np.asarray(light_dir, np.float64)
+    Lv = Lv / np.linalg.norm(Lv)
+    up = np.array([0.0, 1.0, 0.0]) if abs(Lv[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    e1 = np.cross(up, Lv)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(Lv, e1)
+    # light space: (a, b) across the beam in grid pixels, d = distance travelled by the light
+    B = np.stack([e1, -e2, -Lv]) @ R                        # face frame -> light space rows
+    k = grid / (2 * extent)
+    scale = np.array([k, k, 1.0])
+    off = np.array([grid / 2 - 0.5, grid / 2 - 0.5, 0.0])
+    muv, tris = _shadow_mesh()
+    V = (f3.sample_map(P, muv) - f3.CENTER) @ B.T * scale + off
+    ids, _ = f3.rasterize(V[:, :2], V[:, 2], tris, (grid, grid), cull=True)   # surfaces facing the light
+    coef = _affine_coefficients(V[:, :2], V[:, 2:3], tris)
+    rows, cols = np.nonzero(ids >= 0)
+    cf = coef[ids[rows, cols], 0]
+    D = np.full((grid, grid), 1e6, np.float32)
+    D[rows, cols] = cf[:, 0] * cols + cf[:, 1] * rows + cf[:, 2]
+    # texels of the face window only (the scalp's own shadows are not worth their cost)
+    st = static_maps()
+    v0, v1, u0, u1 = st.eyes[-1].win[0] - 40, st.mouth.win[1] + 40, st.brows[-1].win[2] - 60, st.brows[1].win[3] + 60
+    v0, u0, v1, u1 = max(v0, 0), max(u0, 0), min(v1, H), min(u1, W)
+    Pw = np.asarray(P[v0:v1, u0:u1], np.float32)
+    T = (Pw - f3.CENTER.astype(np.float32)) @ B.T.astype(np.float32) * scale.astype(np.float32) + off.astype(np.float32)
+    d_occ = cv2.remap(D, T[..., 0], T[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1e6)
+    N = f3.surface_normals(P) if N is None else N
+    ndl = np.clip(N[v0:v1, u0:u1] @ (R.T @ Lv).astype(np.float32), 0.05, 1.0)
+    slope = np.minimum(np.sqrt(1.0 - ndl * ndl) / ndl, 8.0)
+    b = bias + 1.5 * (2 * extent / grid) * slope
+    sh = np.clip((T[..., 2] - d_occ - b) / soft, 0.0, 1.0) * _sstep((ndl - 0.05) / 0.2)   # no acne at grazing light
+    out = np.zeros((H, W), np.float32)
+    out[v0:v1, u0:u1] = cv2.GaussianBlur(sh, (0, 0), 1.0)  # soften the shadow-map pixels
+    return out
+
+
+def shade(painted, P, R, light, ao=None, shadow=None, N=None):
     """Lit colour (linear) of every texel of a painted surface P seen through head rotation R:
 
         colour = albedo * (key * diffuse * (0.55 + 0.45 ao) + ambient * ao * sky(n)) + key * specular * ao
@@ -556,7 +603,7 @@ def shade(painted, P, R, light, ao=None):
         specular = ks * exp(-p (1 - n.h))                                (Blinn-Phong, n.h^p ~ exp(-p (1 - n.h)))
 
     -> [H, W, 3] float32"""
-    N = f3.surface_normals(P)
+    N = f3.surface_normals(P) if N is None else N
     L = (R.T @ light.direction).astype(np.float32)                  # light in the face frame
     V = (R.T @ np.array([0.0, 0.0, 1.0])).astype(np.float32)         # toward the camera
     up = (R.T @ np.array([0.0, 1.0, 0.0])).astype(np.float32)
@@ -567,6 +614,10 @@ def shade(painted, P, R, light, ao=None):
     diff = np.clip((ndl + wrap) / (1.0 + wrap), 0.0, 1.0)
     ao_ = f3.mean_model().ao if ao is None else ao
     spec = painted.spec * np.exp(painted.power * (np.minimum(N @ Hv, 1.0) - 1.0)) * (ndl > 0) * ao_
+    if shadow is not None:                                           # cast shadows dim the key light
+        lit_frac = 1.0 - shadow
+        diff *= lit_frac
+        spec *= lit_frac
     amb = ao_ * ((1.0 - light.sky) + light.sky * (0.5 + 0.5 * (N @ up)))
     diff *= 0.55 + 0.45 * ao_
     term = sss * np.exp(-8.0 * ndl * ndl) * 0.22                     # subsurface red at the terminator

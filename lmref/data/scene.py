@@ -131,38 +131,39 @@ def _grid_tris(rows, cols, wrap):
     return np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
 
 
-def body_mesh(cam, body_R, body_t, neck_r=(55.0, 50.0), shoulder=200.0, depth=110.0):
-    """Neck (top ring attached to the head, bottom ring to the body) and torso vertices.
+def body_mesh(cam, body_R, body_t, neck_r=(58.0, 54.0), shoulder=200.0, depth=110.0):
+    """Neck (top ring inside the head under the jaw, bottom ring on the shoulders) and torso.
 
-    cam: the head camera; body_R: 3x3 rotation of the body in the view frame; body_t: body origin
-    (the base of the neck) in the view frame, mm. -> (view-frame vertices [V, 3], normals [V, 3],
-    triangles [T, 3], per-vertex material 0 skin / 1 clothing, per-vertex (s, t) texture coords)"""
-    na = 28
+    cam: the head camera; body_R: 3x3 rotation of the body in the view frame; body_t: the base of
+    the neck in the view frame, mm. -> (view-frame vertices [V, 3], normals [V, 3], triangles
+    [T, 3], per-vertex material 0 skin / 1 clothing, per-vertex (s, t) texture coords)"""
+    na = 32
     a = np.linspace(0, 2 * np.pi, na, endpoint=False)
     ring = np.stack([np.sin(a), np.zeros_like(a), np.cos(a)], 1)                 # around +y
-    # neck: top ring inside the head (face frame), bottom ring at the body origin
-    top_c = np.array([0.0, -78.0, -70.0])
-    top = top_c + ring * np.array([neck_r[0] * 0.9, 0, neck_r[1] * 0.9])
+    # neck: from inside the head (face frame, under the jaw) down to the body
+    top = np.array([0.0, -88.0, -72.0]) + ring * np.array([0.82 * neck_r[0], 0, 0.82 * neck_r[1]])
     top_v = cam.view(top)
     bot = body_t + (ring * np.array([neck_r[0], 0, neck_r[1]])) @ body_R.T
     nt = 6
     t = np.linspace(0, 1, nt)[:, None, None]
     neck = top_v[None] * (1 - t) + bot[None] * t                                  # [nt, na, 3]
     neck_n = np.broadcast_to((ring @ body_R.T)[None], neck.shape)
-    # torso: superelliptic cross-sections widening from the neck to the shoulders
-    hs = np.array([0.0, -15, -35, -60, -90, -150, -260, -420])
-    wx = np.interp(-hs, [0, 15, 35, 60, 90, 420], [neck_r[0], 0.6 * shoulder, 0.88 * shoulder, 0.98 * shoulder, shoulder, shoulder * 0.95])
-    wz = np.interp(-hs, [0, 15, 35, 60, 420], [neck_r[1], 0.7 * depth, 0.9 * depth, depth, depth])
-    p = 2.6
+    # torso: superelliptic cross-sections, wide almost at once (trapezius), sloping to the shoulders
+    hs = np.array([0.0, -8, -20, -38, -60, -90, -140, -260, -420])
+    k = shoulder / 200.0
+    wx = np.array([neck_r[0], 100, 150, 185, 200, 205, 205, 200, 195]) * np.r_[1, [k] * 8]
+    wz = np.array([neck_r[1], 75, 92, 102, 108, 110, 110, 108, 105]) * np.r_[1, [depth / 110.0] * 8]
+    p = 2.8
     sa, ca = np.sin(a), np.cos(a)
     ex = np.sign(sa) * np.abs(sa) ** (2 / p)
     ez = np.sign(ca) * np.abs(ca) ** (2 / p)
-    yd = hs[:, None] - 12.0 * (np.abs(ex[None, :]) ** 2) * (hs[:, None] < -20)  # sloping shoulders
-    torso = np.stack([wx[:, None] * ex[None], yd, wz[:, None] * ez[None]], -1)  # body frame
-    # normals of the cross-section (rough: from the superellipse gradient and the vertical slope)
+    xs = wx[:, None] * ex[None]
+    drop = 55.0 * np.clip(np.abs(xs) / 200.0, 0, 1) ** 1.6                       # shoulders slope down
+    yd = hs[:, None] - drop * (hs[:, None] > -200)
+    torso = np.stack([xs, yd, wz[:, None] * ez[None]], -1)                        # body frame
     nx = np.sign(ex) * np.abs(ex) ** (p - 1) / wx[:, None]
     nz = np.sign(ez) * np.abs(ez) ** (p - 1) / wz[:, None]
-    ny = np.gradient(-np.stack([wx] * na, 1), hs, axis=0) * 0.01 * np.ones_like(nx)
+    ny = np.where(hs[:, None] > -60, 1.2, 0.1) / 200.0 * np.ones_like(nx)         # tops face up
     tn = np.stack([nx, ny, nz], -1)
     tn /= np.linalg.norm(tn, axis=-1, keepdims=True)
     torso_v = body_t + torso @ body_R.T
@@ -176,9 +177,9 @@ def body_mesh(cam, body_R, body_t, neck_r=(55.0, 50.0), shoulder=200.0, depth=11
     return V, N, tris, mat, st
 
 
-def render_body(rng, cam, body_R, body_t, skin_lin, light, size, neckline=None):
+def render_body(rng, cam, body_R, body_t, skin_lin, light, size, neckline=None, shoulder=200.0):
     """Neck and torso: -> (colour [S, S, 3] linear, alpha [S, S], depth [S, S])"""
-    V, N, tris, mat, st = body_mesh(cam, body_R, body_t)
+    V, N, tris, mat, st = body_mesh(cam, body_R, body_t, shoulder=shoulder)
     depth = cam.distance - V[:, 2]
     xy = np.stack([cam.cx + cam.focal * V[:, 0] / depth, cam.cy - cam.focal * V[:, 1] / depth], -1)
     ids, _ = f3.rasterize(xy, depth, tris, (size, size), cull=False)

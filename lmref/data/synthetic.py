@@ -282,16 +282,20 @@ def render(params, size=256, ss=2):
         cover_alpha = np.maximum(cover_alpha, ma)
     P_render = P + model.normals * height[..., None]                 # volume along the mean normals
     light = params["light"]
-    tex = pt.shade(painted, P_render, R, light)
+    soft = 2.0 if params["want"]["illumination"] else float(rng.uniform(2.5, 8.0))
+    N_render = f3.surface_normals(P_render)
+    shadow = pt.shadow_map(P_render, R, light.direction, N=N_render, soft=soft)
+    tex = pt.shade(painted, P_render, R, light, shadow=shadow, N=N_render)
     head = pt.render_head(P_render, tex, cam2, S2, model)
     # scene behind the head
     # background and body at the output resolution (they are smooth), upsampled to the canvas
     back = sc.background(rng, size)
     by, br = params["body"]
     body_R = f3.rotation(by, 0.0, br)
-    body_t = np.array([0.0, -150.0, 20.0])
+    body_t = np.array([0.0, -178.0, 2.0]) + rng.normal(0, [4.0, 6.0, 6.0])          # base of the neck
     body_t[:2] = f3.rotation(0, 0, 0.5 * roll)[:2, :2] @ body_t[:2]
-    bcol, balpha, _ = sc.render_body(rng, cam, body_R, body_t, pt.srgb_to_linear(look.skin), light, size)
+    bcol, balpha, _ = sc.render_body(rng, cam, body_R, body_t, pt.srgb_to_linear(look.skin), light, size,
+                                     shoulder=rng.uniform(170, 215))
     back = back * (1 - balpha[..., None]) + bcol
     hair_lin = pt.srgb_to_linear(look.hair)
     if look.hair_style in ("long", "medium") and look.hair_volume > 0:

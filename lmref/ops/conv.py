@@ -224,7 +224,8 @@ def _pointwise(x, w, bias, out):
     if B > 1 and N < FOLD_BATCH_BELOW:               # small maps: one GEMM over the whole batch
         cols = _fast.scratch("conv2d.cols", (C, B, H, W), x.dtype)
         np.copyto(cols, x.transpose(1, 0, 2, 3))                                # [C, B, H, W]
-        y = w @ cols.reshape(C, B * N)                                          # -> [O, B*H*W]
+        y = _fast.scratch("conv2d.wide", (O, B * N), x.dtype)
+        np.matmul(w, cols.reshape(C, B * N), out=y)                             # -> [O, B*H*W]
         if bias is not None:
             y += bias
         np.copyto(out, y.reshape(O, B, H, W).transpose(1, 0, 2, 3))             # -> [B, O, H, W]
@@ -247,7 +248,8 @@ def _im2col_gemm(taps, w, bias, out):
         if nb > 1 and Ho * Wo < FOLD_BATCH_BELOW:    # small maps: the block's images side by side
             cols = _fast.scratch("conv2d.cols", (C, kh, kw, nb, Ho, Wq), taps.dtype)
             np.copyto(cols, taps[b0:b1].transpose(1, 2, 3, 0, 4, 5))            # [K, nb, Ho, Wq]
-            y = w @ cols.reshape(K, nb * Ho * Wq)                               # -> [O, nb*Ho*Wq]
+            y = _fast.scratch("conv2d.wide", (O, nb * Ho * Wq), taps.dtype)
+            np.matmul(w, cols.reshape(K, nb * Ho * Wq), out=y)                  # -> [O, nb*Ho*Wq]
             if bias is not None:
                 y += bias
             np.copyto(out[b0:b1], y.reshape(O, nb, Ho, Wq)[..., :Wo].transpose(1, 0, 2, 3))
@@ -261,8 +263,9 @@ def _im2col_gemm(taps, w, bias, out):
                 np.matmul(w, cols[i].reshape(K, rows * Wo), out=o)             # [O, rows*Wo]
                 if bias is not None:
                     o += bias
-            else:
-                y = w @ cols[i].reshape(K, rows * Wq)                           # [O, rows*Wq]
+            else:                                                               # wide grid: crop
+                y = _fast.scratch("conv2d.wide", (O, rows * Wq), taps.dtype)
+                np.matmul(w, cols[i].reshape(K, rows * Wq), out=y)             # [O, rows*Wq]
                 if bias is not None:
                     y += bias
                 np.copyto(o, y.reshape(O, rows, Wq)[..., :Wo])

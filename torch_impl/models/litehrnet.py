@@ -120,7 +120,7 @@ class SpatialWeighting(nn.Module):
         self.conv2 = ConvAct(int(c / ratio), c, nn.Sigmoid())
 
     def forward(self, x):
-        w = self.conv2(self.conv1(F.adaptive_avg_pool2d(x, 1)))    # [B, C, 1, 1]
+        w = self.conv2(self.conv1(x.mean((2, 3), keepdim=True)))    # [B, C, 1, 1] global average pool
         return x * w
 
 
@@ -137,7 +137,7 @@ class CrossResolutionWeighting(nn.Module):
 
     def forward(self, xs):
         size = xs[-1].shape[-2:]
-        out = [F.adaptive_avg_pool2d(s, size) for s in xs[:-1]] + [xs[-1]]
+        out = [adaptive_avg_pool(s, size) for s in xs[:-1]] + [xs[-1]]
         w = self.conv2(self.conv1(torch.cat(out, dim=1)))          # [B, sum C_s, h, w]
         ws = torch.split(w, self.chans, dim=1)
         return [s * F.interpolate(a, size=s.shape[-2:], mode="nearest") for s, a in zip(xs, ws)]
@@ -219,13 +219,23 @@ class ScafUnit(nn.Module):
             kw = {"align_corners": True} if cfg.scaf_up == "bilinear" else {}
             m = F.interpolate(m, size=size_i, mode=cfg.scaf_up, **kw)
         elif cfg.scaf_down == "avgpool":
-            m = F.adaptive_avg_pool2d(m, size_i)                   # [B, 1, h_i, w_i]
+            m = adaptive_avg_pool(m, size_i)                       # [B, 1, h_i, w_i]
         a = torch.sigmoid(self.fc2(F.relu(self.fc1(g_i))))        # [B, C_i]
         return m * a[:, :, None, None]                             # [B, C_i, h_i, w_i]
 
 
 def gap(x):
-    return F.adaptive_avg_pool2d(x, 1)[:, :, 0, 0]                 # [B, C, H, W] -> [B, C]
+    return x.mean((2, 3))                                          # [B, C, H, W] -> [B, C]
+
+
+def adaptive_avg_pool(x, size):
+    """F.adaptive_avg_pool2d(x, size).  When the input is a whole multiple of ``size`` (always, for
+    inputs divisible by 32) it is written as avg_pool2d with kernel = stride = the ratio, the same
+    numbers, because torch's ONNX exporter cannot read the input size of a chunked tensor."""
+    (H, W), (h, w) = (int(n) for n in x.shape[-2:]), (int(n) for n in size)   # static under tracing
+    if H % h == 0 and W % w == 0:
+        return F.avg_pool2d(x, (H // h, W // w))
+    return F.adaptive_avg_pool2d(x, size)
 
 
 def scaf_fusion(fuse_layers, xs, cfg):
