@@ -53,28 +53,41 @@ class Case:
     arch: str            # lmref.models.MODULES key
     config: dict         # the model's Config fields
     input: tuple         # (C, H, W)
-    note: str = ""
+    source: str = ""     # where the config comes from
 
 
-def _litehrnet_preset(name):
-    from lmref.models import litehrnet
-    return dataclasses.asdict(litehrnet.preset(name))
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+MODELS = [   # (row label, training config in configs/, input side or None for the config's input_size)
+    ("ICME student 256", "icme_student.toml", 256),
+    ("ICME student 128", "icme_student.toml", 128),
+    ("Lite-HRNet Plus 10M 96", "litehrnet_plus_10m.toml", None),
+    ("Lite-HRNet Plus 30M 96", "litehrnet_plus_30m.toml", None),
+    ("Stud5 128", "stud5.toml", None),
+]
+
+
+def _channels(config):
+    """Input channels a model config asks for (also inside a backbone_config); 3 by default."""
+    for d in (config, config.get("backbone_config") or {}):
+        for key in ("in_chans", "in_channels"):
+            if key in d:
+                return int(d[key])
+    return 3
 
 
 def cases():
-    """The models of the issue: the ICME 2024 student (MobileViT-v2 x0.5 + AAM head, 51 points) at
-    256 and 128, both Lite-HRNet Plus sizes at 96, Stud5 (grayscale; the report gives no input size:
-    64 px, two max-pools past the 1x1 map its 512-input fc was sized for, averaged by the global pool)."""
-    student = {"backbone": "mobilevitv2", "backbone_config": {"width_multiplier": 0.5}, "layout": "inner51"}
-    return [
-        Case("ICME student 256", "aam", student, (3, 256, 256), "MobileViT-v2 x0.5 + AAM head, 51 points"),
-        Case("ICME student 128", "aam", student, (3, 128, 128), "same model, 128x128 input"),
-        Case("Lite-HRNet Plus 10M 96", "litehrnet", _litehrnet_preset("litehrnet_plus_10m"), (3, 96, 96),
-             "preset litehrnet_plus_10m, 98 heatmaps"),
-        Case("Lite-HRNet Plus 30M 96", "litehrnet", _litehrnet_preset("litehrnet_plus_30m"), (3, 96, 96),
-             "preset litehrnet_plus_30m, 98 heatmaps"),
-        Case("Stud5 64", "stud5", {}, (1, 64, 64), "grayscale, 136 outputs"),
-    ]
+    """The models of the issue, configured as the project trains them (``configs/*.toml``: the ICME
+    student is MobileViT-v2 x0.5 with the rank-5 unfold + AAM head for 51 points; Lite-HRNet Plus
+    10M / 30M with 68 heatmaps; Stud5 grayscale at 128 px)."""
+    import tomllib
+    out = []
+    for label, filename, side in MODELS:
+        with open(os.path.join(CONFIGS, filename), "rb") as f:
+            toml = tomllib.load(f)
+        side = side or int(toml["input_size"])
+        config = toml.get("model", {})
+        out.append(Case(label, toml["arch"], config, (_channels(config), side, side), f"configs/{filename}"))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,24 +250,22 @@ def _primary(out):
     return out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
 
 
-def time_runners(runners, reps, min_seconds=0.0):
-    """Round-robin timing: ``reps`` rounds (more while the slowest runner has had less than
-    ``min_seconds`` in total), each runner once per round, the order rotated each round."""
+def time_runners(runners, reps, min_seconds=0.0, max_rounds=100):
+    """Round-robin timing: at least ``reps`` rounds, and more (up to ``max_rounds``) until the runners
+    have run ``min_seconds`` each on average; each runner once per round, the order rotated each round."""
     names = list(runners)
     for f in runners.values():                  # warm up: first calls allocate, JIT, fill caches
         f()
         f()
     times = {k: [] for k in names}
     r = 0
-    while r < reps or min(sum(v) for v in times.values()) < min_seconds:
+    while r < reps or (sum(map(sum, times.values())) < min_seconds * len(names) and r < max_rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
             t0 = time.perf_counter()
             runners[k]()
             times[k].append(time.perf_counter() - t0)
         r += 1
-        if r >= 200:
-            break
     return times
 
 
@@ -404,6 +415,18 @@ def markdown(result):
              f"* measured matmul peak (numpy, 1024x1024 GEMM): float32 {result['peak_gflops']['float32']:.1f} "
              f"GFLOP/s, float64 {result['peak_gflops']['float64']:.1f} GFLOP/s",
              f"* run on {m['date']}", "",
+             "## Models", "",
+             "Random weights (torch_impl's initialisation, BatchNorm statistics randomised), the same for all "
+             "four runners.", "",
+             "| model | config | input | MMACs per image | max abs(lmref f32 - torch) |", "|---|---|---|---:|---:|"]
+    seen = set()
+    for r in result["rows"]:
+        if r["case"] in seen:
+            continue
+        seen.add(r["case"])
+        lines.append(f"| {r['case']} | {r.get('config', '')} | {'x'.join(map(str, r.get('input', [])))} | "
+                     f"{r.get('macs_per_image', 0) / 1e6:.1f} | {r.get('max_abs_diff_lmref_torch', float('nan')):.1e} |")
+    lines += ["",
              "## Latency per forward pass", "",
              "Median (interquartile range) in ms over alternating repetitions; lmref = fast paths + folded "
              "BatchNorm (the defaults); ratios are of the medians.", "",
@@ -517,7 +540,7 @@ def main(argv=None):
                 times = time_runners(runners, reps, min_seconds=0 if args.quick else 1.0)
                 t = {k: stats(v) for k, v in times.items()}
                 gflops = {k: 2 * n_macs * b / (t[k]["median_ms"] / 1e3) / 1e9 for k in RUNNERS}
-                row = {"case": case.name, "arch": case.arch, "note": case.note, "input": list(case.input),
+                row = {"case": case.name, "arch": case.arch, "config": case.source, "input": list(case.input),
                        "batch": b, "macs_per_image": n_macs, "time": t, "gflops": gflops,
                        "peak_fraction": gflops["lmref-f32"] / result["peak_gflops"]["float32"],
                        "ratio_torch": t["lmref-f32"]["median_ms"] / t["torch"]["median_ms"],

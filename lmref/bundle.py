@@ -641,8 +641,10 @@ def compare(bundle, other, mapping=None, reference="float64", rtol=None, atol=No
             row.update(status="FAIL", note="NaN or inf in the port's tensor")
             continue
         max_abs, max_rel, cosine, scale = _stats(val, ref)
-        f32 = bundle.array(e.id, "float32") if reference == "float64" else None
-        f32_err = None if f32 is None else _stats(f32, ref)[0] / max(_stats(f32, ref)[3], 1e-300)
+        f32_err = None
+        if reference == "float64":                   # how far lmref's own float32 run is, for context
+            f_abs, _, _, f_scale = _stats(bundle.array(e.id, "float32"), ref)
+            f32_err = f_abs / f_scale if f_scale > 0 else 0.0
         ok = max_abs <= atol + rtol * scale
         row.update(status="ok" if ok else "FAIL", max_abs=max_abs, max_rel=max_rel, cosine=cosine,
                    err=max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf")),
@@ -743,8 +745,9 @@ _ACT_TYPES = {"relu": [["Relu"]], "sigmoid": [["Sigmoid"]], "silu": [["Sigmoid",
               "tanh": [["Tanh"]], "relu6": [["Clip"]], "hardswish": [["HardSwish"]],
               "hardsigmoid": [["HardSigmoid"]]}
 # lmref op -> ONNX node-type sequences it may become (BatchNorm may be folded into the conv before it)
-_ONNX_FORMS = {"conv2d": [["Conv"]], "batch_norm": [["BatchNormalization"], []], "linear": [["Gemm"], ["MatMul", "Add"]],
-               "max_pool2d": [["MaxPool"]], "avg_pool2d": [["AveragePool"]], **_ACT_TYPES}
+_ONNX_FORMS = {"conv2d": [["Conv"]], "batch_norm": [["BatchNormalization"], []],
+               "linear": [["Gemm"], ["MatMul", "Add"]], "max_pool2d": [["MaxPool"]],
+               "avg_pool2d": [["AveragePool"]], **_ACT_TYPES}
 _IGNORED_ONNX = {"Constant", "Identity"}
 
 

@@ -238,16 +238,21 @@ MODELS_EXAMPLES = """examples:
 """
 
 
+_METRIC_TOKENS = ("nme", "fr", "auc", "acc", "accuracy")
+
+
 def _metrics(training, prefix=""):
-    """Numeric accuracy figures found in a manifest's training entry: [(dotted key, value)]."""
+    """Accuracy figures in a manifest's training entry: [(dotted key, value)] for numeric leaves whose
+    key has a token nme / fr / auc / acc (``test.nme``, ``test.fr_0.1``, ``val_nme``); the stored
+    training config and history are skipped."""
     out = []
     if isinstance(training, dict):
         for k, v in training.items():
             key = f"{prefix}{k}"
-            if isinstance(v, dict):
+            if isinstance(v, dict) and k not in ("config", "history", "data"):
                 out += _metrics(v, key + ".")
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                if any(t in str(k).lower() for t in ("nme", "fr", "auc", "acc", "error")):
+                if any(t in _METRIC_TOKENS for t in re.split(r"[_.@\-]", str(k).lower())):
                     out.append((key, v))
     return out
 

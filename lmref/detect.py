@@ -21,7 +21,8 @@ Conventions
   [K, 4] can replace it.
 * The crop is the one the model was trained with (``lmref.data.transforms.crop_matrix``): a square
   of side margin * max(box width, height) around the box centre, resampled to the model's input
-  size, with the margin from the manifest's ``crop`` entry ({"margin": m}) or the transforms default;
+  size, with the training margin (``crop_margin``: the manifest's ``crop`` entry or what
+  torch_impl.train recorded, else the transforms default, 1.25);
   the model's landmarks come back through the exact inverse of that similarity transform.
 * Decoding follows the model's output (``decode``): a dict with ``landmarks`` (the AAM head:
   soft-argmax of the fused heatmaps, in input pixels), heatmaps [B, N, h, w] (Lite-HRNet:
@@ -43,8 +44,8 @@ import numpy as np
 from . import landmarks, weights
 from .data import targets, transforms
 
-__all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "Face", "Landmarker", "detect",
-           "shipped_models", "resolve_model", "MODELS_DIR", "MIN_IMAGE_SIZE"]
+__all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "Face", "Landmarker", "detect", "decode",
+           "crop_margin", "shipped_models", "resolve_model", "MODELS_DIR", "MIN_IMAGE_SIZE"]
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "models")
 ASSETS_DIR = os.path.dirname(MODELS_DIR)
@@ -290,6 +291,18 @@ def _bilinear(maps, xy):
     return (1 - fy) * top + fy * bottom
 
 
+def crop_margin(manifest):
+    """The crop margin a model was trained with: manifest["crop"]["margin"] if given, else what
+    torch_impl.train records (training["data"]["augment"]["margin"], then training["config"]["data"]
+    ["margin"]), else None (``transforms.crop_matrix``'s default, the trainer's default too)."""
+    training = manifest.get("training") if isinstance(manifest.get("training"), dict) else {}
+    augment = (training.get("data") or {}).get("augment") if isinstance(training.get("data"), dict) else None
+    for source in (manifest.get("crop"), augment, (_training_config(manifest).get("data") or {})):
+        if isinstance(source, dict) and isinstance(source.get("margin"), (int, float)):
+            return float(source["margin"])
+    return None
+
+
 def _training_config(manifest):
     """The trainer's config stored in a manifest (torch_impl.train writes training["config"]), or {}."""
     training = (manifest or {}).get("training")
@@ -380,8 +393,8 @@ class Landmarker:
                               "the face crop is square")
         name = self.model.manifest["layout"]
         self.layout = landmarks.get(name) if name is not None else None
-        crop = self.model.manifest.get("crop") or {}
-        self.crop_args = {"margin": float(crop["margin"])} if "margin" in crop else {}
+        margin = crop_margin(self.model.manifest)
+        self.crop_args = {} if margin is None else {"margin": margin}
 
     # -- boxes ---------------------------------------------------------------------------------
     def find_faces(self, image, boxes=None, where="image"):

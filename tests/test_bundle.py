@@ -1,6 +1,5 @@
 """lmref.bundle: golden bundles (record, write, load), the documented file format, comparison with
 first-failure reporting, and the onnxruntime path against torch_impl's ONNX export."""
-import io
 import json
 import os
 import zipfile

@@ -277,3 +277,41 @@ def test_maps_figure_needs_maps():
              crop_landmarks=np.zeros((3, 2)), maps={})
     with pytest.raises(ValueError, match="no heatmaps"):
         viz.maps_figure(f)
+
+
+def test_gray_regression_model(tmp_path):
+    """Stud5 (grayscale, direct regression of 68 points) with small random weights: gray crops, the
+    [-1, 1] regression decoded to pixels, no confidence."""
+    from lmref.models import stud5
+    cfg = stud5.Config(channels=(4, 4, 4, 4, 4))
+    rng = np.random.default_rng(0)
+    tensors = {k: rng.normal(0, 0.3, s).astype(np.float32) for k, s in stud5.param_shapes(cfg).items()}
+    for k in tensors:
+        if k.endswith("running_var"):
+            tensors[k] = np.abs(tensors[k]) + 0.5
+    manifest = {"format_version": 1, "architecture": "stud5", "config": {"channels": [4, 4, 4, 4, 4]},
+                "layout": "ibug68", "input": {"size": [64, 64], "channels": 1, "color": "GRAY", "mean": [0.5],
+                                             "std": [0.25]}, "training": "random"}
+    weights.save(tmp_path / "s5.safetensors", tensors, manifest)
+    lm = Landmarker(tmp_path / "s5.safetensors", detector=None)
+    img = read_image(EXAMPLE)
+    box = [150.0, 160.0, 300.0, 310.0]
+    x, faces = lm.prepare(img, [box])
+    assert x.shape == (1, 1, 64, 64) and faces[0].crop.shape == (64, 64)
+    rgb = transforms.warp_image(img, transforms.crop_matrix(box, 64), 64)
+    np.testing.assert_array_equal(faces[0].crop, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    np.testing.assert_allclose(x[0, 0], (faces[0].crop / 255.0 - 0.5) / 0.25)
+    f = lm(img, [box])[0]
+    out = lm.model(x.astype(np.float32)).astype(np.float64).reshape(68, 2)
+    crop_px = ((out + 1) * 64 - 1) / 2
+    np.testing.assert_allclose(f.crop_landmarks, crop_px, rtol=1e-6, atol=1e-6)
+    assert f.landmarks.shape == (68, 2) and f.confidence is None
+
+
+def test_crop_margin_from_the_manifest():
+    from lmref.detect import crop_margin
+    assert crop_margin({"training": "x"}) is None
+    assert crop_margin({"crop": {"margin": 1.4}, "training": {}}) == 1.4
+    trained = {"training": {"config": {"data": {"margin": 1.3}}, "data": {"augment": {"margin": 1.35, "size": 64}}}}
+    assert crop_margin(trained) == 1.35                       # what the dataset actually used
+    assert crop_margin({"training": {"config": {"data": {"margin": 1.3}}}}) == 1.3

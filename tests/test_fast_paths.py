@@ -266,6 +266,18 @@ def test_sigmoid_fast_is_bit_identical(shape, dtype, seed):
     np.testing.assert_array_equal(y_fast, y_ref)
 
 
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 5), st.integers(1, 9), DTYPES, SEEDS, st.booleans())
+def test_separable_self_attention_fast_equals_reference(B, d, P, N, dtype, seed, bias):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, d, P, N)).astype(dtype)
+    w_qkv = (rng.standard_normal((1 + 2 * d, d, 1, 1)) * 2).astype(dtype)
+    w_out = rng.standard_normal((d, d, 1, 1)).astype(dtype)
+    b_qkv = rng.standard_normal(1 + 2 * d).astype(dtype) if bias else None
+    b_out = rng.standard_normal(d).astype(dtype) if bias else None
+    y_fast, y_ref = both_paths(lambda: ops.separable_self_attention(x, w_qkv, b_qkv, w_out, b_out))
+    assert_close(y_fast, y_ref)
+
+
 # ---------------------------------------------------------------------------------------------
 # threads and scratch buffers
 

@@ -26,8 +26,7 @@ AAM task, STAR's point and edge map targets (``lmref.data.targets``).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np

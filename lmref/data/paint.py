@@ -37,7 +37,7 @@ SKIN_TONES = np.array([
     [0.70, 0.49, 0.35], [0.58, 0.39, 0.27], [0.45, 0.30, 0.21], [0.33, 0.22, 0.16],
     [0.24, 0.16, 0.12]])
 HAIR_COLORS = np.array([
-    [0.05, 0.045, 0.04], [0.10, 0.07, 0.05], [0.20, 0.13, 0.08], [0.33, 0.22, 0.13],
+    [0.09, 0.075, 0.065], [0.14, 0.10, 0.07], [0.22, 0.15, 0.09], [0.33, 0.22, 0.13],
     [0.50, 0.36, 0.22], [0.72, 0.58, 0.38], [0.85, 0.76, 0.58], [0.45, 0.18, 0.08],
     [0.55, 0.53, 0.50], [0.82, 0.81, 0.78]])
 HAIR_WEIGHTS = np.array([0.26, 0.2, 0.16, 0.1, 0.07, 0.05, 0.03, 0.04, 0.05, 0.04])
@@ -126,6 +126,11 @@ def _gauss2(x, y, cx, cy, sx, sy):
     return np.exp(-0.5 * (((np.abs(x) - cx) / sx) ** 2 + ((y - cy) / sy) ** 2)).astype(np.float32)
 
 
+def look_up(canvas, X):
+    """Values of a frontal-canvas map at the frontal (x, y) of mean points X [..., 3]."""
+    return f3.lookup(canvas, _frontal_px(X[..., :2]), border=cv2.BORDER_REPLICATE)
+
+
 @functools.lru_cache(maxsize=1)
 def static_maps():
     m = f3.mean_model()
@@ -177,6 +182,28 @@ def static_maps():
         "blush": _gauss2(x, y, 40, -33, 12, 9) * front,
         "t_zone": (_gauss2(x, y, 0, 40, 14, 25) + _gauss2(x, y, 0, -30, 8, 12)) * front,
     }
+    # wrinkle lines (distance-based profiles): nasolabial folds, forehead lines, crow's feet
+    for side in (-1, 1):
+        fold = _sdf(np.array([(side * 15.5, -42.0), (side * 22.0, -52.0), (side * 27.0, -62.0), (side * 32.5, -72.0)]), False)
+        regions[f"nasolabial_{side}"] = np.exp(-0.5 * (look_up(fold, X) / 1.1) ** 2).astype(np.float32) * front
+        crow = np.zeros_like(x)
+        for k, a in enumerate((-25.0, 0.0, 25.0)):
+            ang = math.radians(a)
+            cx_, cy_ = side * (50.0 + 4 * math.cos(ang)), 1.0 + 6.0 * math.sin(ang)
+            along = (side * (x - cx_)) * math.cos(ang) + (y - cy_) * math.sin(ang)
+            across = -(side * (x - cx_)) * math.sin(ang) + (y - cy_) * math.cos(ang)
+            crow = np.maximum(crow, np.exp(-0.5 * (across / 0.6) ** 2) * np.exp(-0.5 * (along / 4.0) ** 2))
+        regions[f"crow_{side}"] = (crow * front * (side * x > 0)).astype(np.float32)
+    fl = np.zeros_like(x)
+    for yy in (36.0, 43.0, 50.0):
+        fl = np.maximum(fl, np.exp(-0.5 * ((y - yy - 1.5 * np.cos(x / 18.0)) / 0.7) ** 2))
+    regions["forehead_lines"] = (fl * np.exp(-0.5 * (x / 30.0) ** 4) * front).astype(np.float32)
+    regions["red"] = regions["cheeks"] + 0.8 * regions["nose"] + 0.5 * regions["ears"]
+    regions["spec"] = 1.0 + 0.5 * regions["t_zone"]
+    for c, k in enumerate((0.8, 1.0, 0.9)):                          # darker, bluer under the eyes
+        regions[f"under_eye_{c}"] = 1.0 - 0.1 * k * regions["under_eye"]
+    hair_col = np.interp(np.abs(np.degrees(th)), [0, 60, 85, 100, 180], [0.8, 1.0, 0.8, 0.9, 1.1])
+    regions["hair_volume_col"] = hair_col[None, :].astype(np.float32)
     return StaticMaps(X=X, theta=th, front=front, regions=regions, eyes=eyes, mouth=mouth, brows=brows, nose=nose)
 
 
@@ -271,7 +298,7 @@ def sample_look(rng, heavy_makeup=False):
         fringe=(rng.uniform(0.3, 1.1) if (style in ("medium", "long", "short") and rng.random() < (0.35 if feminine else 0.12)) else 0.0),
         fringe_side=rng.uniform(-1, 1), ears_covered=bool(style in ("medium", "long") and rng.random() < 0.75),
         beard=str(beard), beard_density=rng.uniform(0.4, 1.0), brow=brow,
-        brow_thick=rng.uniform(0.65, 1.35) * (0.85 if feminine else 1.05), brow_density=rng.uniform(0.55, 1.0),
+        brow_thick=rng.uniform(0.8, 1.5) * (0.85 if feminine else 1.05), brow_density=rng.uniform(0.65, 1.0),
         iris=_pick(rng, IRIS_COLORS, IRIS_WEIGHTS * (np.array([1, 1, 1, 0.3, 0.2, 0.3, 2]) if tone > 0.45 else 1)) * rng.uniform(0.8, 1.2),
         pupil_mm=rng.uniform(1.6, 3.2), gaze=(rng.normal(0, 8), rng.normal(0, 5)),
         sclera=np.array([0.80, 0.76, 0.72]) * rng.uniform(0.82, 1.0), lip=np.clip(lip, 0.03, 1),
@@ -282,10 +309,29 @@ def sample_look(rng, heavy_makeup=False):
 # Painting
 # ---------------------------------------------------------------------------------------------
 
+_BANK_SIZE = 12
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_bank(shape, cells, interp):
+    """A fixed bank of smooth noise fields (made once from a fixed seed): per-image noise is a
+    random signed, flipped mix of two of them, much cheaper than drawing and resizing a new one."""
+    g = np.random.default_rng([7919, shape[0], shape[1], cells[0], cells[1], interp])
+    small = g.standard_normal((_BANK_SIZE, cells[0], cells[1])).astype(np.float32)
+    return np.stack([cv2.resize(s, (shape[1], shape[0]), interpolation=interp) for s in small])
+
+
 def _noise(rng, shape, cells, interp=cv2.INTER_CUBIC):
-    """Smooth noise ~ N(0, 1)-ish of the given shape from a (cells_h, cells_w) random grid."""
-    small = rng.standard_normal(cells, dtype=np.float32)
-    return cv2.resize(small, (shape[1], shape[0]), interpolation=interp)
+    """Smooth noise ~ N(0, 1)-ish of the given shape with (cells_h, cells_w) features."""
+    bank = _noise_bank(tuple(shape), tuple(int(c) for c in cells), int(interp))
+    i, j = rng.choice(_BANK_SIZE, 2, replace=False)
+    a = float(rng.uniform(0.3, 0.95))
+    fa, fb = bank[i], bank[j]
+    if rng.random() < 0.5:
+        fa = fa[::-1]
+    if rng.random() < 0.5:
+        fb = fb[:, ::-1]
+    return (a * fa + (math.sqrt(1 - a * a) * (1 if rng.random() < 0.5 else -1)) * fb).astype(np.float32)
 
 
 def _octaves(rng, shape, amps, base=(5, 8)):
@@ -336,11 +382,11 @@ def _hair_cap(look, theta):
     return cap.astype(np.float32)
 
 
-def paint(look, P, lm3d, rng, st=None):
+def paint(look, P, lm3d, rng, st=None, expression=None):
     """Albedo, specular and hair maps of one face.
 
     look  Look; P [H, W, 3] the face's deformed surface; lm3d [68, 3] its landmarks (face frame)
-    rng   np.random.Generator (noise)
+    rng   np.random.Generator (noise); expression: the expression coefficients (wrinkles)
     """
     st = st or static_maps()
     X, R = st.X, st.regions
@@ -350,11 +396,23 @@ def paint(look, P, lm3d, rng, st=None):
     # --- skin: tone x blotches and grain x regional redness ---
     skin = srgb_to_linear(look.skin)
     var = (1.0 - 0.6 * found) * look.skin_noise
-    shade = 1.0 + var * _octaves(rng, (H, W), (0.05, 0.035, 0.03))
-    red = look.redness * (1 - 0.5 * found) * (R["cheeks"] + 0.8 * R["nose"] + 0.5 * R["ears"])
+    shade = _octaves(rng, (H, W), (0.07 * var, 0.045 * var, 0.03 * var))
+    shade += 1.0
+    r = look.redness * (1 - 0.5 * found)
     alb = np.empty((H, W, 3), np.float32)
     for c, tint in enumerate((0.10, -0.07, -0.06)):
-        alb[..., c] = skin[c] * shade * (1.0 + tint * red) * (1.0 - 0.1 * R["under_eye"] * (0.8, 1.0, 0.9)[c])
+        alb[..., c] = (skin[c] * shade) * (1.0 + (tint * r) * R["red"]) * R[f"under_eye_{c}"]
+    # expression and age lines: darker creases where the skin folds
+    ex = expression or {}
+    age = look.skin_noise - 0.4                                             # 0 .. 0.8
+    crease = np.zeros((H, W), np.float32)
+    for side, tag in ((-1, "R"), (1, "L")):
+        smile = max(ex.get("smile_" + tag, 0.0), 0.0) + 0.5 * max(ex.get("sneer", 0.0), 0.0)
+        crease += (0.08 + 0.12 * age + 0.25 * min(smile, 1.5)) * R[f"nasolabial_{side}"]
+        crease += (0.1 * age + 0.25 * max(ex.get("squint", 0.0), 0.0) + 0.15 * smile) * R[f"crow_{side}"]
+    brow_up = max(ex.get("brow_raise_L", 0.0), 0.0) + max(ex.get("brow_raise_R", 0.0), 0.0)
+    crease += (0.08 * age + 0.18 * min(brow_up, 2.0)) * R["forehead_lines"]
+    alb *= (1.0 - np.minimum(crease, 0.6))[..., None]
     if look.freckles > 0:
         spots = (rng.random((H, W), dtype=np.float32) < 0.015 * look.freckles) * (R["cheeks"] + R["nose"])
         spots = np.clip(cv2.GaussianBlur(spots.astype(np.float32), (0, 0), 0.7) * 3.0, 0, 0.5)
@@ -366,22 +424,27 @@ def paint(look, P, lm3d, rng, st=None):
     if "blush" in mk:
         col, s = mk["blush"]
         _mix(alb, srgb_to_linear(col) * float(skin.mean() / 0.3) ** 0.5 * 0.6, 0.5 * s * R["blush"])
-    spec = (look.skin_spec * (1 - 0.6 * found)) * (1.0 + 0.5 * R["t_zone"])
+    spec = (look.skin_spec * (1 - 0.6 * found)) * R["spec"]
     power = np.full((H, W), 14.0, np.float32)
     # --- scalp hair and beard: coverage and volume ---
     hair_lin = srgb_to_linear(look.hair)
     cap = _hair_cap(look, st.theta)[None, :]
     wave = _noise(rng, (H, W), (6, 16)) * 3.0
-    fine = _noise(rng, (H, W), (30, 160), cv2.INTER_LINEAR) * 1.5
+    fine = _noise(rng, (H, W), (40, 256), cv2.INTER_LINEAR) * 0.9
     dist = y - cap + wave                                                    # > 0 inside the hair
     if look.fringe > 0:                                                     # bangs over the forehead
         fx = x - 25 * look.fringe_side
-        low = 66 - look.fringe * (48 + 6 * np.cos(fx / 28.0)) + 8 * (np.abs(fx) / 45) ** 2
+        kind = int(abs(look.fringe_side) * 100) % 3                         # straight, swept, parted
+        if kind == 0:
+            low = 66 - look.fringe * (48 + 6 * np.cos(fx / 28.0)) + 8 * (np.abs(fx) / 45) ** 2
+        elif kind == 1:
+            low = 66 - look.fringe * 46 + 0.45 * look.fringe * np.sign(look.fringe_side) * x + 6 * (x / 45) ** 2
+        else:
+            low = 66 - look.fringe * 40 + 0.6 * look.fringe * np.maximum(22 - np.abs(x), 0) + 5 * (x / 45) ** 2
         ok = (st.front > 0.5) & (np.abs(x) < 58)
         dist = np.maximum(dist, np.where(ok, y - low + wave, -99.0))
-    hair_alpha = _sstep((dist + fine) / 2.5 + 0.5) * (0.75 if look.hair_style == "buzz" else 1.0)
-    vol = look.hair_volume * (1 + 0.25 * _noise(rng, (H, W), (5, 8))) \
-        * np.interp(np.abs(np.degrees(st.theta)), [0, 60, 85, 100, 180], [0.8, 1.0, 0.8, 0.9, 1.1])[None, :].astype(np.float32)
+    hair_alpha = _sstep((dist + fine) / 3.5 + 0.5) * (0.75 if look.hair_style == "buzz" else 1.0)
+    vol = (look.hair_volume * (1 + 0.25 * _noise(rng, (H, W), (5, 8)))) * R["hair_volume_col"]
     hair_height = _sstep(dist / 12.0 + 0.15) * np.maximum(vol, 0)
     if look.beard != "none":
         ax = np.abs(x)
@@ -663,23 +726,21 @@ def _affine_coefficients(xy, vals, tris):
 
 def render_head(P, texture, cam, size, model=None):
     """Rasterise surface P (texture-grid map) with a lit texture [H, W, 3] (linear) through cam into
-    a size x size image. -> HeadRender"""
+    a size x size image. -> HeadRender (depth: distance to the camera plane per pixel)"""
     m = model or f3.mean_model()
     Pv = f3.sample_map(P, m.mesh_uv)
     xy, depth = cam.project(Pv)
     ids, keep = f3.rasterize(xy, depth, m.mesh_tris, (size, size))
-    flat = np.flatnonzero(ids >= 0)
-    rows, cols = np.divmod(flat, size)
-    t = ids.ravel()[flat]
-    coef = _affine_coefficients(xy, np.concatenate([m.mesh_uv, depth[:, None]], 1), m.mesh_tris)
+    rows, cols = np.nonzero(ids >= 0)
+    t = ids[rows, cols]
+    coef = _affine_coefficients(xy, np.concatenate([m.mesh_uv, depth[:, None]], 1), m.mesh_tris).astype(np.float32)
     cf = coef[t]                                                           # [n, 3 attrs, 3]
-    att = cf[..., 0] * cols[:, None] + cf[..., 1] * rows[:, None] + cf[..., 2]
+    att = cf[..., 0] * cols[:, None].astype(np.float32) + cf[..., 1] * rows[:, None].astype(np.float32) + cf[..., 2]
     uv = np.full((size, size, 2), -1.0, np.float32)
-    uv.reshape(-1, 2)[flat] = att[:, :2]
+    uv[rows, cols] = att[:, :2]
     dep = np.full((size, size), np.inf, np.float32)
-    dep.ravel()[flat] = att[:, 2]
+    dep[rows, cols] = att[:, 2]
     tex = np.concatenate([texture, texture[:, :2]], 1)                    # wrap the back meridian
     color = cv2.remap(tex, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     alpha = (ids >= 0).astype(np.float32)
-    color *= alpha[..., None]
     return HeadRender(color=color, alpha=alpha, depth=dep, uv=uv)

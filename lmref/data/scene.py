@@ -8,6 +8,7 @@ nothing else random.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -20,8 +21,9 @@ __all__ = ["background", "render_body", "hair_curtain", "glasses", "hand", "obje
 
 
 def _noise(rng, shape, cells, interp=cv2.INTER_CUBIC):
-    small = rng.standard_normal(cells, dtype=np.float32)
-    return cv2.resize(small, (shape[1], shape[0]), interpolation=interp)
+    """Smooth noise of the given shape with (cells_h, cells_w) features (see paint._noise)."""
+    from .paint import _noise as bank_noise
+    return bank_noise(rng, shape, cells, interp)
 
 
 def _sstep(x):
@@ -158,7 +160,7 @@ def body_mesh(cam, body_R, body_t, neck_r=(58.0, 54.0), shoulder=200.0, depth=11
     ex = np.sign(sa) * np.abs(sa) ** (2 / p)
     ez = np.sign(ca) * np.abs(ca) ** (2 / p)
     xs = wx[:, None] * ex[None]
-    drop = 55.0 * np.clip(np.abs(xs) / 200.0, 0, 1) ** 1.6                       # shoulders slope down
+    drop = 42.0 * np.clip(np.abs(xs) / 200.0, 0, 1) ** 1.6                       # shoulders slope down
     yd = hs[:, None] - drop * (hs[:, None] > -200)
     torso = np.stack([xs, yd, wz[:, None] * ez[None]], -1)                        # body frame
     nx = np.sign(ex) * np.abs(ex) ** (p - 1) / wx[:, None]
@@ -205,9 +207,11 @@ def render_body(rng, cam, body_R, body_t, skin_lin, light, size, neckline=None, 
     weave = 1.0 + 0.08 * np.sin(s_t[:, 0] * rng.uniform(200, 900)) * np.sin(s_t[:, 1] * rng.uniform(100, 600))
     if rng.random() < 0.3:
         weave *= 0.75 + 0.25 * (np.sin(s_t[:, 1] * rng.uniform(20, 80)) > 0)
-    front = np.abs(s_t[:, 0] - 0.5) > 0.5 - 0.12                          # around a = 0 (the front)
-    depth_v = rng.uniform(0.02, 0.12) if neckline is None else neckline
-    skin_chest = front & (s_t[:, 1] < 0.2 + depth_v * (1 - np.minimum(np.abs(((s_t[:, 0] + 0.5) % 1.0) - 0.5) / 0.12, 1)))
+    # a U-shaped neckline in front (a = 0 is the front of the body)
+    da = np.abs(((s_t[:, 0] + 0.5) % 1.0) - 0.5)                           # 0 front .. 0.5 back
+    depth_v = rng.uniform(0.0, 0.12) if neckline is None else neckline
+    width = rng.uniform(0.07, 0.14)
+    skin_chest = s_t[:, 1] < 0.2 + depth_v * np.sqrt(np.clip(1 - (da / width) ** 2, 0, 1))
     is_skin = (m < 0.5) | skin_chest
     alb = np.where(is_skin[:, None], skin_lin[None] * 0.92, cloth[None] * weave[:, None])
     ndl = np.clip(n @ light.direction, 0, 1)
@@ -225,27 +229,38 @@ def render_body(rng, cam, body_R, body_t, skin_lin, light, size, neckline=None, 
 def _strand_texture(rng, size, angle_deg, hair_lin):
     """Hair strands running along angle_deg (image degrees from +y), linear colour [S, S, 3]."""
     S = size
-    n = _noise(rng, (S, S), (6, max(8, S // 3)), cv2.INTER_LINEAR) * 0.25 \
-        + _noise(rng, (S, S), (3, max(4, S // 12)), cv2.INTER_CUBIC) * 0.2
+    n = _noise(rng, (S, S), (4, max(8, S // 2)), cv2.INTER_LINEAR) * 0.12 \
+        + _noise(rng, (S, S), (3, max(4, S // 10)), cv2.INTER_CUBIC) * 0.12 \
+        + _noise(rng, (S, S), (2, 3), cv2.INTER_CUBIC) * 0.15
     M = cv2.getRotationMatrix2D((S / 2, S / 2), float(angle_deg), 1.0)
     n = cv2.warpAffine(n, M, (S, S), borderMode=cv2.BORDER_REFLECT)
-    return hair_lin[None, None, :] * np.clip(1.0 + n, 0.3, 2.0)[..., None]
+    return hair_lin[None, None, :] * np.clip(1.0 + n, 0.4, 1.8)[..., None]
+
+
+def _volume_shade(mask, light, base_strength=0.5):
+    """Round-looking light on a flat hair mass: brighter inside, darker at the outline."""
+    m8 = (mask > 0.5).astype(np.uint8)
+    d = cv2.distanceTransform(m8, cv2.DIST_L2, 3)
+    d = np.sqrt(np.clip(d / max(float(d.max()), 1.0) * 2.5, 0, 1))
+    return (light.color.mean() * base_strength * (0.35 + 0.65 * d) + light.ambient.mean() * (0.6 + 0.4 * d))
 
 
 def hair_curtain(rng, cam, P_hair, hair_lin, light, size, length, flare, body_down):
-    """Long hair behind the head, hanging from the sides and back of the hair surface.
-    P_hair: the head surface with hair volume; body_down: unit 'down' of the body, view frame.
-    -> (colour [S, S, 3] linear, alpha [S, S])"""
-    th = np.radians(np.linspace(62, 298, 48)) * np.where(np.arange(48) < 0, -1, 1)
+    """Long hair behind the head, hanging from the sides and back of the hair surface down onto the
+    shoulders, with an uneven lower edge. P_hair: the head surface with hair volume; body_down: unit
+    'down' of the body, view frame. -> (colour [S, S, 3] linear, alpha [S, S])"""
+    n = 96
+    th = np.radians(np.linspace(62, 298, n))
     th = np.where(th > np.pi, th - 2 * np.pi, th)
     uv = np.stack([f3.u_of_theta(th), np.full_like(th, f3.v_of_phi(math.radians(-8.0)))], -1)
     top = cam.view(f3.sample_map(P_hair, uv))                            # [n, 3] view frame
     out = top - cam.view(f3.CENTER[None])
     out[:, 1] = 0
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
-    # shorter at the back, longest at the sides; a slight inward fall toward the neck at the back
     ang = np.abs(np.degrees(np.arctan2(np.sin(th), np.cos(th))))
-    L = length * np.interp(ang, [60, 110, 180], [1.0, 1.0, 0.9])
+    clumps = 1.0 + 0.12 * _noise(rng, (1, n), (1, 12))[0] + 0.05 * rng.standard_normal(n)
+    L = length * np.interp(ang, [60, 110, 180], [1.0, 1.0, 0.92]) * clumps
+    mid = top + body_down[None] * (0.45 * L[:, None]) + out * (0.5 * flare)
     bot = top + body_down[None] * L[:, None] + out * flare
     mask = np.zeros((size, size), np.float32)
 
@@ -253,18 +268,23 @@ def hair_curtain(rng, cam, P_hair, hair_lin, light, size, length, flare, body_do
         d = cam.distance - p[:, 2]
         return np.stack([cam.cx + cam.focal * p[:, 0] / d, cam.cy - cam.focal * p[:, 1] / d], -1)
 
-    tp, bp = proj(top), proj(bot)
-    for i in range(len(th) - 1):
-        quad = np.array([tp[i], tp[i + 1], bp[i + 1], bp[i]])
-        cv2.fillConvexPoly(mask, np.round(quad * 16).astype(np.int32), 1.0, cv2.LINE_AA, 4)
-    mask = cv2.GaussianBlur(mask, (0, 0), size / 400)
+    tp, mp, bp = proj(top), proj(mid), proj(bot)
+    for a_, b_ in ((tp, mp), (mp, bp)):
+        for i in range(n - 1):
+            quad = np.array([a_[i], a_[i + 1], b_[i + 1], b_[i]])
+            cv2.fillConvexPoly(mask, np.round(quad * 16).astype(np.int32), 1.0, cv2.LINE_AA, 4)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.6, size / 500))
     down2 = proj(top[:1] + body_down[None] * 100)[0] - tp[0]
     angle = math.degrees(math.atan2(down2[0], down2[1]))
     tex = _strand_texture(rng, size, -angle, hair_lin)
-    ends = _sstep(_noise(rng, (size, size), (4, 40), cv2.INTER_LINEAR) * 0.5 + 0.8)
-    mask = mask * np.clip(ends, 0, 1)
-    shade = light.color * 0.45 + light.ambient * 0.9
-    return (tex * shade * light.exposure * 0.8).astype(np.float32), mask.astype(np.float32)
+    shade = _volume_shade(mask, light) * light.exposure
+    # sheen: a soft band of highlight across the strands, strongest on dark hair
+    yy = np.arange(size, dtype=np.float32)[:, None]
+    band_y = float(tp[:, 1].mean() + rng.uniform(0.15, 0.5) * (bp[:, 1].mean() - tp[:, 1].mean()))
+    band = np.exp(-0.5 * ((yy - band_y) / (0.06 * size)) ** 2) * np.ones((1, size), np.float32)
+    sheen = (0.05 + 0.1 * rng.random()) * band * np.clip(tex.mean(-1) / max(hair_lin.mean(), 1e-4), 0, 2)
+    col = tex * shade[..., None] + (sheen * light.color.mean() * light.exposure)[..., None] * np.array([1.0, 0.97, 0.92], np.float32)
+    return col.astype(np.float32), mask.astype(np.float32)
 
 
 def hair_lock(rng, cam, P_hair, hair_lin, light, size, side, width_mm):
@@ -293,8 +313,8 @@ def hair_lock(rng, cam, P_hair, hair_lin, light, size, side, width_mm):
     mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, size / 500))
     d = curve[-1] - curve[0]
     tex = _strand_texture(rng, size, -math.degrees(math.atan2(d[0], d[1])), hair_lin)
-    shade = light.color * 0.55 + light.ambient
-    return (tex * shade * light.exposure).astype(np.float32), mask
+    shade = _volume_shade(mask, light, 0.7) * light.exposure
+    return (tex * shade[..., None]).astype(np.float32), mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,6 +522,19 @@ def cast_shadow(canvas, mask, offset, blur, strength, where=None):
 # Camera
 # ---------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=8)
+def _grain_bank(S, C):
+    g = np.random.default_rng([104729, S, C])
+    return g.standard_normal((8, S, S, C)).astype(np.float32)
+
+
+def _grain(rng, S, C):
+    """Per-pixel sensor noise ~ N(0, 1): a fixed bank of fields, rolled and flipped at random."""
+    f = _grain_bank(S, C)[rng.integers(8)]
+    f = np.roll(f, (int(rng.integers(S)), int(rng.integers(S))), axis=(0, 1))
+    return f[::-1] if rng.random() < 0.5 else f
+
+
 def to_uint8(lin):
     """Linear colour -> sRGB-ish uint8 (gamma 2)."""
     return (np.sqrt(np.clip(lin, 0, 1)) * 255.0 + 0.5).astype(np.uint8)
@@ -544,10 +577,10 @@ def camera_effects(rng, img_lin, blur=None, gray=None):
             srgb = cv2.filter2D(srgb, -1, k / k.sum())
         info["blur"] = (kind, float(amount))
     # sensor noise (stronger in the dark)
-    sigma_n = rng.uniform(0.0, 0.025) * (1.0 + 1.5 * (1.0 - float(srgb.mean())))
+    sigma_n = rng.uniform(0.0, 0.02) * (1.0 + 1.5 * (1.0 - float(srgb.mean())))
     if sigma_n > 0.002:
-        lum = rng.standard_normal((S, S, 1), dtype=np.float32) * sigma_n
-        chroma = rng.standard_normal((S, S, 3), dtype=np.float32) * sigma_n * 0.4
+        lum = _grain(rng, S, 1) * sigma_n
+        chroma = _grain(rng, S, 3) * (sigma_n * 0.4)
         srgb = srgb + lum + chroma
     out = (np.clip(srgb, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     if rng.random() < 0.15:                                                 # low resolution

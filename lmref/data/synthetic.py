@@ -35,7 +35,6 @@ and a content hash in the cache make such a difference visible rather than silen
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import math
@@ -126,8 +125,8 @@ def sample_params(rng):
         yaw, pitch = float(np.clip(yaw, -38, 38)), float(np.clip(pitch, -23, 23))
     p["pose"] = (float(np.clip(yaw, -60, 60)), float(np.clip(pitch, -30, 30)), float(np.clip(roll, -30, 30)))
     # identity and expression
-    p["identity"] = {k: float(np.clip(rng.normal(0, 0.9), -2.5, 2.5)) for k in f3.IDENTITY_MODES}
-    p["scale"] = (float(rng.normal(1, 0.05)), float(rng.normal(1, 0.04)), float(rng.normal(1, 0.06)))
+    p["identity"] = {k: float(np.clip(rng.normal(0, 1.0), -2.5, 2.5)) for k in f3.IDENTITY_MODES}
+    p["scale"] = (float(rng.normal(1, 0.06)), float(rng.normal(1, 0.05)), float(rng.normal(1, 0.08)))
     name = str(rng.choice(STRONG) if want["expression"] else rng.choice(MILD, p=[0.45, 0.3, 0.15, 0.1]))
     coeffs, jaw_range = EXPRESSIONS[name]
     k = rng.uniform(0.8, 1.2) if want["expression"] else rng.uniform(0.3, 1.0)
@@ -267,7 +266,7 @@ def render(params, size=256, ss=2):
     lm_uv = model.landmark_uv.copy()
     lm_uv[:17] = model.ring_uv[np.arange(17), ring_idx]
     # appearance, covering layers (hair, beard, mask) and shading
-    painted = pt.paint(look, P, lm3d, rng, st)
+    painted = pt.paint(look, P, lm3d, rng, st, params["expression"][1])
     occ = params["occluders"]
     cover_alpha = painted.hair_alpha
     height = painted.hair_height
@@ -292,16 +291,16 @@ def render(params, size=256, ss=2):
     back = sc.background(rng, size)
     by, br = params["body"]
     body_R = f3.rotation(by, 0.0, br)
-    body_t = np.array([0.0, -178.0, 2.0]) + rng.normal(0, [4.0, 6.0, 6.0])          # base of the neck
+    body_t = np.array([0.0, -152.0, 2.0]) + rng.normal(0, [4.0, 6.0, 6.0])          # base of the neck
     body_t[:2] = f3.rotation(0, 0, 0.5 * roll)[:2, :2] @ body_t[:2]
     bcol, balpha, _ = sc.render_body(rng, cam, body_R, body_t, pt.srgb_to_linear(look.skin), light, size,
                                      shoulder=rng.uniform(170, 215))
     back = back * (1 - balpha[..., None]) + bcol
     hair_lin = pt.srgb_to_linear(look.hair)
     if look.hair_style in ("long", "medium") and look.hair_volume > 0:
-        length = rng.uniform(140, 380) if look.hair_style == "long" else rng.uniform(40, 110)
+        length = rng.uniform(110, 300) if look.hair_style == "long" else rng.uniform(40, 100)
         ccol, calpha = sc.hair_curtain(rng, cam, P_render, hair_lin, light, size, length,
-                                       rng.uniform(10, 50), body_R @ np.array([0.0, -1.0, 0.0]))
+                                       rng.uniform(3, 30), body_R @ np.array([0.0, -1.0, 0.0]))
         back = back * (1 - calpha[..., None]) + ccol * calpha[..., None]
     canvas = cv2.resize(back, (S2, S2), interpolation=cv2.INTER_LINEAR) if ss > 1 else back
     canvas = canvas * (1 - head.alpha[..., None]) + head.color

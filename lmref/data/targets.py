@@ -19,7 +19,6 @@ Conventions (STAR, see architectures.md §2.5 and §2.7):
 """
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np

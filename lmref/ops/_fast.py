@@ -1,9 +1,11 @@
 """The switch between the ops' plain reference paths and their fast paths, and reusable scratch buffers.
 
 Every op in ``lmref.ops`` is first written as its plain definition (the *reference path*). A few ops
-also have a *fast path*: a private function computing the same numbers with fewer passes over memory
-(im2col into a reused buffer, one matrix product per convolution, depthwise taps as stacked
-matrix-vector products, ...). The op picks the fast path by itself when :data:`ENABLED` is true and
+also have a *fast path*: a private function next to the op computing the same numbers with fewer
+passes over memory (conv2d: im2col into a reused buffer and one matrix product per block, depthwise
+taps as stacked matrix-vector products; norms with per-channel factors combined first; silu and
+sigmoid with fewer temporaries; interpolate and adaptive_avg_pool2d with their index and weight
+tables cached; separable_self_attention with its reduction as a matrix-vector product). The op picks the fast path by itself when :data:`ENABLED` is true and
 the case is one the fast path covers; ``tests/test_fast_paths.py`` checks fast == reference.
 
     LMREF_REFERENCE=1 python ...           # environment: reference paths everywhere (debugging)

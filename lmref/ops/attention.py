@@ -15,6 +15,7 @@ and timm ``timm/models/mobilevit.py`` ``LinearSelfAttention._forward_self_attn``
 import numpy as np
 
 from ..trace import op
+from . import _fast
 from ._check import check_array, check_same_dtype
 
 __all__ = ["separable_self_attention", "matmul"]
@@ -88,10 +89,27 @@ def separable_self_attention(x, qkv_weight, qkv_bias, out_weight, out_bias):
     check_same_dtype(("x", x), ("qkv_weight", w_qkv), ("qkv_bias", b_qkv),
                      ("out_weight", w_out), ("out_bias", b_out))
 
+    if _fast.ENABLED:
+        return _separable_self_attention_fast(x, w_qkv, b_qkv, w_out, b_out)
     qkv = _conv1x1(x, w_qkv, b_qkv)                            # [B, d, P, N] -> [B, 1+2d, P, N]
     query, key, value = qkv[:, :1], qkv[:, 1:1 + d], qkv[:, 1 + d:]   # [B,1,P,N], [B,d,P,N], [B,d,P,N]
     e = np.exp(query - query.max(axis=-1, keepdims=True))
     context_scores = e / e.sum(axis=-1, keepdims=True)         # softmax over N: [B, 1, P, N]
     context_vector = (key * context_scores).sum(axis=-1, keepdims=True)   # [B, d, P, N] -> [B, d, P, 1]
     out = np.maximum(value, 0) * context_vector                # ReLU(V) * c_v: [B, d, P, N]
+    return _conv1x1(out, w_out, b_out)                         # out_proj: [B, d, P, N]
+
+
+def _separable_self_attention_fast(x, w_qkv, b_qkv, w_out, b_out):
+    """The same steps with fewer temporaries: the context vector sum_N K * c_s as one stacked
+    matrix-vector product per (batch, p) instead of a [B, d, P, N] product and a sum, and
+    ReLU(V) * c_v computed in place.  x [B, d, P, N] -> [B, d, P, N]."""
+    B, d, P, N = x.shape
+    qkv = _conv1x1(x, w_qkv, b_qkv)                            # [B, d, P, N] -> [B, 1+2d, P, N]
+    query, key, value = qkv[:, 0], qkv[:, 1:1 + d], qkv[:, 1 + d:]   # [B,P,N], [B,d,P,N], [B,d,P,N]
+    e = np.exp(query - query.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)                         # context scores c_s: [B, P, N]
+    context_vector = np.matmul(key.transpose(0, 2, 1, 3), e[..., None])   # [B, P, d, N] @ [B, P, N, 1] -> [B, P, d, 1]
+    out = np.maximum(value, 0)                                 # ReLU(V): [B, d, P, N]
+    out *= context_vector.transpose(0, 2, 1, 3)                # * c_v [B, d, P, 1]
     return _conv1x1(out, w_out, b_out)                         # out_proj: [B, d, P, N]

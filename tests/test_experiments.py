@@ -1,0 +1,70 @@
+"""torch_impl.experiments: the --quick path of each experiment trains every configuration on tiny
+settings and writes its Markdown table and JSON; reruns reuse finished runs."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from torch_impl import experiments as E
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    os.environ.setdefault("LMREF_CACHE", str(root / "cache"))       # tiny synthetic splits
+    return root
+
+
+def _run(dirs, name, seeds, jobs=1):
+    out = dirs / "results"
+    argv = [name, "--quick", "--seeds", *map(str, seeds), "--jobs", str(jobs), "--work", str(dirs / name),
+            "--out", str(out), "--assets", str(dirs / "assets")]
+    assert E.main(argv) == 0
+    md = (out / f"{name}.md").read_text()
+    payload = json.loads((out / f"{name}.json").read_text())
+    return md, payload
+
+
+def test_mean_std_and_format():
+    assert E.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert E.mean_std([0.5]) == (0.5, 0.0)
+    assert E.fmt([0.01, 0.03]) == "2.00 ± 1.41"
+
+
+def test_plan_orders_teachers_first_and_wires_them(tmp_path):
+    runs = E.plan("kd", [0, 1], True, str(tmp_path))
+    ids = [r[0] for r in runs]
+    assert len(ids) == 8 and ids.index("resnet50-s1") < ids.index("stud5_ckd-s0")
+    cfg = dict((r[0], r[1]) for r in runs)["stud5_rbd-s1"]
+    assert cfg["seed"] == 1 and cfg["distill"]["teacher"] == str(tmp_path / "resnet50-s1" / "best.pt")
+
+
+def test_kd_quick_two_seeds_and_reuse(dirs):
+    md, payload = _run(dirs, "kd", [0, 1])
+    for label in ("ResNet50Base", "Stud5Base", "Stud5RBD", "Stud5CKD", "Did distillation help?"):
+        assert label in md
+    assert set(payload["runs"]) == {"resnet50", "stud5", "stud5_rbd", "stud5_ckd"}
+    nmes = [s["test"]["nme"] for s in payload["runs"]["stud5"]]
+    assert len(nmes) == 2 and all(np.isfinite(nmes))
+    assert len(payload["delta_test_nme_vs_stud5"]["stud5_ckd"]) == 2
+    assert not (dirs / "assets").exists()                              # quick runs are not assets
+    # a second call reuses every finished run: same numbers, no training
+    _, again = _run(dirs, "kd", [0, 1])
+    assert again["runs"] == payload["runs"]
+
+
+def test_icme_quick(dirs):
+    md, payload = _run(dirs, "icme", [0])
+    assert "MobileViT-v2-0.5 with L_KD" in md and "SwinV2 teacher" in md
+    assert payload["params_macs"]["student"][0] == 1141863                # the paper's 1.1419 M
+    assert len(payload["kd_delta_test_nme"]) == 1
+
+
+def test_litehrnet_quick_subsets(dirs):
+    md, payload = _run(dirs, "litehrnet", [0])
+    assert "Lite-HRNet Plus 10M (BCE loss)" in md and "Fusion ablation" in md
+    sub = payload["subsets"]["plus10m_bce"][0]
+    assert set(sub) == {"All", "pose", "expression", "illumination", "make-up", "occlusion", "blur"}
+    assert np.isfinite(sub["All"])
+    assert payload["cost"]["fusion_pw"]["mflops"] > payload["cost"]["plus10m_mse"]["mflops"]
