@@ -243,7 +243,7 @@ class AtenFlops(TorchDispatchMode):
             self.flops += out.numel()
         elif p in (aten.upsample_nearest2d, aten.upsample_bilinear2d):
             self.flops += out.numel()
-        elif p in (aten._adaptive_avg_pool2d, aten.mean):
+        elif p in (aten._adaptive_avg_pool2d, aten.avg_pool2d, aten.mean):
             self.flops += args[0].numel()
         return out
 

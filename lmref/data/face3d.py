@@ -1,25 +1,34 @@
-"""The 3D face model behind the synthetic generator: a head surface with 68 iBUG landmarks on it,
-identity and expression deformations, pose, camera, a triangle rasteriser and the 300W contour rule.
+"""The 3D face model behind the synthetic generator: a head surface with the 68 iBUG landmarks on
+it, identity and expression deformations, pose, a pinhole camera, a triangle rasteriser and the
+300W rule for the jaw line.
 
 Frames and units (millimetres throughout):
 
 * face frame: origin at the midpoint between the outer eye corners, x to the image right in a frontal
   view (the subject's left), y up, z out of the face toward the camera.
-* the head surface is a radial function around the centre ``CENTER`` (in the face frame), stored on a
-  (u, v) texture grid: texel (v, u) is the direction (theta, phi); theta = 0 looks out of the face,
-  theta > 0 toward +x; phi = 0 at eye level, phi > 0 up. The grid is denser at the face than at the
-  back of the head (``theta_of_u``, ``phi_of_v``), so textures and geometry share one parametrisation:
-  a landmark is a fixed (u, v) and its 3D position is the surface point there, before and after any
-  deformation. Everything painted on the face (eyes, lips, brows, make-up) is painted in (u, v).
-* view frame: the face frame rotated by the head pose (yaw about y, then pitch about x, then roll
-  about z) around ``CENTER``; a pinhole camera at distance ``distance`` on the +z axis looks back at
-  the head; image x to the right, image y down, pixel centres at integer coordinates.
+* the head surface is a radial function around ``CENTER`` (face frame (0, -25, -88): behind the nose,
+  inside the skull), stored on a (u, v) texture grid of UV_H x UV_W texels: texel (v, u) is the
+  direction (theta, phi) from CENTER, theta = 0 out of the face, theta > 0 toward +x, phi > 0 up.
+  The grid is denser at the face than at the back of the head (``theta_of_u``, ``phi_of_v``).
+  Textures and geometry share this parametrisation: a landmark is a fixed (u, v), its 3D position is
+  the surface point there, before and after any deformation, and everything painted on the face
+  (eyes, lips, brows, make-up, hair) is painted in (u, v) (``paint``).
+* view frame: the face frame turned by the head pose (yaw about y, then pitch about x, then roll
+  about z) around CENTER; a pinhole camera ``distance`` mm out on the +z axis looks back at the head;
+  image x to the right, image y down, pixel centres at integer coordinates.
 
-The mean face (``mean_model()``) is built once: a lofted head of superelliptic cross-sections whose
-frontal outline follows an average 300W face, with relief (nose, eye sockets, brow ridge, cheekbones,
-lips, chin, ears) added along the surface, then the 68 landmarks placed on it from a frontal render.
-Deformations (``MODES``) are smooth displacement fields over the surface: the landmarks move with
-the surface because they are points of it.
+The mean face (``mean_model()``, built once per process): a lofted head of superelliptic horizontal
+cross-sections whose frontal outline follows an average 300W face (``MEAN_2D``: eye corners 88 mm
+apart, face 145 mm wide, 121 mm from eye level to chin), a frontal relief height field on top of it
+(nose with tip, wings and nostrils, eye sockets and eyeballs, brow ridge, cheekbones, lips,
+philtrum, nasolabial folds, chin), then ears on the sides. Inner landmarks are the surface points
+under their MEAN_2D position; each jaw point has a "ring" of surface points from its anatomical
+position (near the ear / along the jaw) toward the face centre (``contour_on_silhouette``).
+
+Deformations (``deform``): linear displacement fields (``IDENTITY_MODES`` such as jaw width, nose
+length, eye size; ``EXPRESSION_MODES`` such as smile, blink, brow raise, pucker), a jaw rotation
+about the temporomandibular axis, and an anisotropic scale. The landmarks move with the surface
+because they are points of it.
 """
 from __future__ import annotations
 
@@ -32,7 +41,9 @@ import numpy as np
 
 __all__ = [
     "UV_W", "UV_H", "CENTER", "MEAN_2D", "theta_of_u", "phi_of_v", "u_of_theta", "v_of_phi",
-    "MeanModel", "mean_model", "rotation", "Camera", "rasterize", "sample_map",
+    "uv_of_point", "sample_map", "lookup", "MeanModel", "mean_model", "uv_mesh", "rotation", "Camera",
+    "rasterize", "barycentric", "surface_normals", "contour_on_silhouette", "IDENTITY_MODES",
+    "EXPRESSION_MODES", "mode_set", "deform",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -557,7 +568,7 @@ def mean_model():
     R = cv2.resize(_radial_surface(_section_value, half), (UV_W, UV_H), interpolation=cv2.INTER_CUBIC)
     # the face: the lofted head plus the frontal relief height field, solved near the base radius
     canvas = _relief_canvas()
-    front = np.abs(theta_of_u(np.arange(UV_W)))[None, :] < math.radians(100) + 0 * R
+    front = np.broadcast_to(np.abs(theta_of_u(np.arange(UV_W)))[None, :] < math.radians(100), R.shape)
     lo, hi = R[front] - 12.0, R[front] + 40.0
     fn = _relief_value(canvas)
     d = dirs[front]

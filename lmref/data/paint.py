@@ -1,7 +1,7 @@
 """Appearance of a synthetic face, painted on the (u, v) grid of ``face3d``: skin, eyes (sclera,
 iris, pupil, lids, lashes), brows, nose, lips, mouth interior, scalp hair and beard, make-up; then
-lit (wrap-Lambert diffuse with a subsurface tint at the terminator, hemispheric ambient with
-ambient occlusion, Blinn-Phong specular) and rasterised through the camera.
+lit (wrap-Lambert diffuse with a subsurface tint at the terminator, cast shadows from a shadow map,
+hemispheric ambient with ambient occlusion, Blinn-Phong specular) and rasterised through the camera.
 
 Painting happens in (u, v), so a feature stays on its landmarks however the face is deformed or
 posed. Static maps (``static_maps``) are computed once from the mean face: frontal coordinates of

@@ -10,7 +10,8 @@ six WFLW attribute labels, from a seeded NumPy + OpenCV renderer.
 How a face is made (``face3d``, ``paint``, ``scene``): a 3D head (mean shape from average 300W
 proportions, identity and expression deformations) is posed (yaw up to +-60, pitch +-30, roll
 +-30 degrees) and seen by a pinhole camera; skin, eyes, brows, lips, hair, beard and make-up are
-painted on its surface and lit (key + fill + sky light, wrap diffuse, specular, ambient occlusion);
+painted on its surface and lit (key + fill + sky light, wrap diffuse, cast shadows, specular,
+ambient occlusion);
 it is drawn over a textured background with neck, shoulders and hanging hair, then glasses, masks,
 hands or objects may cover it, and the camera adds white balance, tone, blur, noise, resampling, JPEG
 and grayscale. The head is rendered at ``ss`` times the output size and area-downsampled.
@@ -229,8 +230,8 @@ def _scaled(cam, k):
     return f3.Camera(cam.R, cam.focal * k, cam.distance, cam.cx * k + (k - 1) / 2, cam.cy * k + (k - 1) / 2)
 
 
-def _mask_layer(rng, P, st):
-    """A surgical / cloth face mask in texture space: (alpha, height mm, colour linear)."""
+def _mask_layer(rng, st):
+    """A surgical / cloth face mask in texture space: (alpha [H, W], colour (linear), pleats [H, W])."""
     X = st.X
     x, y, z = X[..., 0], X[..., 1], X[..., 2]
     top = -14.0 - 6.0 * (np.abs(x) / 60.0) ** 2
@@ -240,111 +241,136 @@ def _mask_layer(rng, P, st):
     if rng.random() < 0.4:
         col = np.array([0.55, 0.7, 0.85], np.float32) ** 2 * rng.uniform(0.8, 1.1)
     pleats = 1.0 - 0.12 * (np.sin((y + 40) * 0.5) > 0.6) * (np.abs(x) < 40)
-    height = a * 6.0
-    return a, height, col, pleats
+    return a, col, pleats
 
 
-def render(params, size=256, ss=2):
-    """Render sampled parameters to a Sample."""
-    model, st = f3.mean_model(), pt.static_maps()
-    rng = params["rng"]
-    look = params["look"]
-    yaw, pitch, roll = params["pose"]
-    R = f3.rotation(yaw, pitch, roll)
-    # shape
+def _shape(params, model):
+    """Deformed surface and its 3D landmarks."""
     coeffs = dict(params["identity"])
     for m, c in params["expression"][1].items():
         coeffs[m] = coeffs.get(m, 0.0) + c
     P = f3.deform(model, coeffs, params["jaw"], params["scale"])
-    lm3d = f3.sample_map(P, model.landmark_uv)
-    # framing from the landmark box
-    cam = _framed_camera(R, lambda c: f3.contour_on_silhouette(P, model, c)[0], params["distance"], size,
-                         params["face_frac"], params["center"])
-    cam2 = _scaled(cam, ss)
-    S2 = size * ss
-    xy, depth, ring_idx = f3.contour_on_silhouette(P, model, cam)
-    lm_uv = model.landmark_uv.copy()
-    lm_uv[:17] = model.ring_uv[np.arange(17), ring_idx]
-    # appearance, covering layers (hair, beard, mask) and shading
-    painted = pt.paint(look, P, lm3d, rng, st, params["expression"][1])
-    occ = params["occluders"]
-    cover_alpha = painted.hair_alpha
-    height = painted.hair_height
-    if "mask" in occ:
-        ma, mh, mcol, pleats = _mask_layer(rng, P, st)
+    return P, f3.sample_map(P, model.landmark_uv)
+
+
+def _appearance(params, P, lm3d, st, model):
+    """Painted maps, with the face mask if any. -> (Painted, covering alpha [H, W], surface with
+    hair / mask volume)"""
+    rng = params["rng"]
+    painted = pt.paint(params["look"], P, lm3d, rng, st, params["expression"][1])
+    cover_alpha, height = painted.hair_alpha, painted.hair_height
+    if "mask" in params["occluders"]:
+        ma, mcol, pleats = _mask_layer(rng, st)
         painted.albedo = painted.albedo * (1 - ma[..., None]) + (mcol * pleats[..., None]) * ma[..., None]
         painted.spec = painted.spec * (1 - ma) + 0.02 * ma
         painted.sss = painted.sss * (1 - ma)
-        Rsk = np.linalg.norm(P - f3.CENTER, axis=-1).astype(np.float32)
-        tent = np.maximum(cv2.GaussianBlur(Rsk, (0, 0), 6.0) + 3.0, Rsk + 2.0) - Rsk      # over the nose
-        height = np.maximum(height, ma * np.maximum(tent, mh * 0 + 2.0))
+        r = np.linalg.norm(P - f3.CENTER, axis=-1).astype(np.float32)
+        tent = np.maximum(cv2.GaussianBlur(r, (0, 0), 6.0) + 3.0, r + 2.0) - r      # stretched over the nose
+        height = np.maximum(height, ma * tent)
         cover_alpha = np.maximum(cover_alpha, ma)
-    P_render = P + model.normals * height[..., None]                 # volume along the mean normals
+    return painted, cover_alpha, P + model.normals * height[..., None]          # volume along the normals
+
+
+def _head(params, painted, P_render, R, cam2, S2, model):
+    """Shade (with cast shadows) and rasterise the head. -> HeadRender"""
     light = params["light"]
-    soft = 2.0 if params["want"]["illumination"] else float(rng.uniform(2.5, 8.0))
-    N_render = f3.surface_normals(P_render)
-    shadow = pt.shadow_map(P_render, R, light.direction, N=N_render, soft=soft)
-    tex = pt.shade(painted, P_render, R, light, shadow=shadow, N=N_render)
-    head = pt.render_head(P_render, tex, cam2, S2, model)
-    # scene behind the head
-    # background and body at the output resolution (they are smooth), upsampled to the canvas
+    soft = 2.0 if params["want"]["illumination"] else float(params["rng"].uniform(2.5, 8.0))
+    N = f3.surface_normals(P_render)
+    shadow = pt.shadow_map(P_render, R, light.direction, N=N, soft=soft)
+    return pt.render_head(P_render, pt.shade(painted, P_render, R, light, shadow=shadow, N=N), cam2, S2, model)
+
+
+def _behind(params, cam, P_render, size):
+    """Background, neck and shoulders, long hair, at the output size (they are smooth). -> linear RGB"""
+    rng, look, light = params["rng"], params["look"], params["light"]
     back = sc.background(rng, size)
     by, br = params["body"]
     body_R = f3.rotation(by, 0.0, br)
     body_t = np.array([0.0, -152.0, 2.0]) + rng.normal(0, [4.0, 6.0, 6.0])          # base of the neck
-    body_t[:2] = f3.rotation(0, 0, 0.5 * roll)[:2, :2] @ body_t[:2]
+    body_t[:2] = f3.rotation(0, 0, 0.5 * params["pose"][2])[:2, :2] @ body_t[:2]
     bcol, balpha, _ = sc.render_body(rng, cam, body_R, body_t, pt.srgb_to_linear(look.skin), light, size,
                                      shoulder=rng.uniform(170, 215))
     back = back * (1 - balpha[..., None]) + bcol
-    hair_lin = pt.srgb_to_linear(look.hair)
     if look.hair_style in ("long", "medium") and look.hair_volume > 0:
         length = rng.uniform(110, 300) if look.hair_style == "long" else rng.uniform(40, 100)
-        ccol, calpha = sc.hair_curtain(rng, cam, P_render, hair_lin, light, size, length,
+        ccol, calpha = sc.hair_curtain(rng, cam, P_render, pt.srgb_to_linear(look.hair), light, size, length,
                                        rng.uniform(3, 30), body_R @ np.array([0.0, -1.0, 0.0]))
         back = back * (1 - calpha[..., None]) + ccol * calpha[..., None]
-    canvas = cv2.resize(back, (S2, S2), interpolation=cv2.INTER_LINEAR) if ss > 1 else back
-    canvas = canvas * (1 - head.alpha[..., None]) + head.color
-    # in front of the face
+    return back
+
+
+def _in_front(params, canvas, head, cam2, P_render, lm3d, xy2):
+    """Glasses, hair locks, hands and objects over the face (in place on the canvas).
+    -> alpha [S2, S2] of everything that hides what is behind it"""
+    rng, look, light = params["rng"], params["look"], params["light"]
+    S2 = canvas.shape[0]
     front_alpha = np.zeros((S2, S2), np.float32)
-    xy2 = xy * ss + (ss - 1) / 2
     face_px = float(np.max(xy2.max(0) - xy2.min(0)))
-    for kind in occ:
+    for kind in params["occluders"]:
         if kind in ("glasses", "sunglasses"):
-            gcol, ga, lens = sc.glasses(rng, cam2, lm3d, head.depth, S2, sun=(kind == "sunglasses"))
-            canvas = canvas * (1 - ga[..., None]) + gcol
-            front_alpha = np.maximum(front_alpha, np.where(lens > 0.5, ga, 0) if kind == "glasses" else ga)
-            if kind == "glasses":
-                front_alpha = np.maximum(front_alpha, (ga > 0.6) * (lens < 0.5) * ga)
+            col, a, lens = sc.glasses(rng, cam2, lm3d, head.depth, S2, sun=(kind == "sunglasses"))
+            canvas[:] = canvas * (1 - a[..., None]) + col
+            front_alpha = np.maximum(front_alpha, a if kind == "sunglasses" else np.where(lens < 0.5, a, 0))
         elif kind == "hair_lock":
-            hcol, ha = sc.hair_lock(rng, cam2, P_render, hair_lin, light, S2, rng.choice([-1, 1]), rng.uniform(18, 40))
-            canvas = canvas * (1 - ha[..., None]) + hcol * ha[..., None]
-            front_alpha = np.maximum(front_alpha, ha)
+            col, a = sc.hair_lock(rng, cam2, P_render, pt.srgb_to_linear(look.hair), light, S2,
+                                  rng.choice([-1, 1]), rng.uniform(18, 40))
+            canvas[:] = canvas * (1 - a[..., None]) + col * a[..., None]
+            front_alpha = np.maximum(front_alpha, a)
         elif kind in ("hand", "hand2", "object"):
             target = xy2[rng.choice([8, 57, 33, 30, 36, 45, 48, 54, 2, 14, 19, 24])]
             off = rng.normal(0, 0.12, 2) * face_px
             if kind == "object":
-                ocol, oa = sc.object_occluder(rng, target + off, face_px * rng.uniform(0.35, 0.8), light, S2)
-            else:
+                col, a = sc.object_occluder(rng, target + off, face_px * rng.uniform(0.35, 0.8), light, S2)
+            else:                                                   # the hand reaches toward the nose
                 ang = math.degrees(math.atan2(target[0] - xy2[30][0], -(target[1] - xy2[30][1]) + 1e-6)) + rng.normal(180, 30)
                 skin = pt.srgb_to_linear(look.skin if rng.random() < 0.8 else pt.sample_look(rng).skin)
-                ocol, oa = sc.hand(rng, target + off * 0.5 - 0.25 * face_px * np.array([math.sin(math.radians(ang)), -math.cos(math.radians(ang))]),
-                                   face_px * rng.uniform(0.8, 1.15), ang, skin, light, S2)
-            sc.cast_shadow(canvas, oa, rng.normal(0, 0.03, 2) * face_px + [0, 0.03 * face_px], 0.02 * face_px,
+                reach = np.array([math.sin(math.radians(ang)), -math.cos(math.radians(ang))])
+                col, a = sc.hand(rng, target + off * 0.5 - 0.25 * face_px * reach, face_px * rng.uniform(0.8, 1.15),
+                                 ang, skin, light, S2)
+            sc.cast_shadow(canvas, a, rng.normal(0, 0.03, 2) * face_px + [0, 0.03 * face_px], 0.02 * face_px,
                            rng.uniform(0.2, 0.5), head.alpha)
-            canvas = canvas * (1 - oa[..., None]) + ocol * oa[..., None]
-            front_alpha = np.maximum(front_alpha, oa)
-    # down to the output size, then the camera
-    img_lin = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
-    image, cam_info = sc.camera_effects(rng, img_lin, params["blur"], params["gray"])
-    # occlusion flags
-    inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= size - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= size - 0.5)
+            canvas[:] = canvas * (1 - a[..., None]) + col * a[..., None]
+            front_alpha = np.maximum(front_alpha, a)
+    return front_alpha
+
+
+def _occlusion(xy, depth, xy2, lm_uv, front_alpha, cover_alpha, head, size):
+    """Per-point flags: (external [68] hidden by hair / mask / objects, self [68] hidden by the face
+    itself, outside [68] out of the image)."""
+    S2 = head.depth.shape[0]
+    outside = ~((xy[:, 0] >= -0.5) & (xy[:, 0] <= size - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= size - 0.5))
     ext = f3.lookup(front_alpha, xy2, border=cv2.BORDER_REPLICATE) > 0.5
     ext |= f3.sample_map(cover_alpha, lm_uv) > 0.5
-    zbuf = cv2.erode(head.depth, np.ones((3, 3), np.uint8))   # nearest surface around the point
+    zbuf = cv2.erode(head.depth, np.ones((3, 3), np.uint8))               # nearest surface around the point
     ix = np.clip(np.round(xy2).astype(int), 0, S2 - 1)
     self_occ = depth > zbuf[ix[:, 1], ix[:, 0]] + 4.0
-    self_occ[:17] = False                                       # the jaw points are on the outline
-    occluded = ext | self_occ | ~inside
+    self_occ[:17] = False                                                   # the jaw points are on the outline
+    return ext, self_occ, outside
+
+
+def render(params, size=256, ss=2):
+    """Render sampled parameters (``sample_params`` plus ``rng``) to a Sample."""
+    model, st = f3.mean_model(), pt.static_maps()
+    yaw, pitch, roll = params["pose"]
+    R = f3.rotation(yaw, pitch, roll)
+    P, lm3d = _shape(params, model)
+    # camera framing the landmark box; the head is drawn at ss x the output size
+    cam = _framed_camera(R, lambda c: f3.contour_on_silhouette(P, model, c)[0], params["distance"], size,
+                         params["face_frac"], params["center"])
+    cam2, S2 = _scaled(cam, ss), size * ss
+    xy, depth, ring_idx = f3.contour_on_silhouette(P, model, cam)
+    lm_uv = model.landmark_uv.copy()
+    lm_uv[:17] = model.ring_uv[np.arange(17), ring_idx]                     # the jaw points used
+    xy2 = xy * ss + (ss - 1) / 2
+    painted, cover_alpha, P_render = _appearance(params, P, lm3d, st, model)
+    head = _head(params, painted, P_render, R, cam2, S2, model)
+    back = _behind(params, cam, P_render, size)
+    canvas = cv2.resize(back, (S2, S2), interpolation=cv2.INTER_LINEAR) if ss > 1 else back
+    canvas = canvas * (1 - head.alpha[..., None]) + head.color
+    front_alpha = _in_front(params, canvas, head, cam2, P_render, lm3d, xy2)
+    img_lin = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
+    image, cam_info = sc.camera_effects(params["rng"], img_lin, params["blur"], params["gray"])
+    ext, self_occ, outside = _occlusion(xy, depth, xy2, lm_uv, front_alpha, cover_alpha, head, size)
     attrs = {
         "pose": abs(yaw) >= 40 or abs(pitch) >= 25,
         "expression": params["want"]["expression"],
@@ -353,10 +379,11 @@ def render(params, size=256, ss=2):
         "occlusion": float(ext.mean()) >= 0.10,
         "blur": params["blur"] is not None,
     }
-    info = {"expression": params["expression"][0], "occluders": list(occ), "hair": look.hair_style,
+    look = params["look"]
+    info = {"expression": params["expression"][0], "occluders": list(params["occluders"]), "hair": look.hair_style,
             "beard": look.beard, "camera": cam_info, "self_occluded": self_occ.tolist(),
             "external_occluded": ext.tolist(), "distance": params["distance"]}
-    return Sample(image=image, landmarks=xy.astype(np.float64), occluded=occluded,
+    return Sample(image=image, landmarks=xy.astype(np.float64), occluded=ext | self_occ | outside,
                   attributes=np.array([attrs[a] for a in ATTRIBUTES], np.uint8),
                   pose=np.array(params["pose"]), box=np.concatenate([xy.min(0), xy.max(0)]), info=info)
 
@@ -444,12 +471,16 @@ def default_cache_dir():
     return os.environ.get("LMREF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lmref")
 
 
-def _generate_many(seed, split, indices, size, workers=1):
+def _generate_many(seed, split, indices, size, workers=1, pool=None):
+    """Samples for the given indices, in order (each depends only on its own seed, so the result
+    does not depend on the number of worker processes)."""
+    if pool is not None:
+        return pool.starmap(generate, [(seed, i, size, split) for i in indices], chunksize=8)
     if workers <= 1:
         return [generate(seed, i, size, split) for i in indices]
     import multiprocessing as mp
-    with mp.get_context("spawn").Pool(workers) as pool:
-        return pool.starmap(generate, [(seed, i, size, split) for i in indices], chunksize=8)
+    with mp.get_context("spawn").Pool(workers) as p:
+        return _generate_many(seed, split, indices, size, pool=p)
 
 
 def _dir_hash(root, names):
@@ -533,14 +564,23 @@ def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=
         t0 = time.perf_counter()
         tmp = root + f".tmp{os.getpid()}"
         names = _names(n)
-        for start in range(0, n, 256):                  # in chunks, so memory stays small
-            idx = list(range(start, min(n, start + 256)))
-            samples = _generate_many(seed, base, idx, size, workers)
-            write_300w_layout(tmp + "/part", samples, [names[i] for i in idx])
-            _merge_part(tmp, tmp + "/part", start == 0)
-            if verbose:
-                print(f"{base}: {idx[-1] + 1}/{n} ({(time.perf_counter() - t0) / (idx[-1] + 1) * 1e3:.0f} ms/image)",
-                      file=sys.stderr)
+        pool = None
+        if workers > 1:
+            import multiprocessing as mp
+            pool = mp.get_context("spawn").Pool(workers)
+        try:
+            for start in range(0, n, 256):              # in chunks, so memory stays small
+                idx = list(range(start, min(n, start + 256)))
+                samples = _generate_many(seed, base, idx, size, pool=pool)
+                write_300w_layout(tmp + "/part", samples, [names[i] for i in idx])
+                _merge_part(tmp, tmp + "/part", start == 0)
+                if verbose:
+                    print(f"{base}: {idx[-1] + 1}/{n} ({(time.perf_counter() - t0) / (idx[-1] + 1) * 1e3:.0f} ms/image)",
+                          file=sys.stderr)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
         manifest = {"version": VERSION, "split": base, "seed": seed, "n": n, "size": size,
                     "sha256": _dir_hash(tmp, names), "numpy": np.__version__, "opencv": cv2.__version__,
                     "seconds": round(time.perf_counter() - t0, 1)}
