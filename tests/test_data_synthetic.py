@@ -136,6 +136,15 @@ def test_load_split_caches_and_subsets(tmp_path):
     for attr in ("pose", "occlusion", "make-up"):
         sub = syn.load_split(f"test_{attr.replace('-', '')}", n=6, seed=1, size=96, cache_dir=tmp_path)
         assert len(sub) == counts[attr] and all(sub.attributes[:, syn.ATTRIBUTES.index(attr)] == 1)
+    # a cache that disagrees with the generator (changed without a version bump) is rebuilt
+    meta = os.path.join(a.root, "meta.npz")
+    with np.load(meta) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["landmarks"] = arrays["landmarks"] + 1.0
+    np.savez(meta, **arrays)
+    with pytest.warns(RuntimeWarning, match="stale"):
+        c = syn.load_split("test", n=6, seed=1, size=96, cache_dir=tmp_path)
+    assert np.array_equal(c.landmarks, b.landmarks)
     with pytest.raises(ValueError, match="split"):
         syn.load_split("dev", n=2, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="attribute"):

@@ -1,8 +1,6 @@
 """torch_impl.experiments: the --quick path of each experiment trains every configuration on tiny
 settings and writes its Markdown table and JSON; reruns reuse finished runs."""
 import json
-import os
-
 import numpy as np
 import pytest
 
@@ -12,8 +10,9 @@ from torch_impl import experiments as E
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments")
-    os.environ.setdefault("LMREF_CACHE", str(root / "cache"))       # tiny synthetic splits
-    return root
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LMREF_CACHE", str(root / "cache"))                # tiny synthetic splits, this module only
+        yield root
 
 
 def _run(dirs, name, seeds, jobs=1):

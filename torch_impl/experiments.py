@@ -46,15 +46,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def settings(quick):
     """Data and budget shared by the experiments.  Default: 2,200-face training pool (2,000 train /
-    200 val), 500 test faces, rendered at 128 px.  Quick: 24 / 8 faces at 48 px, one short epoch."""
+    200 val), 500 test faces, rendered at 128 px.  Quick: 22 / 8 faces at 48 px, one thread, one or
+    two short epochs."""
     if quick:
-        return {"num_train": 22, "num_test": 8, "data": {"render_size": 48}, "batch_size": 4, "quick": True}
-    return {"num_train": 2200, "num_test": 500, "data": {"render_size": 128}, "batch_size": 16, "quick": False}
+        return {"num_train": 22, "num_test": 8, "data": {"render_size": 48}, "batch_size": 4, "quick": True,
+                "num_threads": 1}
+    return {"num_train": 2200, "num_test": 500, "data": {"render_size": 128}, "batch_size": 16, "quick": False,
+            "num_threads": 0}
 
 
 def _base(s, **kw):
     d = {"num_train": s["num_train"], "num_test": s["num_test"], "data": dict(s["data"]),
-         "batch_size": s["batch_size"], "progress": False, "resume": True}
+         "batch_size": s["batch_size"], "progress": False, "resume": True, "num_threads": s["num_threads"]}
     d.update(kw)
     return d
 
@@ -75,7 +78,7 @@ def icme_runs(s):
     student = {"backbone": "mobilevitv2", "layout": "inner51",
                "backbone_config": {"width_multiplier": 0.5, "rank5_patches": True}}
     teacher = {"backbone": "swinv2", "layout": "inner51", "backbone_config": _swin_teacher(size, q)}
-    ep_t, ep_s = (1, 1) if q else (14, 14)
+    ep_t, ep_s = (1, 1) if q else (8, 8)
     return {
         "teacher": (_base(s, arch="aam", model=teacher, input_size=size, epochs=ep_t), None),
         "student": (_base(s, arch="aam", model=student, input_size=size, epochs=ep_s), None),
@@ -92,7 +95,7 @@ def kd_runs(s):
     if q:
         resnet = {**resnet, "layers": [1, 1, 1, 1], "stem_width": 8}
         stud5 = {**stud5, "channels": [8, 16, 16, 32, 32]}
-    ep, p1 = (2, 1) if q else (12, 8)
+    ep, p1 = (2, 1) if q else (5, 3)
     common = dict(input_size=size, epochs=ep, lr_schedule="cosine")
     return {
         "resnet50": (_base(s, arch="resnet", model=resnet, **common), None),
@@ -129,7 +132,7 @@ def _hr_18(q):
 def litehrnet_runs(s):
     q = s["quick"]
     size = 32 if q else 64
-    ep = 1 if q else 10
+    ep = 1 if q else 4
     common = dict(arch="litehrnet", input_size=size, epochs=ep, optimizer="adam", lr_backbone=2e-3,
                   lr_head=2e-3, lr_schedule="cosine", heatmap_sigma=1.5)
     runs = {

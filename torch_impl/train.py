@@ -137,7 +137,7 @@ class TrainConfig:
     max_steps: int = 0                      # stop after this many global steps (0: run to the end)
     resume: bool = False                    # continue from out_dir/last.pt if it exists
     export: bool = True                     # export the best checkpoint with its test NME at the end
-    progress: bool = True                   # tqdm progress bar on rank 0
+    progress: bool = True                   # tqdm progress bar on rank 0 (epoch lines are always printed)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self):
@@ -612,17 +612,19 @@ def train(cfg: TrainConfig):
     With ``max_steps`` the run stops after that many steps as if killed (the last step checkpoint is
     what a resume finds) and the summary has ``"stopped": True``."""
     rank, world, device, pg_here = setup_distributed(cfg)
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     try:
         return _train(cfg, rank, world, device)
     finally:
+        torch.set_num_threads(threads)                                 # a caller's setting is restored
         if pg_here:
             dist.destroy_process_group()
 
 
 def _train(cfg, rank, world, device):
     main_rank = rank == 0
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     out_dir = cfg.out_dir
     if main_rank:
         os.makedirs(out_dir, exist_ok=True)
@@ -721,9 +723,10 @@ def _train(cfg, rank, world, device):
             if main_rank:
                 save_checkpoint({"model": trainee.model.state_dict(), "config": config_to_dict(cfg),
                                  "epoch": epoch + 1, "val_nme": val_nme}, best_path)
-        if main_rank and cfg.progress:
+        if main_rank:
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {st['history'][-1]['train_loss']:.5f}, "
-                  f"val NME {val_nme:.5f} (best {st['best_nme']:.5f} at epoch {st['best_epoch']})", flush=True)
+                  f"val NME {val_nme:.5f} (best {st['best_nme']:.5f} at epoch {st['best_epoch']}), "
+                  f"{st['history'][-1]['seconds']:.0f} s", flush=True)
         st["step_in_epoch"] = 0
         checkpoint(epoch + 1, 0)
         if world > 1:

@@ -45,17 +45,20 @@ from torch_impl.train import TrainConfig, train
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
 torch.set_num_threads(2)
-# sizes: training faces (split 10:1 into train / val), test faces, epochs, seeds per student setting
+# training faces (split 10:1 into train / val), test faces, synthetic image side, model input side,
+# epochs and training seeds of the regression students and of the heatmap students, batch size
 if SMALL:
-    NUM_TRAIN, NUM_TEST, EPOCHS_REG, EPOCHS_AAM, SEEDS = 66, 40, 2, 1, [0, 1]
+    NUM_TRAIN, NUM_TEST, RENDER, SIZE, BATCH = 34, 16, 64, 32, 8
+    EPOCHS_REG, SEEDS_REG, EPOCHS_AAM, SEEDS_AAM = 2, [0, 1], 1, [0]
 else:
-    NUM_TRAIN, NUM_TEST, EPOCHS_REG, EPOCHS_AAM, SEEDS = 1100, 500, 12, 6, [0, 1, 2]
-RENDER, SIZE = 128, 64                       # synthetic image side, model input side
+    NUM_TRAIN, NUM_TEST, RENDER, SIZE, BATCH = 770, 300, 128, 64, 16
+    EPOCHS_REG, SEEDS_REG, EPOCHS_AAM, SEEDS_AAM = 10, [0, 1, 2], 6, [0]
+WORKERS = 2                                  # processes generating the synthetic faces (first run only)
 runs_dir = Path(tempfile.mkdtemp(prefix="lmref_tutorial3_"))
-common = dict(num_train=NUM_TRAIN, num_test=NUM_TEST, input_size=SIZE, progress=False, export=True,
-              data={"render_size": RENDER})
+common = dict(num_train=NUM_TRAIN, num_test=NUM_TEST, input_size=SIZE, batch_size=BATCH, progress=False,
+              data={"render_size": RENDER, "workers": WORKERS})
 t_start = time.time()
-print(f"{NUM_TRAIN} training faces, {NUM_TEST} test faces, seeds {SEEDS}; runs in {runs_dir}")
+print(f"{NUM_TRAIN} training faces, {NUM_TEST} test faces at {SIZE}x{SIZE}; runs in {runs_dir}")
 
 # %% [markdown]
 # ## 1. The data
@@ -66,8 +69,8 @@ print(f"{NUM_TRAIN} training faces, {NUM_TEST} test faces, seeds {SEEDS}; runs i
 # landmarks and applies STAR's augmentation (flip, rotation, scale, shift, occlusion, blur, ...).
 
 # %%
-train_pool = synthetic.load_split("train", n=NUM_TRAIN, size=RENDER)
-test_split = synthetic.load_split("test", n=NUM_TEST, size=RENDER)
+train_pool = synthetic.load_split("train", n=NUM_TRAIN, size=RENDER, workers=WORKERS)
+test_split = synthetic.load_split("test", n=NUM_TEST, size=RENDER, workers=WORKERS)
 attributes = test_split.attributes.astype(bool)                     # [NUM_TEST, 6]
 print("test faces with each attribute:",
       {a: int(n) for a, n in zip(synthetic.ATTRIBUTES, attributes.sum(0))})
@@ -101,7 +104,8 @@ REG_STUDENT = {"arch": "stud5", "model": {"channels": [16, 32, 64, 128, 128], "i
 
 
 def run(name, spec, epochs, seed=0, **kw):
-    """Train one model with torch_impl.train and return its summary (history, test NME per face, weights)."""
+    """Train one model with torch_impl.train -> its summary: history (per epoch: train loss, val
+    NME), test NME per face, path of the exported weights."""
     cfg = TrainConfig(**spec, **common, epochs=epochs, seed=seed, out_dir=str(runs_dir / f"{name}_s{seed}"),
                       lr_schedule="cosine", **kw)
     summary = train(cfg)
@@ -109,7 +113,7 @@ def run(name, spec, epochs, seed=0, **kw):
     return summary
 
 
-def params(summary):
+def n_params(summary):
     """Parameters of an exported model (BatchNorm running statistics are not parameters)."""
     tensors, _ = lmref.weights.load(summary["weights"])
     return sum(v.size for k, v in tensors.items() if not k.endswith(("running_mean", "running_var")))
@@ -128,37 +132,48 @@ REG_METHODS = {
     "RBD": {"distill": {"kind": "rbd", "teacher": reg_teacher["weights"], "rbd_lambda": 1.0}},
     "CKD": {"distill": {"kind": "ckd", "teacher": reg_teacher["weights"]}},
 }
-reg_runs = {m: [run(f"stud5_{m.replace(' ', '')}", REG_STUDENT, EPOCHS_REG, seed, **kw) for seed in SEEDS]
+reg_runs = {m: [run(f"stud5_{m.replace(' ', '')}", REG_STUDENT, EPOCHS_REG, seed, **kw) for seed in SEEDS_REG]
             for m, kw in REG_METHODS.items()}
 
 # %% [markdown]
-# ## 3. L_KD: a MobileViT-v2 AAM student learns from a wider one
+# ## 3. L_KD: a MobileViT-v2 AAM student learns from a larger heatmap network
 #
 # The ICME 2024 entry distils a MobileViT-v2 ×0.5 student (1.14 M parameters with its AAM head)
-# from a SwinV2 teacher. A SwinV2 does not train in minutes on a CPU, so here the teacher is a
-# MobileViT-v2 ×1.0 with the same AAM head; L_KD needs no change for that (its 1×1 adapter maps the
-# student's 256 feature channels to the teacher's 512).
+# from a SwinV2 teacher with the same AAM head. A SwinV2 does not train in minutes on a CPU, so
+# the teacher here is the AAM head on the ResNet of section 2 (as a colour model). L_KD does not care
+# what the teacher is: it needs its backbone features (a 1×1 adapter maps the student's channels to
+# the teacher's when they differ; here both have 256) and its fused heatmaps.
+#
+# An AAM student costs several times a Stud5 per step, so it is trained with one seed per setting;
+# its error bars below come from the test faces instead (paired over faces, see section 5).
 
 # %%
-AAM_TEACHER = {"arch": "aam", "model": {"backbone_config": {"width_multiplier": 1.0}, "layout": "inner51"}}
-AAM_STUDENT = {"arch": "aam", "model": {"backbone_config": {"width_multiplier": 0.5}, "layout": "inner51"}}
+AAM_TEACHER = {"arch": "aam", "model": {"backbone": "resnet", "layout": "inner51",
+                                        "backbone_config": {**REG_TEACHER["model"], "in_chans": 3}}}
+AAM_STUDENT = {"arch": "aam", "model": {"backbone": "mobilevitv2", "layout": "inner51",
+                                        "backbone_config": {"width_multiplier": 0.5}}}
 aam_teacher = run("aam_teacher", AAM_TEACHER, EPOCHS_AAM)
 AAM_METHODS = {
     "no KD": {},
     "L_KD": {"distill": {"kind": "lkd", "teacher": aam_teacher["weights"], "feat_weight": 1.0, "heat_weight": 1.0}},
 }
-aam_runs = {m: [run(f"aam_student_{m.replace(' ', '')}", AAM_STUDENT, EPOCHS_AAM, seed, **kw) for seed in SEEDS]
+aam_runs = {m: [run(f"aam_student_{m.replace(' ', '')}", AAM_STUDENT, EPOCHS_AAM, seed, **kw) for seed in SEEDS_AAM]
             for m, kw in AAM_METHODS.items()}
 print(f"all training: {(time.time() - t_start) / 60:.1f} min")
 
 # %% [markdown]
 # ## 4. Learning curves
 #
-# Validation NME after every epoch (inter-ocular normalisation), mean over seeds with the min–max
-# band. CKD's curve starts late: in phase 1 the student has no trained FC layer, so it has no
-# landmarks to validate; its curve begins when phase 2 retrains the FC.
+# Validation NME after every epoch (inter-ocular normalisation; the regression models use the 68
+# iBUG points, the AAM models the 51 inner points), mean over seeds with the min–max band. CKD's
+# curve starts late: in phase 1 the student has no trained FC layer, hence no landmarks to
+# validate; its curve begins when phase 2 retrains the FC.
 
 # %%
+FAMILIES = (("Stud5 (regression, 68 points)", reg_runs, reg_teacher),
+            ("MobileViT-v2 x0.5 + AAM (51 points)", aam_runs, aam_teacher))
+
+
 def curve(summaries):
     v = np.array([[h["val_nme"] if h.get("phase") in (None, 2) else np.nan for h in s["history"]]
                   for s in summaries])                                 # [seeds, epochs]
@@ -166,14 +181,15 @@ def curve(summaries):
 
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-for ax, runs_, teacher, title in ((axes[0], reg_runs, reg_teacher, "Stud5 (regression)"),
-                                  (axes[1], aam_runs, aam_teacher, "MobileViT-v2 x0.5 + AAM (heatmaps)")):
+for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
     ep, v = curve([teacher])
     ax.plot(ep, v[0], "k--", lw=1, label="teacher")
     for k, (m, summaries) in enumerate(runs_.items()):
         ep, v = curve(summaries)
-        ax.plot(ep, np.nanmean(v, 0), "-o", ms=3, color=f"C{k}", label=m)
-        ax.fill_between(ep, np.nanmin(v, 0), np.nanmax(v, 0), color=f"C{k}", alpha=0.2)
+        seen = ~np.isnan(v).all(0)
+        ax.plot(ep[seen], np.nanmean(v[:, seen], 0), "-o", ms=3, color=f"C{k}", label=m)
+        if len(summaries) > 1:
+            ax.fill_between(ep[seen], np.nanmin(v[:, seen], 0), np.nanmax(v[:, seen], 0), color=f"C{k}", alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NME")
     ax.set_title(title, fontsize=10)
@@ -185,62 +201,78 @@ plt.show()
 # %% [markdown]
 # ## 5. Test NME with and without KD
 #
-# Each student setting was trained with every seed; the bar is the mean test NME over seeds, the
-# error bar ± one standard deviation between seeds, the dots the individual seeds. The teacher is
-# the dashed line. The Δ column is the change against the student without KD, with the standard
-# error of that difference.
+# Two kinds of error bar, each the honest one for its experiment:
+#
+# * **several seeds** (Stud5): the bar is the mean test NME over seeds, the error bar ± one standard
+#   deviation between seeds, the dots the individual seeds. The Δ against "no KD" is paired by
+#   seed — seed s of every setting starts from the same initial weights and sees the same batches
+#   with the same augmentation (the trainer makes everything random a function of the seed) — and
+#   carries the standard error of the paired differences over seeds;
+# * **one seed** (AAM): the error bar is the standard error of the mean NME over the test faces, and
+#   the Δ is paired over faces (same face, with and without KD). This measures how sure we are
+#   about *this* trained model on this test set, not how much another training run would vary.
 
 # %%
-def test_nmes(summaries):
-    return np.array([s["test"]["nme"] for s in summaries])           # [seeds]
+def nme_matrix(summaries):
+    return np.array([s["test_nme_per_image"] for s in summaries])     # [seeds, faces]
+
+
+def mean_and_error(summaries, mask=None):
+    """Mean test NME and its error bar: sd over seeds (several seeds) or SE over faces (one seed)."""
+    e = nme_matrix(summaries)[:, mask if mask is not None else slice(None)]
+    if len(e) > 1:
+        return e.mean(), e.mean(1).std(ddof=1)
+    return e.mean(), e[0].std(ddof=1) / np.sqrt(e.shape[1])
+
+
+def paired_delta(kd, base, mask=None):
+    """Mean NME change of ``kd`` against ``base`` and its standard error, paired by seed (several
+    seeds) or by face (one seed)."""
+    d = nme_matrix(kd) - nme_matrix(base)                             # [seeds, faces]
+    d = d[:, mask if mask is not None else slice(None)]
+    per_unit = d.mean(1) if len(d) > 1 else d[0]                      # seeds, or faces
+    return per_unit.mean(), per_unit.std(ddof=1) / np.sqrt(len(per_unit))
 
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-print(f"{'model':30s} {'test NME (mean ± sd over seeds)':>32s} {'Δ vs no KD':>18s}  params")
-for ax, runs_, teacher, title in ((axes[0], reg_runs, reg_teacher, "Stud5 (regression)"),
-                                  (axes[1], aam_runs, aam_teacher, "MobileViT-v2 x0.5 + AAM")):
-    base = test_nmes(runs_["no KD"])
-    print(f"{title + ' teacher':30s} {teacher['test']['nme']:20.4f}{'':12s} {'':>18s}  {params(teacher):,}")
+print(f"{'model':44s} {'test NME':>16s} {'Δ vs no KD':>20s}  {'params':>9s}")
+for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
+    print(f"{title + ': teacher':44s} {teacher['test']['nme']:8.4f}{'':8s} {'':>20s}  {n_params(teacher):9,d}")
     for k, (m, summaries) in enumerate(runs_.items()):
-        v = test_nmes(summaries)
-        ax.bar(k, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, color=f"C{k}", alpha=0.7, capsize=6)
-        ax.plot(np.full(len(v), k), v, "k.", ms=6)
-        d = v - base
-        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-        delta = "" if m == "no KD" else f"{d.mean():+.4f} ± {se:.4f}"
-        print(f"{title + ' ' + m:30s} {v.mean():20.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f} {delta:>18s}  "
-              f"{params(summaries[0]):,}")
+        mean, err = mean_and_error(summaries)
+        ax.bar(k, mean, yerr=err, color=f"C{k}", alpha=0.7, capsize=6)
+        if len(summaries) > 1:
+            ax.plot(np.full(len(summaries), k), nme_matrix(summaries).mean(1), "k.", ms=6)
+        delta = "" if m == "no KD" else "{:+.4f} ± {:.4f}".format(*paired_delta(summaries, runs_["no KD"]))
+        print(f"{title + ': ' + m:44s} {mean:8.4f} ± {err:.4f} {delta:>20s}  {n_params(summaries[0]):9,d}")
     ax.axhline(teacher["test"]["nme"], color="k", ls="--", lw=1, label="teacher")
     ax.set_xticks(range(len(runs_)), list(runs_))
     ax.set_ylabel("test NME")
-    lo = min(teacher["test"]["nme"], min(test_nmes(s).min() for s in runs_.values()))
-    ax.set_ylim(lo * 0.8, None)
-    ax.set_title(title, fontsize=10)
+    seeds = len(next(iter(runs_.values())))
+    ax.set_title(f"{title}\n" + (f"{seeds} seeds, ± sd over seeds" if seeds > 1 else "1 seed, ± SE over test faces"),
+                 fontsize=9)
+    lo = min(teacher["test"]["nme"], min(nme_matrix(s).mean(1).min() for s in runs_.values()))
+    ax.set_ylim(0.8 * lo, None)
     ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The differences are paired by seed: seed s of every setting starts from the same initial
-# weights and sees the batches in the same order with the same augmentation (the trainer makes
-# everything random a function of the seed), so a difference that keeps its sign over all seeds
-# is the method's, not the initialisation's.
-#
 # ## 6. CED curves
 #
 # The cumulative error distribution: the fraction of test faces whose NME is below x. A method that
 # only helps the easy faces moves the left part; one that fixes failures lifts the right part.
-# Curves pool the faces of all seeds.
+# Curves pool the faces of all seeds. (The usual threshold is NME 0.08–0.1; these small, briefly
+# trained models are drawn up to 0.3.)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 thr = 0.3
-for ax, runs_, teacher, title in ((axes[0], reg_runs, reg_teacher, "Stud5 (regression)"),
-                                  (axes[1], aam_runs, aam_teacher, "MobileViT-v2 x0.5 + AAM")):
+for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
     x, y = metrics.ced(np.array(teacher["test_nme_per_image"]), thr=thr, step=1e-3)
     ax.plot(x, y, "k--", lw=1, label="teacher")
     for k, (m, summaries) in enumerate(runs_.items()):
-        pooled = np.concatenate([s["test_nme_per_image"] for s in summaries])
+        pooled = nme_matrix(summaries).ravel()
         x, y = metrics.ced(pooled, thr=thr, step=1e-3)
         fr, auc = metrics.fr_auc(pooled, thr=thr, step=1e-3)
         ax.plot(x, y, color=f"C{k}", label=f"{m}: AUC@{thr} {auc:.3f}, FR@{thr} {fr:.1%}")
@@ -255,38 +287,33 @@ plt.show()
 # %% [markdown]
 # ## 7. Where does the student improve?
 #
-# The synthetic test faces carry WFLW's six attribute labels. For each attribute subset, the mean
-# NME change of each KD method against the same seed's student without KD (negative = better),
-# with ± one standard error over seeds:
+# The synthetic test faces carry WFLW's six attribute labels. For each attribute subset: the mean
+# NME change of each KD method against its student without KD, relative to that student's NME on
+# the subset (negative = the distilled student is better), with ± one standard error (paired as in
+# section 5).
 
 # %%
 subsets = {"all": np.ones(len(attributes), bool),
-           **{a: attributes[:, k] for k, a in enumerate(synthetic.ATTRIBUTES) if attributes[:, k].any()}}
-names, masks = list(subsets), list(subsets.values())
-
-
-def per_subset(summaries):
-    e = np.array([s["test_nme_per_image"] for s in summaries])       # [seeds, faces]
-    return np.array([[e_s[m].mean() for m in masks] for e_s in e])    # [seeds, subsets]
-
-
-fig, ax = plt.subplots(figsize=(11, 3.6))
+           **{a: attributes[:, k] for k, a in enumerate(synthetic.ATTRIBUTES) if attributes[:, k].sum() > 1}}
 kd_methods = [("Stud5", reg_runs, m) for m in ("RBD", "CKD")] + [("AAM", aam_runs, "L_KD")]
 width = 0.8 / len(kd_methods)
-print(f"{'subset':13s} {'faces':>5s}  " + "  ".join(f"{f + ' ' + m:>20s}" for f, _, m in kd_methods))
-table = []
+fig, ax = plt.subplots(figsize=(11, 3.6))
+print(f"{'subset':13s} {'faces':>5s}  " + "  ".join(f"{f + ' ' + m + ' (Δ NME)':>22s}" for f, _, m in kd_methods))
+rows = {name: [] for name in subsets}
 for k, (family, runs_, m) in enumerate(kd_methods):
-    d = per_subset(runs_[m]) - per_subset(runs_["no KD"])            # [seeds, subsets], paired by seed
-    mean = d.mean(0)
-    se = d.std(0, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.zeros_like(mean)
-    rel = mean / per_subset(runs_["no KD"]).mean(0)                   # relative change
-    ax.bar(np.arange(len(names)) + (k - (len(kd_methods) - 1) / 2) * width, 100 * rel, width,
-           yerr=100 * se / per_subset(runs_["no KD"]).mean(0), capsize=3, label=f"{family}: {m}", color=f"C{k + 1}")
-    table.append((mean, se))
-for j, n in enumerate(names):
-    print(f"{n:13s} {masks[j].sum():5d}  " + "  ".join(f"{t[0][j]:+9.4f} ± {t[1][j]:.4f}" for t in table))
+    rel, rel_se = [], []
+    for name, mask in subsets.items():
+        d, se = paired_delta(runs_[m], runs_["no KD"], mask)
+        base = nme_matrix(runs_["no KD"])[:, mask].mean()
+        rel.append(100 * d / base)
+        rel_se.append(100 * se / base)
+        rows[name].append(f"{d:+.4f} ± {se:.4f}")
+    ax.bar(np.arange(len(subsets)) + (k - (len(kd_methods) - 1) / 2) * width, rel, width, yerr=rel_se,
+           capsize=3, label=f"{family}: {m}", color=f"C{k + 1}")
+for name, mask in subsets.items():
+    print(f"{name:13s} {mask.sum():5d}  " + "  ".join(f"{r:>22s}" for r in rows[name]))
 ax.axhline(0, color="k", lw=0.8)
-ax.set_xticks(range(len(names)), [f"{n}\n({m.sum()})" for n, m in zip(names, masks)])
+ax.set_xticks(range(len(subsets)), [f"{n}\n({m.sum()} faces)" for n, m in subsets.items()])
 ax.set_ylabel("NME change vs no KD (%)")
 ax.set_title("negative = the distilled student is better on that subset", fontsize=10)
 ax.legend(fontsize=8)
@@ -297,14 +324,14 @@ plt.show()
 # ## 8. What to take from it
 #
 # * Distillation is measured here the way it should be everywhere: same data, same budget, same
-#   seeds with and without the teacher, and the spread between seeds next to the difference.
-#   A gain smaller than that spread is not a gain.
+#   seeds with and without the teacher, and the uncertainty next to the difference. A gain smaller
+#   than its error bar is not a gain.
 # * RBD only changes the target the student regresses (a mix of the label and the teacher's
 #   answer); CKD changes what the conv layers learn (the teacher's feature map) and then fits only
 #   the FC, so it lives or dies by how much of the teacher's representation the small conv stack
 #   can copy. L_KD gives the heatmap student two extra dense targets, features and fused heatmaps.
-# * The numbers above are from tiny models after a few minutes of CPU training; run the configs in
-#   `configs/` (`stud5_rbd.toml`, `stud5_ckd.toml`, `icme_student_kd.toml`) for the papers' settings.
+# * The numbers above are from tiny models after a few minutes of CPU training; the configs in
+#   `configs/` (`stud5_rbd.toml`, `stud5_ckd.toml`, `icme_student_kd.toml`) run the papers' settings.
 
 # %%
 import shutil
