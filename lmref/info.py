@@ -34,6 +34,7 @@ import sys
 import numpy as np
 
 from .trace import trace
+from .weights import flatten
 
 __all__ = ["profile", "format_table", "info", "MAC_RULES", "BUFFER_SUFFIXES", "main"]
 
@@ -80,17 +81,6 @@ MAC_RULES = {
 }
 
 
-def _flatten(params, prefix=""):
-    flat = {}
-    for k, v in params.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            flat.update(_flatten(v, key + "."))
-        else:
-            flat[key] = v
-    return flat
-
-
 def _scope_of(name):
     """'a.b:conv2d' -> 'a.b';  'a.b:op/conv2d#1' -> 'a.b';  'conv2d' -> ''."""
     head = name.split("/", 1)[0]
@@ -111,7 +101,7 @@ def profile(forward_fn, params, x, rules=None, is_buffer=None):
     """
     rules = {**MAC_RULES, **(rules or {})}
     is_buffer = is_buffer or (lambda k: k.rsplit(".", 1)[-1] in BUFFER_SUFFIXES)
-    flat = _flatten(params)
+    flat = flatten(params)
     with trace() as t:
         forward_fn(params, x)
 

@@ -38,6 +38,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Torch on one thread for the tests: the shapes are small, and on two cores shared with other
+    jobs torch's thread pool oversubscribes them badly (10-30x slower)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # Tolerances used throughout: float64 to near machine precision, float32 to a stated tolerance.
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
 

@@ -25,15 +25,6 @@ PX_TOL_F32 = 1e-3        # input pixels
 MAP_TOL_F32 = 1e-4       # relative to the map's largest value
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two cores shared by parallel jobs: torch's thread pool oversubscribes them badly (x10-30)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def student_config(width=0.5, **kw):
     kw.setdefault("layout", "inner51")
     return la.Config(backbone="mobilevitv2", backbone_config={"width_multiplier": width}, **kw)

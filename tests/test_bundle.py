@@ -16,14 +16,6 @@ from lmref.detect import shipped_models
 from lmref.weights import load_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     d = tmp_path_factory.mktemp("student")

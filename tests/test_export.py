@@ -16,15 +16,6 @@ from torch_impl.models import aam_head as ta
 from torch_impl.models import build
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two cores shared by parallel jobs: torch's thread pool oversubscribes them badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def student(rank5=False, seed=0, width=0.5):
     torch.manual_seed(seed)
     cfg = la.Config(backbone_config={"width_multiplier": width, "rank5_patches": rank5})

@@ -15,15 +15,6 @@ from torch_impl.models import mobilevitv2 as tm
 PAPER_MACS = 581.354e6      # ICME 2024 paper, Table 1: MobileViT-v2-0.5 + AAM head at 256x256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two cores shared by parallel jobs: torch's thread pool oversubscribes them badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @op
 def _two_convs(x, w1, w2):
     """An op built from other ops (as a composite op would be)."""

@@ -25,15 +25,6 @@ from torch_impl.models import litehrnet as T
 F32 = dict(rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two cores shared by parallel jobs: torch's thread pool oversubscribes them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(**kw):
     """A small three-stage config (1 module, 1 unit per stage) for the fusion variants."""
     base = dict(num_points=5, stem_channels=16, stem_out_channels=16, num_modules=(1, 1, 1),

@@ -24,15 +24,6 @@ from torch_impl.models import mobilevitv2 as tm
 COUNTS = {0.5: (1_113_593, 257_000), 0.75: (2_481_009, 385_000), 1.0: (4_388_841, 513_000)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Two cores shared by parallel jobs: torch's thread pool oversubscribes them badly (x10-30)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
 

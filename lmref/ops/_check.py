@@ -1,4 +1,6 @@
 """Input checks shared by the ops: bad input raises a clear error, never returns a wrong answer."""
+import numbers
+
 import numpy as np
 
 FLOATS = (np.float32, np.float64)
@@ -36,3 +38,12 @@ def pair(v, name="value"):
     if len(v) != 2:
         raise ValueError(f"{name}: expected an int or a pair, got {tuple(v)}")
     return int(v[0]), int(v[1])
+
+
+def positive_int(v, name):
+    """An int >= 1 (not a bool), else TypeError / ValueError naming the argument."""
+    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+        raise TypeError(f"{name}: expected an int, got {v!r}")
+    if v < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {v}")
+    return int(v)

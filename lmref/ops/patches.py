@@ -25,12 +25,10 @@ Two equivalent implementations, same numbers bit for bit (pure data movement):
   patches or a square patch grid. Every intermediate passes through :func:`_rank5`, which raises if
   the rank exceeds :data:`MAX_RANK` (tests replace it to record every intermediate shape).
 """
-import numbers
-
 import numpy as np
 
 from ..trace import op
-from ._check import check_array
+from ._check import check_array, positive_int as _positive_int
 
 __all__ = ["unfold_patches", "fold_patches"]
 
@@ -42,14 +40,6 @@ def _rank5(t):
     if t.ndim > MAX_RANK:
         raise RuntimeError(f"rank-5 unfold/fold produced a rank-{t.ndim} tensor of shape {t.shape}")
     return t
-
-
-def _positive_int(v, name):
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-        raise TypeError(f"{name}: expected an int, got {v!r}")
-    if v < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {v}")
-    return int(v)
 
 
 def _check_rank5_flag(rank5):

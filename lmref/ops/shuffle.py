@@ -2,20 +2,11 @@
 
 Pure reshapes and transposes, so results are bit-exact copies of the input values.
 """
-import numbers
 
 from ..trace import op
-from ._check import check_array
+from ._check import check_array, positive_int as _positive_int
 
 __all__ = ["pixel_shuffle", "pixel_unshuffle", "channel_shuffle"]
-
-
-def _positive_int(v, name):
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-        raise TypeError(f"{name}: expected an int, got {v!r}")
-    if v < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {v}")
-    return int(v)
 
 
 @op
