@@ -308,13 +308,34 @@ def _setting_lines(s, cfgs):
     return lines
 
 
+def _timing(results, t0, jobs):
+    """(markdown line, dict): summed epoch time of the runs and this call's wall time."""
+    train_s = sum(h["seconds"] for r in results.values() for h in r["history"])
+    wall = time.time() - t0
+    line = (f"- Time: {train_s / 60:.0f} min of training summed over the {len(results)} runs "
+            f"(epochs incl. validation); this call took {wall / 60:.0f} min wall with {jobs} parallel run(s) "
+            f"on a 2-core machine shared with other work (runs finished by an earlier call are reused, not re-timed).")
+    return line, {"train_seconds_summed": train_s, "wall_seconds_this_call": wall, "jobs": jobs}
+
+
 def _default(key):
     from .train import TrainConfig
     return getattr(TrainConfig(), key)
 
 
+def _data_manifests(s):
+    """Version and content hash of the synthetic splits the runs used (lmref.data.synthetic)."""
+    from lmref.data import synthetic
+    out = {}
+    for split, n in (("train", s["num_train"]), ("test", s["num_test"])):
+        man = synthetic.load_split(split, n=n, seed=0, size=s["data"]["render_size"]).manifest
+        out[split] = {k: man.get(k) for k in ("version", "seed", "n", "size", "sha256")}
+    return out
+
+
 def _write(name, out_dir, md_lines, payload):
     os.makedirs(out_dir, exist_ok=True)
+    payload = {**payload, "data": _data_manifests(settings(payload["quick"]))}
     md = os.path.join(out_dir, f"{name}.md")
     with open(md, "w") as f:
         f.write("\n".join(md_lines) + "\n")
@@ -341,7 +362,9 @@ def _copy_best(results_list, dest):
 def icme(seeds, quick, jobs, work, out, assets, log=print):
     s = settings(quick)
     runs = icme_runs(s)
+    t0 = time.time()
     results = run_plan(plan("icme", seeds, quick, work), jobs, log)
+    timing = _timing(results, t0, jobs)
     by = _by_run(results, runs, seeds)
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
     size = runs["student"][0]["input_size"]
@@ -364,7 +387,8 @@ def icme(seeds, quick, jobs, work, out, assets, log=print):
            "Setting:"] + _setting_lines(s, {k: v[0] for k, v in runs.items()})
     md.append("- The student at the paper's 256×256 has 1,141,863 parameters and about 581 MMACs "
               "(`lmref info`); here it runs at the smaller input above to fit a CPU budget.")
-    payload = {"experiment": "icme", "seeds": seeds, "quick": quick, "params_macs": cost,
+    md.append(timing[0])
+    payload = {"experiment": "icme", "seeds": seeds, "quick": quick, "params_macs": cost, "timing": timing[1],
                "runs": {r: _per_seed(by[r], seeds) for r in runs}, "kd_delta_test_nme": delta}
     if assets and not quick:
         payload["asset"] = _copy_best(by["student_kd"] + by["student"],
@@ -384,7 +408,9 @@ def _verdict(m, sd, n):
 def kd(seeds, quick, jobs, work, out, assets, log=print):
     s = settings(quick)
     runs = kd_runs(s)
+    t0 = time.time()
     results = run_plan(plan("kd", seeds, quick, work), jobs, log)
+    timing = _timing(results, t0, jobs)
     by = _by_run(results, runs, seeds)
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
     size = runs["stud5"][0]["input_size"]
@@ -409,7 +435,8 @@ def kd(seeds, quick, jobs, work, out, assets, log=print):
               f"to ResNet-50's last conv map) for {runs['stud5_ckd'][0]['distill']['ckd_phase1_epochs']} epochs, "
               "phase 2 (FC only, convs frozen) for the rest; the best phase-2 epoch is kept. Coordinates are "
               "normalised to [-1, 1] for the loss; MSE is reported in crop pixels² per coordinate.")
-    payload = {"experiment": "kd", "seeds": seeds, "quick": quick, "params_macs": cost,
+    md.append(timing[0])
+    payload = {"experiment": "kd", "seeds": seeds, "quick": quick, "params_macs": cost, "timing": timing[1],
                "runs": {r: _per_seed(by[r], seeds) for r in runs}, "delta_test_nme_vs_stud5": deltas}
     if assets and not quick:
         best = min(("stud5", "stud5_rbd", "stud5_ckd"), key=lambda r: mean_std([x["test"]["nme"] for x in by[r]])[0])
@@ -433,7 +460,9 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print):
     from lmref.models.litehrnet_cost import cost_table
     s = settings(quick)
     runs = litehrnet_runs(s)
+    t0 = time.time()
     results = run_plan(plan("litehrnet", seeds, quick, work), jobs, log)
+    timing = _timing(results, t0, jobs)
     by = _by_run(results, runs, seeds)
     test = synthetic.load_split("test", n=s["num_test"], seed=0, size=s["data"]["render_size"])
     attrs = np.asarray(test.attributes)
@@ -467,7 +496,8 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print):
               "heatmap px, centred at the sub-pixel landmark), decoded by argmax + quarter-pixel shift. "
               "MFLOPs in the paper's convention (`lmref.models.litehrnet_cost`). The paper trains 210 epochs at "
               "96×96 with batch 64; this is a much shorter CPU run.")
-    payload = {"experiment": "litehrnet", "seeds": seeds, "quick": quick, "cost": cost,
+    md.append(timing[0])
+    payload = {"experiment": "litehrnet", "seeds": seeds, "quick": quick, "cost": cost, "timing": timing[1],
                "subsets": subsets, "runs": {r: _per_seed(by[r], seeds) for r in runs}}
     if assets and not quick:
         best = min(("plus10m_mse", "plus10m_bce", "plus30m_mse", "plus30m_bce"),

@@ -41,7 +41,7 @@ def _env_reference():
 
 ENABLED = not _env_reference()   # fast paths on unless LMREF_REFERENCE=1
 CACHE_LIMIT = 64 << 20           # a scratch buffer larger than this is allocated per call, not kept
-CHUNK_BYTES = 8 << 20            # fast paths size their im2col blocks to about this many bytes
+CHUNK_BYTES = 1 << 20            # fast paths size their im2col blocks to about this many bytes (~ L2)
 
 PARALLEL_MIN = 1 << 17           # arrays with fewer elements than this stay on one thread
 

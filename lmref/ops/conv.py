@@ -243,7 +243,8 @@ def _im2col_gemm(taps, w, bias, out):
     B, C, kh, kw, Ho, Wq = taps.shape
     O, K = w.shape
     Wo = out.shape[3]
-    for b0, b1, y0, y1 in _blocks(B, Ho, K * Wq * taps.itemsize):
+    per_row = K if Wq == Wo else max(K, O)           # the wide grid's GEMM result is a block buffer too
+    for b0, b1, y0, y1 in _blocks(B, Ho, per_row * Wq * taps.itemsize):
         nb, rows = b1 - b0, y1 - y0
         if nb > 1 and Ho * Wo < FOLD_BATCH_BELOW:    # small maps: the block's images side by side
             cols = _fast.scratch("conv2d.cols", (C, kh, kw, nb, Ho, Wq), taps.dtype)

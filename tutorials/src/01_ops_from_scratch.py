@@ -34,6 +34,7 @@ from lmref import ops
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
 rng = np.random.default_rng(0)
 torch.manual_seed(0)
+torch.set_num_threads(1)      # tensors here are tiny: starting threads would cost more than it saves
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 
 

@@ -22,6 +22,8 @@
 # from the papers'. `LMREF_TUTORIAL_SMALL=1` shrinks it further to a smoke test (the test suite).
 
 # %%
+import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -108,7 +110,8 @@ def run(name, spec, epochs, seed=0, **kw):
     NME), test NME per face, path of the exported weights."""
     cfg = TrainConfig(**spec, **common, epochs=epochs, seed=seed, out_dir=str(runs_dir / f"{name}_s{seed}"),
                       lr_schedule="cosine", **kw)
-    summary = train(cfg)
+    with contextlib.redirect_stdout(io.StringIO()):                    # the trainer's per-epoch lines
+        summary = train(cfg)
     print(f"{name:20s} seed {seed}: test NME {summary['test']['nme']:.4f}")
     return summary
 
