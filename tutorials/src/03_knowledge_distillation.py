@@ -46,7 +46,9 @@ from torch_impl import data as tdata
 from torch_impl.train import TrainConfig, train
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
-torch.set_num_threads(2)
+# One torch thread: these tensors are small, and torch's thread pool on cores that are also busy
+# with anything else can make a step 10-50x slower instead of faster.
+torch.set_num_threads(1)
 # training faces (split 10:1 into train / val), test faces, synthetic image side, model input side,
 # epochs and training seeds of the regression students and of the heatmap students, batch size
 if SMALL:
@@ -57,7 +59,7 @@ else:
     EPOCHS_REG, SEEDS_REG, EPOCHS_AAM, SEEDS_AAM = 10, [0, 1, 2], 6, [0]
 WORKERS = 2                                  # processes generating the synthetic faces (first run only)
 runs_dir = Path(tempfile.mkdtemp(prefix="lmref_tutorial3_"))
-common = dict(num_train=NUM_TRAIN, num_test=NUM_TEST, input_size=SIZE, batch_size=BATCH, progress=False,
+common = dict(num_train=NUM_TRAIN, num_test=NUM_TEST, input_size=SIZE, batch_size=BATCH, progress=False, num_threads=1,
               data={"render_size": RENDER, "workers": WORKERS})
 t_start = time.time()
 print(f"{NUM_TRAIN} training faces, {NUM_TEST} test faces at {SIZE}x{SIZE}; runs in {runs_dir}")

@@ -47,6 +47,7 @@ from torch_impl.models import build
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
 SIZE = 128 if SMALL else 256
+torch.set_num_threads(1)        # the torch side only exports: one thread, no contention with other work
 workdir = Path(tempfile.mkdtemp(prefix="lmref_tutorial4_"))
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 print("input size", SIZE, "- files go to", workdir)

@@ -167,11 +167,11 @@ import torch
 
 from torch_impl.train import TrainConfig, train
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)      # small tensors: one thread is faster than a contended pool
 cfg = TrainConfig(arch="stud5", model={"channels": [16, 32, 64, 128, 128], "in_chans": 1},
                   data={"source": str(TRAIN_DIR), "test_source": str(TEST_DIR)},
                   num_train=N_TRAIN, num_test=N_TEST, input_size=64, epochs=EPOCHS, batch_size=16,
-                  lr_schedule="cosine", out_dir=str(work / "run"), name="my_stud5", progress=False)
+                  lr_schedule="cosine", out_dir=str(work / "run"), name="my_stud5", progress=False, num_threads=1)
 with contextlib.redirect_stdout(io.StringIO()):                        # the trainer's per-epoch lines
     summary = train(cfg)
 for h in summary["history"]:
