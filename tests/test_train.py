@@ -156,6 +156,12 @@ def test_same_seed_same_weights_other_seed_differs(cache, tmp_path):
     assert a["test"] == b["test"] and a["test"] != c["test"]
 
 
+def test_dataloader_workers_give_the_same_run(cache, tmp_path):
+    T.train(tiny(cache, tmp_path / "w0", epochs=1, export=False))
+    T.train(tiny(cache, tmp_path / "w2", epochs=1, export=False, num_workers=2))
+    assert_same_run(final_state(tmp_path / "w0"), final_state(tmp_path / "w2"))
+
+
 def test_resume_after_stop_is_bit_identical(cache, tmp_path):
     """Stop mid-epoch (max_steps: no checkpoint beyond the last step checkpoint), resume, compare."""
     full = tiny(cache, tmp_path / "full", epochs=3, checkpoint_every=2, export=False)

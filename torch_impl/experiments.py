@@ -102,7 +102,7 @@ def kd_runs(s):
     if q:
         resnet = {**resnet, "layers": [1, 1, 1, 1], "stem_width": 8}
         stud5 = {**stud5, "channels": [8, 16, 16, 32, 32]}
-    ep, p1 = (2, 1) if q else (5, 3)
+    ep, p1 = (2, 1) if q else (6, 4)
     common = dict(input_size=size, epochs=ep, lr_schedule="cosine")
     return {
         "resnet50": (_base(s, arch="resnet", model=resnet, **common), None),
@@ -405,7 +405,7 @@ def icme(seeds, quick, jobs, work, out, assets, log=print):
                "runs": {r: _per_seed(by[r], seeds[:len(by[r])]) for r in runs}, "kd_delta_test_nme": delta}
     if assets and not quick:
         payload["asset"] = _copy_best(by["student_kd"] + by["student"],
-                                      os.path.join(assets, "icme_mobilevitv2_aam_inner51.safetensors"))
+                                      os.path.join(assets, "student.safetensors"))
     return _write("icme", out, md, payload)
 
 
@@ -453,7 +453,7 @@ def kd(seeds, quick, jobs, work, out, assets, log=print):
                "runs": {r: _per_seed(by[r], seeds) for r in runs}, "delta_test_nme_vs_stud5": deltas}
     if assets and not quick:
         best = min(("stud5", "stud5_rbd", "stud5_ckd"), key=lambda r: mean_std([x["test"]["nme"] for x in by[r]])[0])
-        payload["asset"] = _copy_best(by[best], os.path.join(assets, "stud5_ibug68.safetensors"))
+        payload["asset"] = _copy_best(by[best], os.path.join(assets, "stud5.safetensors"))
     return _write("kd", out, md, payload)
 
 
@@ -515,7 +515,7 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print):
     if assets and not quick:
         best = min(("plus10m_mse", "plus10m_bce", "plus30m_mse", "plus30m_bce"),
                    key=lambda r: mean_std([x["test"]["nme"] for x in by[r]])[0])
-        payload["asset"] = _copy_best(by[best], os.path.join(assets, "litehrnet_plus_ibug68.safetensors"))
+        payload["asset"] = _copy_best(by[best], os.path.join(assets, "litehrnet_plus.safetensors"))
     return _write("litehrnet", out, md, payload)
 
 

@@ -109,9 +109,9 @@ def silu(x):
 
 def _silu_fast(x):
     """silu's fast path: x / (1 + exp(-x)), four passes into one buffer (the reference makes about
-    ten), split over threads for large arrays. Where exp(-x) overflows (x < -88 in float32, -709 in
-    float64) the quotient is -0.0 instead of the reference's subnormal x * e^x, an absolute difference
-    below the dtype's smallest normal number; -inf gives nan in both."""
+    ten), split over threads for large arrays. Where exp(-x) overflows (x < -88.7 in float32, -709.8
+    in float64) the quotient is -0.0 instead of the reference's tiny x * e^x, an absolute difference
+    below 3e-37 (float32) / 4e-306 (float64); -inf gives nan in both."""
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
     xf, yf = x.reshape(-1), y.reshape(-1)
