@@ -37,6 +37,11 @@ def test_plan_orders_teachers_first_and_wires_them(tmp_path):
     assert len(ids) == 8 and ids.index("resnet50-s1") < ids.index("stud5_ckd-s0")
     cfg = dict((r[0], r[1]) for r in runs)["stud5_rbd-s1"]
     assert cfg["seed"] == 1 and cfg["distill"]["teacher"] == str(tmp_path / "resnet50-s1" / "best.pt")
+    # the ICME teacher is trained once (first seed) and shared by every seed's KD student
+    icme = {r[0]: r for r in E.plan("icme", [3, 4], True, str(tmp_path))}
+    assert sorted(icme) == ["student-s3", "student-s4", "student_kd-s3", "student_kd-s4", "teacher-s3"]
+    assert icme["student_kd-s4"][2] == "teacher-s3"
+    assert icme["student_kd-s4"][1]["distill"]["teacher"] == str(tmp_path / "teacher-s3" / "best.pt")
 
 
 def test_kd_quick_two_seeds_and_reuse(dirs):
