@@ -5,9 +5,11 @@
 
 What is measured, for every model below at batch 1 and 16, in one process:
 
-* **time** of one forward pass for four runners: ``lmref`` float32 and float64 (``load_model``: fast
-  paths and BatchNorm folding on, as a user gets them), ``torch`` eager float32 (``torch.no_grad``)
-  and ``onnxruntime`` float32 on the graph ``torch_impl.export.export_onnx`` writes. All four share
+* **time** of one forward pass for five runners: ``lmref`` float32 and float64 (``load_model``: fast
+  paths and BatchNorm folding on, as a user gets them), ``lmref`` float32 on its plain reference
+  paths (``LMREF_REFERENCE=1``: what the fast paths bought), ``torch`` eager float32
+  (``torch.no_grad``) and ``onnxruntime`` float32 on the graph ``torch_impl.export.export_onnx``
+  writes. All of them share
   the same random weights (torch_impl initialisation, ``randomize_norms_``). The repetitions
   alternate between the runners (round robin, the order rotated every round), so a change of machine
   load hits all of them alike; the table gives the median and the interquartile range, and the
@@ -21,7 +23,10 @@ What is measured, for every model below at batch 1 and 16, in one process:
 
 Threads: every runner gets the BLAS's own default thread count (OpenBLAS reads
 ``OPENBLAS_NUM_THREADS``, else uses every core), reported in the machine description; ``--threads N``
-sets it for all of them. ``--malloc default`` leaves glibc's malloc alone (by default the run calls
+sets it for all of them. Idle worker threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``
+for torch's OpenMP pool, ``session.intra_op.allow_spinning=0`` for onnxruntime): with the runners
+alternating in one process, a spinning pool left behind by one runner takes a core from the next
+(on our 2-core machine every runner got 1.5-2x slower that way); ``--spin`` keeps the spinning. ``--malloc default`` leaves glibc's malloc alone (by default the run calls
 ``lmref.fast.tune_malloc()``, which affects torch and onnxruntime in the same process too).
 """
 from __future__ import annotations
@@ -36,6 +41,7 @@ import importlib
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -44,7 +50,8 @@ import time
 import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-RUNNERS = ("lmref-f32", "lmref-f64", "torch", "onnxruntime")
+SPIN = False     # --spin: leave torch's OpenMP and onnxruntime's thread pools spin-waiting when idle
+RUNNERS = ("lmref-f32", "lmref-f64", "lmref-ref-f32", "torch", "onnxruntime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +168,8 @@ def machine(threads, malloc):
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "onnxruntime": onnxruntime.__version__, "onnxruntime_threads": threads,
         "lmref_threads": _fast.THREADS, "malloc": malloc, "load_average": _loadavg(),
+        "idle_threads": "spin (runtime defaults)" if SPIN else
+                        "sleep (OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", "") + ", onnxruntime allow_spinning=0)",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -217,10 +226,16 @@ def make_runner(kind, case, files, x, threads):
     """A no-argument callable running one forward pass of ``kind`` on input x."""
     model, weights, onnx, _ = files
     if kind.startswith("lmref"):
+        from lmref.fast import reference_paths
         from lmref.weights import load_model
-        dtype = np.float32 if kind == "lmref-f32" else np.float64
+        dtype = np.float64 if kind == "lmref-f64" else np.float32
         m = load_model(weights, dtype=dtype)
         xi = x.astype(dtype)
+        if kind == "lmref-ref-f32":
+            def run_reference():
+                with reference_paths():                  # plain definitions, BatchNorm not folded
+                    return m(xi)
+            return run_reference
         return lambda: m(xi)
     if kind == "torch":
         import torch
@@ -235,6 +250,8 @@ def make_runner(kind, case, files, x, threads):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        if not SPIN:                             # see the module docstring: idle threads sleep
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(onnx[x.shape[0]], opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda: sess.run(None, {name: x})
@@ -355,6 +372,8 @@ def _status_kib(field):
 def memory_child(spec):
     """Run in a subprocess: load one runner, reset the peak RSS, one forward pass, report growth."""
     case = Case(**{**spec["case"], "input": tuple(spec["case"]["input"])})
+    global SPIN
+    SPIN = spec["spin"]
     if spec["malloc"] == "tuned":
         from lmref.fast import tune_malloc
         tune_malloc()
@@ -382,7 +401,7 @@ def memory_child(spec):
 def peak_memory(case, files, batch, runner, threads, malloc):
     _, weights, onnx, torch_state = files
     spec = {"case": dataclasses.asdict(case), "runner": runner, "batch": batch, "threads": threads,
-            "malloc": malloc, "weights": weights, "onnx": onnx[batch], "torch_state": torch_state}
+            "malloc": malloc, "spin": SPIN, "weights": weights, "onnx": onnx[batch], "torch_state": torch_state}
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--memory-child", json.dumps(spec)],
@@ -409,12 +428,13 @@ def markdown(result):
              f"* Python {m['python']}, NumPy {m['numpy']} with {m['blas']} ({m['blas_runtime']}), "
              f"torch {m['torch']}, onnxruntime {m['onnxruntime']}",
              f"* threads: BLAS {m['blas_threads']}, torch {m['torch_threads']}, onnxruntime "
-             f"{m['onnxruntime_threads']}, lmref element-wise {m['lmref_threads']}; malloc: {m['malloc']}",
+             f"{m['onnxruntime_threads']}, lmref element-wise {m['lmref_threads']}; idle threads: "
+             f"{m.get('idle_threads', '?')}; malloc: {m['malloc']}",
              f"* load average at the start / end: {m['load_average']} / {result['load_average_end']} "
              "(other jobs shared this machine)",
              f"* measured matmul peak (numpy, 1024x1024 GEMM): float32 {result['peak_gflops']['float32']:.1f} "
              f"GFLOP/s, float64 {result['peak_gflops']['float64']:.1f} GFLOP/s",
-             f"* run on {m['date']}", "",
+             f"* run on {m['date']}" + (f"; {result['note']}" if result.get("note") else ""), "",
              "## Models", "",
              "Random weights (torch_impl's initialisation, BatchNorm statistics randomised), the same for all "
              "four runners.", "",
@@ -430,20 +450,21 @@ def markdown(result):
              "## Latency per forward pass", "",
              "Median (interquartile range) in ms over alternating repetitions; lmref = fast paths + folded "
              "BatchNorm (the defaults); ratios are of the medians.", "",
-             "| model | batch | lmref f32 | lmref f64 | torch eager | onnxruntime | lmref/torch | lmref/ORT "
-             "| lmref f32 GFLOP/s (% peak) | reps |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | batch | lmref f32 | lmref f64 | lmref f32 reference paths | torch eager | onnxruntime "
+             "| lmref/torch | lmref/ORT | lmref f32 GFLOP/s (% peak) | reps |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         t = r["time"]
         lines.append(f"| {r['case']} | {r['batch']} | {fmt_time(t['lmref-f32'])} | {fmt_time(t['lmref-f64'])} | "
-                     f"{fmt_time(t['torch'])} | {fmt_time(t['onnxruntime'])} | {r['ratio_torch']:.2f} | "
+                     f"{fmt_time(t['lmref-ref-f32'])} | {fmt_time(t['torch'])} | {fmt_time(t['onnxruntime'])} | {r['ratio_torch']:.2f} | "
                      f"{r['ratio_ort']:.2f} | {r['gflops']['lmref-f32']:.1f} ({r['peak_fraction']:.0%}) | "
                      f"{t['lmref-f32']['n']} |")
     lines += ["", "Per image at batch 16 = the batch-16 time / 16. GFLOP/s = 2 x MACs (lmref.info) x batch / "
               "median time.", "", "## Peak memory", "",
               "Growth of the resident set (MiB) during the first forward pass, in a fresh process per cell, "
               "weights already loaded.", "",
-              "| model | batch | lmref f32 | lmref f64 | torch eager | onnxruntime |", "|---|---:|---:|---:|---:|---:|"]
+              "| model | batch | lmref f32 | lmref f64 | lmref f32 reference paths | torch eager | onnxruntime |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         mem = r.get("memory")
         if not mem:
@@ -502,6 +523,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, help="threads for every runner (default: the BLAS default)")
     p.add_argument("--malloc", choices=["tuned", "default"], default="tuned")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--spin", action="store_true", help="keep torch's and onnxruntime's idle threads spinning")
+    p.add_argument("--note", default="", help="a remark on how the run was made, printed with the machine")
     p.add_argument("--out", default=RESULTS, help="directory for bench.md and bench.json")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -509,6 +532,10 @@ def main(argv=None):
         return memory_child(json.loads(args.memory_child))
 
     t_start = time.perf_counter()
+    global SPIN
+    SPIN = args.spin
+    if not SPIN:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")      # read when torch loads libgomp
     import torch
 
     from lmref.fast import tune_malloc
@@ -523,9 +550,9 @@ def main(argv=None):
     batches = args.batches or ([1] if args.quick else [1, 16])
     reps = args.reps or (3 if args.quick else 15)
     selected = [c for c in cases() if not args.cases or any(w.lower() in c.name.lower() for w in args.cases)]
-    command = "python -m benchmarks.bench" + ("".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])))
+    command = shlex.join(["python", "-m", "benchmarks.bench", *(argv if argv is not None else sys.argv[1:])])
 
-    result = {"command": command.strip(), "machine": machine(threads, args.malloc),
+    result = {"command": command.strip(), "note": args.note, "machine": machine(threads, args.malloc),
               "peak_gflops": {"float32": matmul_peak(np.float32), "float64": matmul_peak(np.float64)},
               "rows": [], "profiles": {}}
     print(json.dumps(result["machine"]), flush=True)

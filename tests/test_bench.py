@@ -52,7 +52,7 @@ def test_op_profile_reports_shares():
 
 def _row(case, batch, lm, torch_ms, ort, mem=None):
     t = {k: bench.stats([v / 1e3]) for k, v in
-         {"lmref-f32": lm, "lmref-f64": 2 * lm, "torch": torch_ms, "onnxruntime": ort}.items()}
+         {"lmref-f32": lm, "lmref-f64": 2 * lm, "lmref-ref-f32": 3 * lm, "torch": torch_ms, "onnxruntime": ort}.items()}
     row = {"case": case, "batch": batch, "time": t, "ratio_torch": lm / torch_ms, "ratio_ort": lm / ort,
            "gflops": {k: 1.0 for k in bench.RUNNERS}, "peak_fraction": 0.01}
     if mem:
@@ -61,8 +61,8 @@ def _row(case, batch, lm, torch_ms, ort, mem=None):
 
 
 def test_targets_and_markdown():
-    rows = [_row("ICME student 256", 1, 20.0, 25.0, 8.0, mem=(10, 20, 30, 5)),
-            _row("Lite-HRNet Plus 10M 96", 1, 12.0, 10.0, 3.0, mem=(5, 6, 4, 1))]
+    rows = [_row("ICME student 256", 1, 20.0, 25.0, 8.0, mem=(10, 20, 25, 30, 5)),
+            _row("Lite-HRNet Plus 10M 96", 1, 12.0, 10.0, 3.0, mem=(5, 6, 7, 4, 1))]
     t = bench.targets(rows)
     assert "lmref/torch = 0.80 (target <= 1.0: met)" in t[0]
     assert "lmref/torch = 1.20 (target <= 1.0: MISSED)" in t[1] and "12.00 ms per image" in t[1]
@@ -78,5 +78,6 @@ def test_targets_and_markdown():
     md = bench.markdown(result)
     assert "Regenerate: `python -m benchmarks.bench`" in md
     assert "| ICME student 256 | 1 | 20.00 (20.00–20.00) |" in md and "| 0.80 | 2.50 |" in md
-    assert "| Lite-HRNet Plus 10M 96 | 1 | 5.0 | 6.0 | 4.0 | 1.0 |" in md
+    assert "| Lite-HRNet Plus 10M 96 | 1 | 5.0 | 6.0 | 7.0 | 4.0 | 1.0 |" in md
+    assert "| 60.00 (60.00–60.00) | 25.00 (25.00–25.00) |" in md          # reference paths, torch
     assert "| conv2d | 0.90 | 3 | 90% |" in md

@@ -382,6 +382,9 @@ def _manifest(arch, cfg, channels):
 MODELS = {   # arch -> (config kwargs, input shape); small inputs keep this fast
     "aam": ({"backbone": "mobilevitv2", "layout": "inner51"}, (2, 3, 64, 64)),
     "stud5": ({}, (2, 1, 64, 64)),
+    "litehrnet": ({"stem_channels": 16, "stem_out_channels": 16, "num_modules": (1, 1, 1), "num_points": 5,
+                   "num_channels": ((24, 48), (24, 48, 96), (24, 48, 96, 192)), "fusion": "scaf", "head": "mr",
+                   "iterative_head": False}, (2, 3, 64, 64)),
 }
 
 
@@ -401,6 +404,7 @@ def test_whole_model_fast_equals_reference(arch, dtype):
     model = Model(params, manifest, dtype=dtype)
     out_fast = model(x)
     assert getattr(model, "_folded_params", None) is not None          # auto mode folded the BNs
+    assert fast.fold_batch_norms(model.params, fast.bn_eps(module, cfg))[1]    # ... and there were some
     with fast.reference_paths():
         out_ref = model(x)
     out_fast = out_fast if isinstance(out_fast, dict) else {"y": out_fast}

@@ -102,7 +102,7 @@ def kd_runs(s):
     if q:
         resnet = {**resnet, "layers": [1, 1, 1, 1], "stem_width": 8}
         stud5 = {**stud5, "channels": [8, 16, 16, 32, 32]}
-    ep, p1 = (2, 1) if q else (6, 4)
+    ep, p1 = (2, 1) if q else (5, 3)
     common = dict(input_size=size, epochs=ep, lr_schedule="cosine")
     return {
         "resnet50": (_base(s, arch="resnet", model=resnet, **common), None),

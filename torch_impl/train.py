@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from lmref import landmarks as lm_layouts
@@ -637,10 +636,9 @@ def _train(cfg, rank, world, device):
     teacher = load_teacher(cfg.distill.teacher, device) if cfg.distill.kind else None
     trainee = Trainee(model, cfg, teacher).to(device)
 
-    B, b = cfg.batch_size, cfg.batch_size // world                     # global batch, this rank's shard
-    steps_per_epoch = len(train_ds) // B                               # the last partial batch is dropped
+    steps_per_epoch = len(train_ds) // cfg.batch_size                  # the last partial batch is dropped
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_ds)} training samples make no batch of {B}")
+        raise ValueError(f"{len(train_ds)} training samples make no batch of {cfg.batch_size}")
 
     st = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_nme": math.inf, "best_epoch": -1,
           "history": [], "loss_sum": 0.0, "loss_count": 0}

@@ -175,8 +175,11 @@ def _bilinear_fast(x, hw, ww):
         r = l0w * xc[..., w0]                                   # [B, c, H, W] -> [B, c, H, W_out]
         r += l1w * xc[..., w1]                                  # r = l0w x[., w0] + l1w x[., w1]
         o = out[:, c0:c1]
-        np.multiply(l0h[:, None], r[:, :, h0], out=o)           # -> [B, c, H_out, W_out]
-        o += l1h[:, None] * r[:, :, h1]
+        np.take(r, h0, axis=2, out=o)                           # -> [B, c, H_out, W_out]; take, unlike r[:, :, h0],
+        o *= l0h[:, None]                                       #    gives C order (fast to write into o)
+        t = np.take(r, h1, axis=2)
+        t *= l1h[:, None]
+        o += t
 
     _fast.parallel(C, part, out.size)
     return out
