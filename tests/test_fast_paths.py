@@ -44,6 +44,8 @@ def tiny_blocks(mp):
     mp.setattr(_fast, "CHUNK_BYTES", 256)
     mp.setattr(_fast, "PARALLEL_MIN", 1)
     mp.setattr(_fast, "THREADS", 2)
+    mp.setattr(_fast, "BLOCK", 7)
+    mp.setattr(conv_module, "PAD_CHUNK_BYTES", 1)           # pad one image at a time
 
 
 def test_switch_and_environment():
@@ -177,6 +179,7 @@ def test_silu_fast_equals_reference(shape, dtype, seed, view, threads):
         if threads:
             mp.setattr(_fast, "PARALLEL_MIN", 1)
             mp.setattr(_fast, "THREADS", 3)
+            mp.setattr(_fast, "BLOCK", 5)
         y_fast, y_ref = both_paths(lambda: ops.silu(x))
     assert_close(y_fast, y_ref)
 
@@ -233,6 +236,7 @@ def test_bilinear_fast_is_bit_identical(B, C, H, W, oh, ow, align, dtype, seed, 
         if threads:
             mp.setattr(_fast, "PARALLEL_MIN", 1)
             mp.setattr(_fast, "THREADS", 2)
+            mp.setattr(_fast, "BLOCK", 1)                   # one channel per block
         y_fast, y_ref = both_paths(lambda: ops.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=align))
     assert y_fast.dtype == y_ref.dtype == dtype
     np.testing.assert_array_equal(y_fast, y_ref)
@@ -256,6 +260,21 @@ def test_adaptive_avg_pool_fast_is_bit_identical(B, C, H, W, oh, ow, dtype, seed
     np.testing.assert_array_equal(y_fast, y_ref)
     y_fast[...] = 0                                        # results never alias the cached matrices
     np.testing.assert_array_equal(ops.adaptive_avg_pool2d(x, (oh, ow)), y_ref)
+
+
+@given(shapes4, st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.booleans(), DTYPES, SEEDS, st.booleans())
+def test_max_pool_fast_is_bit_identical(shape, k, s, p, ceil, dtype, seed, threads):
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    x.flat[-1] = np.nan
+    p = min(p, k // 2)
+    if min(shape[2:]) + 2 * p < k:
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        if threads:
+            mp.setattr(_fast, "PARALLEL_MIN", 1)
+            mp.setattr(_fast, "THREADS", 2)
+        y_fast, y_ref = both_paths(lambda: ops.max_pool2d(x, k, s, p, ceil_mode=ceil))
+    np.testing.assert_array_equal(y_fast, y_ref)
 
 
 @given(shapes4, DTYPES, SEEDS)

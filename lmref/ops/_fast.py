@@ -44,6 +44,7 @@ CACHE_LIMIT = 64 << 20           # a scratch buffer larger than this is allocate
 CHUNK_BYTES = 1 << 20            # fast paths size their im2col blocks to about this many bytes (~ L2)
 
 PARALLEL_MIN = 1 << 17           # arrays with fewer elements than this stay on one thread
+BLOCK = 1 << 16                  # element-wise fast paths work through large arrays in blocks this long
 
 
 def _default_threads():

@@ -117,12 +117,13 @@ def _silu_fast(x):
     xf, yf = x.reshape(-1), y.reshape(-1)
 
     def part(lo, hi):
-        t, v = yf[lo:hi], xf[lo:hi]
-        np.negative(v, out=t)
         with np.errstate(over="ignore"):
-            np.exp(t, out=t)
-        t += 1
-        np.divide(v, t, out=t)
+            for a in range(lo, hi, _fast.BLOCK):         # four passes over a block that stays in cache
+                t, v = yf[a:min(hi, a + _fast.BLOCK)], xf[a:min(hi, a + _fast.BLOCK)]
+                np.negative(v, out=t)
+                np.exp(t, out=t)
+                t += 1
+                np.divide(v, t, out=t)
 
     _fast.parallel(xf.size, part, xf.size)
     return y

@@ -122,6 +122,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 FOLD_BATCH_BELOW = 256      # maps with fewer output pixels fold the batch into one GEMM
 WIDE_BELOW = 1024           # strided convs with fewer output pixels also use the wide grid (below)
+PAD_CHUNK_BYTES = 8 << 20   # a batch is zero-padded this many bytes of images at a time
 
 
 def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
@@ -151,16 +152,22 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     Wq = Wp if wide else Wo                                                   # output columns computed
     # furthest element a tap reads on the Wq grid, from the start of a channel's padded image
     reach = ((Ho - 1) * stride[0] + (kh - 1) * dilation[0]) * Wp + (Wq - 1) * stride[1] + (kw - 1) * dilation[1]
-    planes = _pad_scratch(x, pads, reach + 1)                                 # [B, Cin, >= Hp*Wp]
-    taps = _tap_view(planes, Wp, (kh, kw), stride, dilation, (Ho, Wq))        # [B, Cin, kh, kw, Ho, Wq], no copy
-    if groups == C_in and C_in_g == 1 and C_out == C_in:                      # depthwise, channels split over threads
-        w = weight.reshape(C_in, 1, kh * kw)                                  # [C, 1, K]
-        _fast.parallel(C_in, lambda c0, c1: _depthwise(taps[:, c0:c1], w[c0:c1], None if b is None else b[c0:c1, :, 0],
-                                                       out[:, c0:c1]), out.size * kh * kw)
-        return out
+    depthwise = groups == C_in and C_in_g == 1 and C_out == C_in
     w = weight.reshape(groups, og, C_in_g * kh * kw)                          # [G, Cout/G, K]
-    for g in range(groups):
-        _im2col_gemm(taps[:, g * C_in_g:(g + 1) * C_in_g], w[g], None if b is None else b[g], out[:, g * og:(g + 1) * og])
+    step = max(1, PAD_CHUNK_BYTES // (C_in * (reach + 1) * x.itemsize))      # images padded at a time
+    for b0 in range(0, B, step):
+        xb, ob = x[b0:b0 + step], out[b0:b0 + step]
+        planes = _pad_scratch(xb, pads, reach + 1)                            # [b, Cin, >= Hp*Wp]
+        taps = _tap_view(planes, Wp, (kh, kw), stride, dilation, (Ho, Wq))    # [b, Cin, kh, kw, Ho, Wq], no copy
+        if depthwise:                                                         # channels split over threads
+            wd = w.reshape(C_in, 1, kh * kw)                                  # [C, 1, K]
+            _fast.parallel(C_in, lambda c0, c1: _depthwise(taps[:, c0:c1], wd[c0:c1],
+                                                           None if b is None else b[c0:c1, :, 0], ob[:, c0:c1]),
+                           ob.size * kh * kw)
+            continue
+        for g in range(groups):
+            _im2col_gemm(taps[:, g * C_in_g:(g + 1) * C_in_g], w[g], None if b is None else b[g],
+                         ob[:, g * og:(g + 1) * og])
     return out
 
 

@@ -85,10 +85,32 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     padding <= kernel_size // 2 and raises otherwise; so does this.
     """
     k, s, p, d, out = _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
+    if _fast.ENABLED:
+        return _max_pool2d_fast(x, k, s, p, d, out)
     xp = _pad_for_windows(x, k, s, p, d, out, -np.inf)          # [B, C, H, W] -> [B, C, H+.., W+..]
     y = np.full(x.shape[:2] + out, -np.inf, dtype=x.dtype)      # [B, C, H_out, W_out]
     for rows, cols in _window_slices(k, s, d, out):
         y = np.maximum(y, xp[:, :, rows, cols])                  # one kernel tap for every window
+    return y
+
+
+def _max_pool2d_fast(x, k, s, p, d, out):
+    """max_pool2d's fast path, bit-identical (a max is exact): no padded copy when the windows lie
+    inside x (no padding, no ceil-mode overhang), the maximum taken in place into one output, and
+    channels split over threads.  x [B, C, H, W] -> [B, C, H_out, W_out]."""
+    reach = [(out[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 for i in range(2)]
+    inside = p == (0, 0) and reach[0] <= x.shape[2] and reach[1] <= x.shape[3]
+    xp = x if inside else _pad_for_windows(x, k, s, p, d, out, -np.inf)
+    taps = list(_window_slices(k, s, d, out))
+    y = np.empty(x.shape[:2] + out, dtype=x.dtype)              # [B, C, H_out, W_out]
+
+    def part(c0, c1):
+        yc, xc = y[:, c0:c1], xp[:, c0:c1]
+        np.copyto(yc, xc[:, :, taps[0][0], taps[0][1]])
+        for rows, cols in taps[1:]:
+            np.maximum(yc, xc[:, :, rows, cols], out=yc)
+
+    _fast.parallel(x.shape[1], part, y.size * len(taps))
     return y
 
 

@@ -170,16 +170,19 @@ def _bilinear_fast(x, hw, ww):
     B, C = x.shape[:2]
     out = np.empty((B, C, len(h0), len(w0)), dtype=x.dtype)
 
+    step = max(1, _fast.BLOCK // (B * len(h0) * len(w0)))      # channels per block of work
+
     def part(c0, c1):
-        xc = x[:, c0:c1]
-        r = l0w * xc[..., w0]                                   # [B, c, H, W] -> [B, c, H, W_out]
-        r += l1w * xc[..., w1]                                  # r = l0w x[., w0] + l1w x[., w1]
-        o = out[:, c0:c1]
-        np.take(r, h0, axis=2, out=o)                           # -> [B, c, H_out, W_out]; take, unlike r[:, :, h0],
-        o *= l0h[:, None]                                       #    gives C order (fast to write into o)
-        t = np.take(r, h1, axis=2)
-        t *= l1h[:, None]
-        o += t
+        for a in range(c0, c1, step):                           # temporaries of one block, in cache
+            xc = x[:, a:min(c1, a + step)]
+            r = l0w * xc[..., w0]                               # [B, c, H, W] -> [B, c, H, W_out]
+            r += l1w * xc[..., w1]                              # r = l0w x[., w0] + l1w x[., w1]
+            o = out[:, a:min(c1, a + step)]
+            np.take(r, h0, axis=2, out=o, mode="clip")          # -> [B, c, H_out, W_out] (take, unlike r[:, :, h0],
+            o *= l0h[:, None]                                   #    gives C order: fast to write into o)
+            t = np.take(r, h1, axis=2)
+            t *= l1h[:, None]
+            o += t
 
     _fast.parallel(C, part, out.size)
     return out

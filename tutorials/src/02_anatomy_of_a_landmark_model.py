@@ -2,17 +2,18 @@
 # # 2. Anatomy of a landmark model
 #
 # The shipped student is the landmark model of the ICME 2024 low-power entry: a **MobileViT-v2 ×0.5**
-# backbone and the **AAM heatmap head** of ADNet/STAR, 51 inner iBUG points, 1.14 M parameters.
-# This notebook runs it on one face with `lmref.trace()` recording every op, and looks at what
-# flows through it:
+# backbone and the **AAM heatmap head** of ADNet/STAR, 51 inner iBUG points, 1.14 M parameters,
+# trained on the synthetic faces (its manifest says how, and how well). This notebook runs it on
+# one face with `lmref.trace()` recording every op, and looks at what flows through it:
 #
 # 1. feature maps stage by stage, and inside one attention layer;
 # 2. the head's three outputs — heatmaps, point maps, edge maps — the fixed **E2P** transform and
 #    the **fused heatmap**;
 # 3. **soft-argmax** and its coordinate convention, back to image pixels;
 #
-# and then the same for **Lite-HRNet Plus**: the channel attention weights of its SCAF fusion and
-# the contributions of its multi-resolution (MR) head.
+# and then the same for **Lite-HRNet Plus**, trained here for a few minutes: the channel attention
+# weights of its SCAF fusion and the contributions of its multi-resolution (MR) head.
+# `LMREF_TUTORIAL_SMALL=1` shortens that training to a few steps (the test suite does).
 
 # %%
 import os
@@ -38,7 +39,7 @@ np.set_printoptions(precision=4, suppress=True, linewidth=110)
 # ## 1. One face, one traced forward pass
 #
 # A test face from the synthetic generator (exact ground truth, so we can check the answer).
-# `Landmarker` does what an application does — crop the face box to the model's 256×256 input and
+# `Landmarker` does what an application does — crop the face box to the model's input size and
 # normalise the pixels as the weights' manifest says — and we run the model ourselves inside
 # `lmref.trace()`.
 
@@ -47,17 +48,27 @@ lm = Landmarker(None, detector=None)               # the default shipped model
 model = lm.model
 print(os.path.basename(resolve_model(None)), "-", model.arch, model.manifest["layout"])
 print({k: model.manifest["input"][k] for k in ("size", "color", "mean", "std")})
+training = model.manifest["training"]
+print(f"trained by {training['recipe']}: {training['config']['epochs']} epochs on "
+      f"{training['data']['faces']} synthetic faces, test NME {training['test']['nme']:.3f}")
 layout = landmarks.get(model.manifest["layout"])
 
 sample = synthetic.generate(seed=7, index=3, split="test")
 gt68 = sample.landmarks                                               # [68, 2] image pixels
-x, faces = lm.prepare(sample.image, boxes=[transforms.landmark_box(gt68)])   # x: [1, 3, 256, 256]
+x, faces = lm.prepare(sample.image, boxes=[transforms.landmark_box(gt68)])   # x: [1, 3, S, S]
 face = faces[0]
 
 with lmref.trace() as t:
     out = model(x.astype(np.float32))
 print(f"{len(t)} traced ops; outputs: " + ", ".join(f"{k} {list(v.shape)}" for k, v in out.items()))
 print("\n".join(t.table().splitlines()[:6]), "\n ...")
+
+# how well it did on this face: crop pixels -> photo pixels, against the 51 inner ground-truth points
+gt51 = gt68[list(landmarks.INNER51_FROM_IBUG68)]
+pred = transforms.apply_affine(out["landmarks"][0], transforms.invert_affine(face.matrix))
+err = np.linalg.norm(pred - gt51, axis=-1)                            # [51] pixels of the photo
+print(f"NME on this face {metrics.nme(pred[None], gt51[None], layout)[0]:.3f}; "
+      f"point errors {np.median(err):.1f} px median, {err.max():.1f} px max")
 
 # %% [markdown]
 # Every record is named by the state-dict path of the weights that produced it — the same names
@@ -98,7 +109,7 @@ plt.show()
 # The trace holds the *input* of every attention op too (the output of the group norm just before
 # it) and the weights are in `model.params`, so the context scores — softmax over the N patches,
 # one distribution per in-patch position (notebook 1) — can be recomputed exactly. Here the first
-# attention layer of stage 2 (a 32×32 map, 2×2 patches, N = 256):
+# attention layer of stage 2 (1/8 of the input resolution, 2×2 patches):
 
 # %%
 scope_ = "backbone.stages.2.1.transformer.0"
@@ -130,8 +141,8 @@ plt.show()
 # %% [markdown]
 # ## 3. The AAM head: heatmaps, point maps, edge maps, E2P, fusion
 #
-# The backbone's 8×8×256 output is upsampled (bilinear) to the 64×64 heatmap grid and three 1×1
-# convolutions read it:
+# The backbone's output (256 channels at 1/32 of the input) is upsampled (bilinear) to the heatmap
+# grid at 1/4 of the input and three 1×1 convolutions read it:
 #
 # * **heatmaps** H = ReLU(InstanceNorm(conv)) — one per landmark, where the landmark is;
 # * **point maps** P = sigmoid(conv) — one per landmark, trained toward STAR's point targets;
@@ -155,7 +166,7 @@ plt.show()
 print("landmarks on no boundary (b_p = 1):", np.flatnonzero(b).tolist())
 
 # %%
-k = layout.point_names.index("nose_tip")                              # one landmark to follow
+k = int(err.argmin())                                                 # the landmark it places best on this face
 e = next(i for i, (name, idx, _) in enumerate(layout.edges) if k in idx)
 H, P, E = out["heatmaps"][0], out["pointmaps"][0], out["edgemaps"][0]
 E2P = t["head.e2p:aam_fusion/e2p"].output[0]                          # recorded inside aam_fusion
@@ -172,9 +183,10 @@ plt.tight_layout()
 plt.show()
 
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+hh, ww = H.shape[1:]
 for ax, (img, title) in zip(axes, [(H.sum(0), "sum of heatmaps H"), (P.max(0), "max of point maps P"),
                                    (E.max(0), "max of edge maps E"), (Hf.sum(0), "sum of fused heatmaps H'")]):
-    ax.imshow(face.crop, extent=(-0.5, 63.5, 63.5, -0.5))
+    ax.imshow(face.crop, extent=(-0.5, ww - 0.5, hh - 0.5, -0.5))     # the crop under the heatmap grid
     ax.imshow(img, cmap="inferno", alpha=0.75)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
@@ -182,6 +194,14 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# What these maps say about *this* model: the shipped student is a small training run (its
+# manifest, printed in section 1, has the recipe and the test NME), and it shows. Its heatmaps and
+# point maps are broad, and some maps light up a patch of the grid away from the face. Its
+# landmarks are still roughly right (the NME on this face is printed in section 1), because the
+# STAR loss and the soft-argmax train the *centre of mass* of each fused heatmap, not its peak: a
+# broad blob centred in the right place is a correct answer for soft-argmax. Section 4 shows what
+# that means for argmax.
+#
 # ## 4. Soft-argmax and the coordinate convention
 #
 # STAR's decoder reads a landmark position off its fused heatmap as a normalised expectation over
@@ -208,7 +228,6 @@ xy_px = ((xy_hat + 1) * np.array([W_in, H_in]) - 1) / 2               # crop pix
 print("crop pixels vs the model's 'landmarks' output:", np.abs(xy_px - out["landmarks"][0]).max())
 # back to the photo: invert the crop's similarity transform
 xy_img = transforms.apply_affine(xy_px, transforms.invert_affine(face.matrix))
-gt51 = gt68[list(landmarks.INNER51_FROM_IBUG68)]
 print(f"NME vs the ground truth (inter-ocular): {metrics.nme(xy_img[None], gt51[None], layout)[0]:.4f}")
 
 # %%
@@ -221,7 +240,7 @@ am_n = 2 * am[0, 0] / np.array([w - 1, h - 1]) - 1
 axes[0].plot(*am_n, "wx", ms=9, mew=2, label="argmax (+ quarter pixel)")
 axes[0].set_xlabel("x̂ (pixel centres from -1 to +1)")
 axes[0].set_ylabel("ŷ")
-axes[0].set_title(f"fused heatmap of {layout.point_names[k]}, 64x64 grid", fontsize=9)
+axes[0].set_title(f"fused heatmap of {layout.point_names[k]}, {h}x{w} grid", fontsize=9)
 axes[0].legend(fontsize=8, loc="lower left")
 axes[1].imshow(sample.image)
 axes[1].plot(gt51[:, 0], gt51[:, 1], "o", ms=3, mfc="none", color="lime", label="ground truth")
@@ -235,14 +254,21 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Soft-argmax is differentiable and sub-pixel; argmax is quantised to the 4-pixel stride of the
-# heatmap (plus HRNet's quarter-pixel nudge). On this face the two disagree by:
+# Soft-argmax is differentiable and sub-pixel, and it is an *average*: a heatmap with two bumps, or
+# a long tail, pulls it between them. Argmax takes the highest peak, quantised to the heatmap grid
+# (plus HRNet's quarter-pixel nudge). Put both on the same grid convention and compare — for a
+# model trained through soft-argmax, the argmax of its heatmaps is not a landmark estimate until
+# the heatmaps become sharp:
 
 # %%
-am_all, _ = ops.argmax_subpixel(Hf[None])                              # [1, N, 2] heatmap pixels
-am_px = (am_all[0] + 0.5) * (W_in / w) - 0.5                           # heatmap pixel centre -> crop pixels
-print(f"mean |soft-argmax - argmax| = {np.linalg.norm(xy_px - am_px, axis=-1).mean():.2f} crop pixels "
-      f"(heatmap stride {W_in // w})")
+am_all, _ = ops.argmax_subpixel(Hf[None])                              # [1, N, 2] heatmap pixels (x, y)
+am_hat = 2 * am_all[0] / np.array([w - 1, h - 1]) - 1                  # the same grid X_j = 2j/(w-1) - 1
+am_px = ops.normalized_to_pixels(am_hat, W_in, H_in)                    # -> crop pixels
+gap = np.linalg.norm(xy_px - am_px, axis=-1)                            # [N]
+print(f"|soft-argmax - argmax| over the {len(gap)} landmarks: median {np.median(gap):.2f}, "
+      f"max {gap.max():.2f} crop pixels (heatmap stride {W_in // w})")
+peaky = Hf.max(axis=(1, 2)) / np.maximum(Hf.sum(axis=(1, 2)), 1e-6)     # share of the mass in the top pixel
+print(f"correlation of the gap with how peaked the heatmap is: {np.corrcoef(gap, peaky)[0, 1]:+.2f}")
 
 # %% [markdown]
 # ## 5. Lite-HRNet Plus: SCAF weights and the MR head
@@ -257,53 +283,91 @@ print(f"mean |soft-argmax - argmax| = {np.linalg.norm(xy_px - am_px, axis=-1).me
 # * the **MR head** predicts heatmaps from *every* branch with a 1×1 conv, upsamples them to the
 #   1/4 grid and sums them, instead of reading the highest-resolution branch alone.
 #
-# Its weights here are the small Lite-HRNet Plus (98 WFLW points at 96×96) shipped with lmref.
+# No Lite-HRNet Plus is shipped, so we train the small one (0.37 M parameters at the paper's
+# 96×96 input; 68 iBUG points) on synthetic faces for a few minutes with `torch_impl.train`
+# (heatmap MSE against Gaussian targets, decoded by argmax). That is far from a finished model,
+# but its attention weights and head are no longer random.
 
 # %%
-hr = Landmarker("litehrnet_plus_10m" if not SMALL else "litehrnet_plus_10m", detector=None)
+import contextlib
+import io
+import tempfile
+
+import torch
+
+from lmref.models.litehrnet import preset
+from torch_impl.train import TrainConfig, train
+
+torch.set_num_threads(1)          # small tensors: one thread beats a contended thread pool
+hr_dir = tempfile.mkdtemp(prefix="lmref_tutorial2_")
+# the same synthetic faces as notebook 3 uses (generated once, then cached)
+faces_train, faces_test, render, epochs = (34, 16, 64, 1) if SMALL else (550, 250, 128, 12)
+hr_cfg = TrainConfig(arch="litehrnet", model=vars(preset("litehrnet_plus_10m", num_points=68)),
+                     input_size=96, num_train=faces_train, num_test=faces_test,
+                     data={"render_size": render, "workers": 2}, epochs=epochs, lr_backbone=5e-3, lr_head=5e-3,
+                     lr_schedule="cosine", out_dir=hr_dir, progress=False, num_threads=1)
+with contextlib.redirect_stdout(io.StringIO()):                        # the trainer's per-epoch lines
+    summary = train(hr_cfg)
+print(f"Lite-HRNet Plus: {summary['global_step']} training steps, test NME {summary['test']['nme']:.3f}")
+
+# %%
+hr = Landmarker(summary["weights"], detector=None)
 hr_layout = landmarks.get(hr.model.manifest["layout"])
 x_hr, faces_hr = hr.prepare(sample.image, boxes=[transforms.landmark_box(gt68)])
 with lmref.trace() as t_hr:
-    heat = hr.model(x_hr.astype(np.float32))                            # [1, 98, 24, 24]
+    heat = hr.model(x_hr.astype(np.float32))                            # [1, 68, 24, 24]
 print(f"{len(t_hr)} traced ops, heatmaps {list(heat.shape)}")
-
 scaf = [r for r in t_hr if r.op == "sigmoid" and ".fc2" in r.name]     # one attention vector per pair (i, j)
 print(f"{len(scaf)} SCAF attention vectors, e.g. {scaf[0].name} {list(scaf[0].output.shape)}")
 
 # %%
-# The attention vectors of the last fusion module, one row per receiving branch i and sending branch j.
+# The attention vectors of the last fusion module, one row per (sending j -> receiving i) pair.
 last_module = scaf[-1].name.split(".fuse_layers")[0]
 rows = [r for r in scaf if r.name.startswith(last_module + ".")]
-fig, axes = plt.subplots(len(rows), 1, figsize=(11, 0.55 * len(rows) + 0.8), squeeze=False)
+fig, axes = plt.subplots(len(rows), 1, figsize=(11, 0.5 * len(rows) + 1.0), squeeze=False)
 for ax, r in zip(axes[:, 0], rows):
-    pair = r.name.split("fuse_layers.")[1].split(".fc2")[0]            # "i.j"
+    i, j = r.name.split("fuse_layers.")[1].split(".fc2")[0].split(".")
     ax.imshow(r.output, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_yticks([0], [f"{pair.split('.')[1]} -> {pair.split('.')[0]}"], fontsize=8)
+    ax.set_yticks([0], [f"{j} -> {i}"], fontsize=8)
     ax.set_xticks([])
-axes[-1, 0].set_xlabel("channel of the receiving branch")
-fig.suptitle(f"SCAF attention a_i in {last_module.replace('backbone.', '')} (sending -> receiving branch; 0..1)",
-             fontsize=9)
+axes[-1, 0].set_xlabel("channel of the receiving branch (colour: attention weight, 0 to 1)")
+fig.suptitle(f"SCAF attention a_i in {last_module.replace('backbone.', '')} (branch j -> branch i)", fontsize=9)
 plt.tight_layout()
 plt.show()
 
 # %%
-mr = [(r.name, r.output) for r in t_hr if r.name.startswith("keypoint_head.final_layers")
-      and r.op in ("conv2d", "interpolate")]
-contrib = {}
-for name, a in mr:                                                     # last op per branch = on the 1/4 grid
-    contrib[name.split(":")[0]] = a
+contrib = {}                                                           # MR head: branch -> its heatmaps on the 1/4 grid
+for r in t_hr:
+    if r.name.startswith("keypoint_head.final_layers") and r.op in ("conv2d", "interpolate"):
+        contrib[r.name.split(":")[0].replace("keypoint_head.final_layers.", "branch ")] = r.output
 kk = hr_layout.point_names.index("nose_tip")
-fig, axes = plt.subplots(1, len(contrib) + 1, figsize=(3 * (len(contrib) + 1), 3))
-for ax, (name, a) in zip(axes, contrib.items()):
-    ax.imshow(a[0, kk], cmap="coolwarm")
-    ax.set_title(f"{name.replace('keypoint_head.', '')}\nfrom a {a.shape[2] if 'final_layers.0' in name else ''} map",
-                 fontsize=8)
-    ax.axis("off")
+fig, axes = plt.subplots(1, len(contrib) + 2, figsize=(3 * (len(contrib) + 2), 3))
+axes[0].imshow(faces_hr[0].crop)
+axes[0].set_title("input crop (96x96)", fontsize=8)
+lim = max(np.abs(a[0, kk]).max() for a in contrib.values())
+for ax, (name, a) in zip(axes[1:], contrib.items()):
+    ax.imshow(a[0, kk], cmap="coolwarm", vmin=-lim, vmax=lim)              # red > 0 > blue, one scale for all
+    ax.set_title(f"{name} (1/{4 * 2 ** int(name[-1])} res.)", fontsize=8)
 axes[-1].imshow(heat[0, kk], cmap="viridis")
-axes[-1].set_title("MR head output (sum)", fontsize=8)
-axes[-1].axis("off")
-plt.suptitle(f"MR head: per-branch heatmap contributions for {hr_layout.point_names[kk]}", fontsize=9)
+axes[-1].set_title("MR head output = sum", fontsize=8)
+for ax in axes:
+    ax.axis("off")
+plt.suptitle(f"MR head: each branch's heatmap for {hr_layout.point_names[kk]}, upsampled to the 1/4 grid",
+             fontsize=9)
 plt.tight_layout()
 plt.show()
-print("sum of the branch contributions equals the output:",
-      np.allclose(sum(contrib.values()), heat, atol=1e-5))
+print("sum of the branch contributions equals the output:", np.allclose(sum(contrib.values()), heat, atol=1e-5))
+peak = heat[0, kk].argmax()
+print("each branch's value at the peak of the sum:",
+      {n: round(float(a[0, kk].flat[peak]), 3) for n, a in contrib.items()}, "sum:", round(float(heat[0, kk].flat[peak]), 3))
+
+# %% [markdown]
+# The coarse branches see the whole face and give a smooth, roughly placed bump; the 1/4-resolution
+# branch adds detail (and, this early in training, noise). The MR head lets each resolution add what
+# it knows — the SCAF weights above decide, per channel, how much of each other branch every
+# branch takes in.
+
+# %%
+import shutil
+
+shutil.rmtree(hr_dir)
