@@ -8,16 +8,18 @@ Two mechanisms, both checked against the plain reference in ``tests/test_fast_pa
   ``LMREF_REFERENCE=1``; :func:`reference_paths` turns them off for a block.
 
 * **malloc tuning** (:func:`tune_malloc`, opt-in, process-wide): glibc returns freed memory at the
-  top of the heap to the OS, so the next inference page-faults the same megabytes in again (about
-  3,000 faults and 9 ms of a 45 ms MobileViT-v2 student on our 2-core VM). Raising the trim
-  threshold keeps it for reuse.
+  top of the heap to the OS and serves blocks above 32 MiB with a fresh ``mmap`` each time, so the
+  next inference page-faults the same megabytes in again (about 3,000 faults and 9 ms of a 45 ms
+  MobileViT-v2 student on our 2-core VM; a 64 MiB batch-16 activation costs 16,000 faults).
+  ``tune_malloc`` keeps that memory for reuse.
 
 * **BatchNorm folding** (this module): an inference BatchNorm after a convolution is an affine map per
   output channel, so ``BN(conv(x, W) + b) = conv(x, W * s) + (b - mean) * s + beta`` with
   ``s = gamma / sqrt(var + eps)`` (``lmref.ops.fold_batch_norm``). :func:`fold_batch_norms` rewrites
   every ``conv_norm_act`` block of a parameter tree (a dict holding ``conv`` with ``weight`` and
   ``bn`` with the running statistics) into a conv with a bias and no ``bn``; ``conv_norm_act`` then
-  skips the BatchNorm. ``lmref.weights.Model`` does this on its own (``fold_bn=None``, the default)
+  skips the BatchNorm. ``lmref.weights.Model`` folds at load time (``fold_bn=None``, the default,
+  when the fast paths are on; it keeps the unfolded parameters too) and runs on the folded ones
   whenever the fast paths are on and no ``lmref.trace()`` is recording, so a trace always shows every
   BatchNorm with its own output; ``fold_bn=True`` / ``False`` forces either way.
 """
@@ -104,18 +106,20 @@ def use_folded(fold_bn):
     return bool(fold_bn)
 
 
-def tune_malloc(trim_threshold=1 << 30, mmap_threshold=32 << 20):
+def tune_malloc(trim_threshold=1 << 30):
     """Make glibc keep freed memory for reuse instead of returning it to the OS after every large
-    free (``mallopt(M_TRIM_THRESHOLD)`` and ``mallopt(M_MMAP_THRESHOLD)``, the same as the environment
-    variables ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_``; 32 MiB is glibc's largest mmap
-    threshold). Affects the whole process (torch and onnxruntime allocate through the same malloc);
-    the resident size then stays at its high-water mark. Returns True if glibc accepted both
-    settings, False where there is no glibc ``mallopt`` (macOS, Windows, musl)."""
+    free: ``mallopt(M_TRIM_THRESHOLD)`` (the heap is trimmed only past ``trim_threshold`` free bytes)
+    and ``mallopt(M_MMAP_MAX, 0)`` (large blocks come from the heap too instead of a fresh ``mmap``
+    per allocation, whose pages are faulted in again every time: a 64 MiB activation of a batch-16
+    pass costs 16,000 page faults otherwise). The environment variables ``MALLOC_TRIM_THRESHOLD_`` /
+    ``MALLOC_MMAP_MAX_`` do the same. Affects the whole process (torch and onnxruntime allocate
+    through the same malloc); the resident size then stays at its high-water mark. Returns True if
+    glibc accepted both settings, False where there is no glibc ``mallopt`` (macOS, Windows, musl)."""
     import ctypes
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3            # <malloc.h>
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4                  # <malloc.h>
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))

@@ -474,7 +474,8 @@ class Model:
 
     fold_bn: run on parameters with every conv + BatchNorm pair folded into one conv (faster, equal
     to rounding; ``lmref.fast``). None (default): when the ops' fast paths are on and no
-    ``lmref.trace()`` is recording, so traces show every BatchNorm; True / False: always / never."""
+    ``lmref.trace()`` is recording, so traces show every BatchNorm; True / False: always / never.
+    The folded parameters are made when the Model is (if it may use them), beside ``params``."""
 
     def __init__(self, params, manifest, dtype=None, fold_bn=None):
         check_manifest(manifest)
@@ -499,6 +500,9 @@ class Model:
             dt = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
         self.dtype = dt
         self.params = unflatten({k: a.astype(dt, copy=False) for k, a in flat.items()})
+        from . import fast
+        if fold_bn or (fold_bn is None and fast.fast_paths_enabled()):
+            fast.folded_params(self)      # fold the BatchNorms now, at load time, not in the first call
 
     @property
     def layout(self):

@@ -442,6 +442,7 @@ def test_model_folds_only_outside_traces():
     params = _random_params(module.param_shapes(cfg), rng, np.float64)
     x = rng.standard_normal((1, 1, 32, 32))
     auto = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64)
+    assert getattr(auto, "_folded_params", None) is not None           # folded at load time
     with trace() as t:
         y_traced = auto(x)
     assert sum(r.op == "batch_norm" for r in t) == 5                    # every BN is in the trace
