@@ -182,7 +182,6 @@ print(f"all training: {(time.time() - t_start) / 60:.1f} min")
 # %%
 FAMILIES = (("Stud5 (regression, 68 points)", reg_runs, reg_teacher),
             ("MobileViT-v2 x0.5 + AAM (51 points)", aam_runs, aam_teacher))
-CED_THR = {FAMILIES[0][0]: 0.3, FAMILIES[1][0]: 0.6}        # how far to draw the CED curves (section 6)
 
 
 def curve(summaries):
@@ -273,13 +272,13 @@ plt.show()
 #
 # The cumulative error distribution: the fraction of test faces whose NME is below x. A method that
 # only helps the easy faces moves the left part; one that fixes failures lifts the right part.
-# Curves pool the faces of all seeds. (Benchmarks report FR and AUC at NME 0.08–0.1; these small,
-# briefly trained models are drawn up to 0.3 and 0.6.)
+# Curves pool the faces of all seeds. (The usual threshold is NME 0.08–0.1; these small, briefly
+# trained models are drawn up to 0.3.)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+thr = 0.3
 for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
-    thr = CED_THR[title]
     x, y = metrics.ced(np.array(teacher["test_nme_per_image"]), thr=thr, step=1e-3)
     ax.plot(x, y, "k--", lw=1, label="teacher")
     for k, (m, summaries) in enumerate(runs_.items()):
@@ -337,22 +336,12 @@ plt.show()
 # * Distillation is measured here the way it should be everywhere: same data, same budget, same
 #   seeds with and without the teacher, and the uncertainty next to the difference. A gain smaller
 #   than its error bar is not a gain.
-# * In the run saved with this notebook (the trainer is seeded, so the same software gives the same
-#   numbers): **L_KD** lowered the AAM student's test NME by about 3 % relative, well outside its
-#   error bar, and on every attribute subset except large poses, where the change is within the
-#   error; **RBD** changed the Stud5 student by no more than its error bar overall (a little
-#   better on large poses, a little worse with make-up); **CKD** made it worse on every seed and subset.
-# * Why CKD can lose: after phase 1 the student's convs imitate the teacher's last feature map
-#   through a 1×1 regressor, and phase 2 only refits the FC on those frozen features. At 64×64 that
-#   map is 2×2 — little to imitate, and the student's convs never see the labels. RBD only mixes the
-#   teacher's answer into the regression target; a teacher that is itself far from the labels has
-#   little to add. L_KD gives the heatmap student two extra *dense* targets, backbone features and
-#   fused heatmaps, which is more signal per image than 136 numbers.
-# * These are tiny models after a few minutes of CPU training, the AAM students far from converged;
-#   a KD effect measured on converged models can differ in size and even in sign. For larger budgets,
-#   `python -m torch_impl.experiments kd` and `... icme` run the same comparisons with several seeds,
-#   and the configs in `configs/` (`stud5_rbd.toml`, `stud5_ckd.toml`, `icme_student_kd.toml`) the
-#   papers' settings.
+# * RBD only changes the target the student regresses (a mix of the label and the teacher's
+#   answer); CKD changes what the conv layers learn (the teacher's feature map) and then fits only
+#   the FC, so it lives or dies by how much of the teacher's representation the small conv stack
+#   can copy. L_KD gives the heatmap student two extra dense targets, features and fused heatmaps.
+# * The numbers above are from tiny models after a few minutes of CPU training; the configs in
+#   `configs/` (`stud5_rbd.toml`, `stud5_ckd.toml`, `icme_student_kd.toml`) run the papers' settings.
 
 # %%
 import shutil
