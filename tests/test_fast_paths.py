@@ -46,6 +46,7 @@ def tiny_blocks(mp):
     mp.setattr(_fast, "THREADS", 2)
     mp.setattr(_fast, "BLOCK", 7)
     mp.setattr(conv_module, "PAD_CHUNK_BYTES", 1)           # pad one image at a time
+    mp.setattr(conv_module, "GEMM_COLUMNS", 1)              # no minimum GEMM width: bands of rows
 
 
 def test_switch_and_environment():
@@ -114,11 +115,12 @@ def test_conv2d_fast_equals_reference(c, dtype, seed):
     assert_close(y_fast, y_ref)
 
 
-@given(conv_cases(), DTYPES, SEEDS)
-def test_conv2d_fast_blocks_and_threads_equal_reference(c, dtype, seed):
+@given(conv_cases(), DTYPES, SEEDS, st.booleans())
+def test_conv2d_fast_blocks_and_threads_equal_reference(c, dtype, seed, narrow):
     x, w, b = _conv_inputs(c, dtype, seed)
     with pytest.MonkeyPatch.context() as mp:
         tiny_blocks(mp)
+        mp.setattr(conv_module, "NARROW_FROM_K", 1 if narrow else 10**9)   # exact or wide tap grid
         y_fast, y_ref = both_paths(lambda: _conv(x, w, b, c))
     assert_close(y_fast, y_ref)
 
@@ -127,6 +129,7 @@ def test_conv2d_fast_blocks_and_threads_equal_reference(c, dtype, seed):
 def test_conv2d_batch_folding_both_ways(monkeypatch, fold_below):
     """Small maps of a batch folded into one GEMM (or not): same numbers as the reference."""
     monkeypatch.setattr(conv_module, "FOLD_BATCH_BELOW", fold_below)
+    monkeypatch.setattr(conv_module, "GEMM_COLUMNS", fold_below)
     rng = np.random.default_rng(1)
     for wshape, kw in [((6, 4, 1, 1), {}), ((6, 4, 3, 3), dict(padding=1)), ((6, 2, 3, 3), dict(groups=2, stride=2))]:
         x = rng.standard_normal((5, 4, 7, 6))

@@ -120,9 +120,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 # ---------------------------------------------------------------------------------------------
 # conv2d fast path: the same sums as the reference above, arranged for BLAS (module docstring)
 
-FOLD_BATCH_BELOW = 256      # maps with fewer output pixels fold the batch into one GEMM
+FOLD_BATCH_BELOW = 256      # 1x1 convs on maps with fewer output pixels fold the batch into one GEMM
+GEMM_COLUMNS = 4096         # kxk convs gather at least this many output pixels per GEMM (if there are)
 WIDE_BELOW = 1024           # strided convs with fewer output pixels also use the wide grid (below)
 PAD_CHUNK_BYTES = 8 << 20   # a batch is zero-padded this many bytes of images at a time
+NARROW_FROM_K = 256         # convs with this many taps per output (C/G*kh*kw) use the exact grid
 
 
 def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
@@ -132,7 +134,9 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     instead of Wo, so that tap (i, j) of output row y is one contiguous run of the padded input
     (stride 1) and gathering the taps copies long runs instead of Wo-element pieces. The extra
     Wq - Wo columns per row are computed and dropped (few for stride 1; about half for stride 2,
-    where the wide grid is used on small maps only)."""
+    where the wide grid is used on small maps only). Convs with many taps per output (K >=
+    NARROW_FROM_K: Stud5, ResNet) are GEMM-bound, so they keep the exact grid and write their GEMMs
+    straight into the output."""
     B, C_in, H, W = x.shape
     C_out, C_in_g, kh, kw = weight.shape
     Ho, Wo = out_hw
@@ -148,7 +152,8 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
                        out[:, g * og:(g + 1) * og])
         return out
     Wp = W + pl + pr
-    wide = stride[0] == stride[1] and (stride[0] == 1 or Ho * Wo < WIDE_BELOW)
+    wide = (stride[0] == stride[1] and (stride[0] == 1 or Ho * Wo < WIDE_BELOW)
+            and C_in_g * kh * kw < NARROW_FROM_K)
     Wq = Wp if wide else Wo                                                   # output columns computed
     # furthest element a tap reads on the Wq grid, from the start of a channel's padded image
     reach = ((Ho - 1) * stride[0] + (kh - 1) * dilation[0]) * Wp + (Wq - 1) * stride[1] + (kw - 1) * dilation[1]
@@ -208,16 +213,18 @@ def _tap_view(planes, Wp, kernel, stride, dilation, out_hw):
                       strides=(C * P * it, P * it, dh * Wp * it, dw * it, sh * Wp * it, sw * it))
 
 
-def _blocks(B, Ho, row_bytes):
+def _blocks(B, Ho, row_bytes, chunk=None):
     """Split B images of Ho output rows into blocks (b0, b1, y0, y1) whose gathered taps take about
-    CHUNK_BYTES: several whole images when one is small, else bands of rows of one image."""
-    chunk = _fast.CHUNK_BYTES
+    ``chunk`` bytes (default CHUNK_BYTES): several whole images when one is small, else bands of rows
+    of one image."""
+    chunk = chunk or _fast.CHUNK_BYTES
     if row_bytes * Ho <= chunk:
         nb = max(1, chunk // (row_bytes * Ho))
         for b0 in range(0, B, nb):
             yield b0, min(B, b0 + nb), 0, Ho
     else:
-        rows = max(1, chunk // row_bytes)
+        bands = -(-Ho // max(1, chunk // row_bytes))             # as many bands as the chunk needs,
+        rows = -(-Ho // bands)                                   # of equal height (no thin last band)
         for b in range(B):
             for y0 in range(0, Ho, rows):
                 yield b, b + 1, y0, min(Ho, y0 + rows)
@@ -246,14 +253,17 @@ def _pointwise(x, w, bias, out):
 
 def _im2col_gemm(taps, w, bias, out):
     """Convolution as GEMMs: taps [B, C, kh, kw, Ho, Wq] (a view, Wq >= Wo), w [O, K = C*kh*kw],
-    bias [O, 1] or None; writes out [B, O, Ho, Wo] = (w @ im2col + bias)[..., :Wo] block by block."""
+    bias [O, 1] or None; writes out [B, O, Ho, Wo] = (w @ im2col + bias)[..., :Wo] block by block.
+    A block holds at least GEMM_COLUMNS output pixels where the batch has them (several small images
+    side by side in one GEMM), so that BLAS runs at speed on the big-K layers (Stud5, ResNet)."""
     B, C, kh, kw, Ho, Wq = taps.shape
     O, K = w.shape
     Wo = out.shape[3]
-    per_row = K if Wq == Wo else max(K, O)           # the wide grid's GEMM result is a block buffer too
-    for b0, b1, y0, y1 in _blocks(B, Ho, per_row * Wq * taps.itemsize):
+    per_row = (K if Wq == Wo else max(K, O)) * Wq * taps.itemsize   # the wide grid's GEMM result is a block too
+    chunk = max(_fast.CHUNK_BYTES, per_row * GEMM_COLUMNS // Wq)
+    for b0, b1, y0, y1 in _blocks(B, Ho, per_row, chunk):
         nb, rows = b1 - b0, y1 - y0
-        if nb > 1 and Ho * Wo < FOLD_BATCH_BELOW:    # small maps: the block's images side by side
+        if nb > 1 and Ho * Wq < GEMM_COLUMNS:        # small maps: the block's images side by side
             cols = _fast.scratch("conv2d.cols", (C, kh, kw, nb, Ho, Wq), taps.dtype)
             np.copyto(cols, taps[b0:b1].transpose(1, 2, 3, 0, 4, 5))            # [K, nb, Ho, Wq]
             y = _fast.scratch("conv2d.wide", (O, nb * Ho * Wq), taps.dtype)

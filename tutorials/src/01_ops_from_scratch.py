@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from lmref import ops
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
+plt.rcParams["figure.dpi"] = 72        # figure size on screen and in the saved notebook
 rng = np.random.default_rng(0)
 torch.manual_seed(0)
 torch.set_num_threads(1)      # tensors here are tiny: starting threads would cost more than it saves

@@ -33,6 +33,7 @@ from lmref.data import synthetic, transforms
 from lmref.detect import Landmarker, resolve_model
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
+plt.rcParams["figure.dpi"] = 72        # figure size on screen and in the saved notebook
 np.set_printoptions(precision=4, suppress=True, linewidth=110)
 
 # %% [markdown]
@@ -163,7 +164,7 @@ ax.set_xlabel("landmark p (inner 51 layout = iBUG 17..67)")
 ax.set_title("E2P matrix M[p, e]: landmark p lies on boundary e", fontsize=10)
 plt.tight_layout()
 plt.show()
-print("landmarks on no boundary (b_p = 1):", np.flatnonzero(b).tolist())
+print("landmarks on no boundary (b_p = 1):", np.flatnonzero(b).tolist() or f"none in {layout.name}")
 
 # %%
 k = int(err.argmin())                                                 # the landmark it places best on this face

@@ -44,9 +44,12 @@ from lmref.data import readers, synthetic, transforms
 from lmref.detect import Landmarker
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
+plt.rcParams["figure.dpi"] = 72        # figure size on screen and in the saved notebook
+HERE = os.getcwd()
 N_TRAIN, N_TEST, EPOCHS = (24, 12, 1) if SMALL else (440, 120, 8)
 work = Path(tempfile.mkdtemp(prefix="lmref_tutorial5_"))
-TRAIN_DIR, TEST_DIR = work / "my_faces_train", work / "my_faces_test"   # <- your folders here
+os.chdir(work)                      # a scratch directory: the folders below are relative to it
+TRAIN_DIR, TEST_DIR = Path("my_faces_train"), Path("my_faces_test")   # <- your folders here
 
 # %% [markdown]
 # ## 1. A folder in 300W format
@@ -172,7 +175,7 @@ cfg = TrainConfig(arch="stud5", model={"channels": [16, 32, 64, 128, 128], "in_c
                   lr_backbone=1e-3, lr_head=1e-3,                       # from scratch: one learning rate for all
                   data={"source": str(TRAIN_DIR), "test_source": str(TEST_DIR)},
                   num_train=N_TRAIN, num_test=N_TEST, input_size=64, epochs=EPOCHS, batch_size=16,
-                  lr_schedule="cosine", out_dir=str(work / "run"), name="my_stud5", progress=False, num_threads=1)
+                  lr_schedule="cosine", out_dir="run", name="my_stud5", progress=False, num_threads=1)
 with contextlib.redirect_stdout(io.StringIO()):                        # the trainer's per-epoch lines
     summary = train(cfg)
 for h in summary["history"]:
@@ -193,7 +196,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [
 ep = [h["epoch"] for h in summary["history"]]
 axes[0].plot(ep, [h["val_nme"] for h in summary["history"]], "-o", ms=3, label="validation NME")
 axes[0].set_xlabel("epoch")
-axes[0].set_ylabel("NME")
+axes[0].set_ylabel("validation NME", color="C0")
 axes[0].grid(alpha=0.3)
 ax2 = axes[0].twinx()
 ax2.plot(ep, [h["train_loss"] for h in summary["history"]], "-", color="C1", label="train loss")
@@ -214,4 +217,5 @@ plt.show()
 a = faces[0]
 face = Landmarker(summary["weights"], detector=None)(a.load_image(), boxes=[transforms.landmark_box(a.landmarks)])[0]
 print("first test face, first five predicted points (x, y):\n", np.round(face.landmarks[:5], 1))
+os.chdir(HERE)
 shutil.rmtree(work)             # the example folders, the checkpoints and the exported weights
