@@ -18,7 +18,10 @@ Two mechanisms, both checked against the plain reference in ``tests/test_fast_pa
   ``s = gamma / sqrt(var + eps)`` (``lmref.ops.fold_batch_norm``). :func:`fold_batch_norms` rewrites
   every ``conv_norm_act`` block of a parameter tree (a dict holding ``conv`` with ``weight`` and
   ``bn`` with the running statistics) into a conv with a bias and no ``bn``; ``conv_norm_act`` then
-  skips the BatchNorm. ``lmref.weights.Model`` folds at load time (``fold_bn=None``, the default,
+  skips the BatchNorm. A model module with ``SEQUENTIAL_BN_FOLDING = True`` (Lite-HRNet) also gets the
+  conv + BatchNorm pairs of its ``nn.Sequential`` blocks folded (entries ``k`` and ``k + 1`` of a dict
+  with numeric keys): the conv entry gets the folded weight and a bias, the BatchNorm entry becomes
+  an empty dict, which the model skips. ``lmref.weights.Model`` folds at load time (``fold_bn=None``, the default,
   when the fast paths are on; it keeps the unfolded parameters too) and runs on the folded ones
   whenever the fast paths are on and no ``lmref.trace()`` is recording, so a trace always shows every
   BatchNorm with its own output; ``fold_bn=True`` / ``False`` forces either way.
@@ -51,11 +54,27 @@ def _is_conv_bn(p):
             and set(bn) <= {"weight", "bias", "running_mean", "running_var"})
 
 
-def fold_batch_norms(params, eps):
+def _is_bn(p):
+    """BatchNorm parameters: the running statistics, optionally the affine weight and bias."""
+    return isinstance(p, dict) and all(k in p for k in _BN_KEYS) and set(p) <= {"weight", "bias", *_BN_KEYS}
+
+
+def _is_sequential_conv(p):
+    """A bare conv layer of an ``nn.Sequential``: {"weight" [Cout, Cin/G, kh, kw], ["bias"]}."""
+    return (isinstance(p, dict) and "weight" in p and set(p) <= {"weight", "bias"}
+            and getattr(p["weight"], "ndim", 0) == 4)
+
+
+def fold_batch_norms(params, eps, sequential=False):
     """A new nested parameter dict with every conv_norm_act block's BatchNorm folded into its conv
     (the input is not modified; untouched arrays are shared). Returns (params, folded names), the
     names being the dotted paths of the folded blocks. ``eps`` is the BatchNorm epsilon the model
-    uses (it is not stored in the weights)."""
+    uses (it is not stored in the weights).
+
+    sequential=True: also fold the pairs of an ``nn.Sequential`` (a dict with numeric keys) whose
+    entry ``k`` is a bare conv and entry ``k + 1`` a BatchNorm: entry ``k`` becomes {"weight": W',
+    "bias": b'} and entry ``k + 1`` an empty dict (named ``path.k`` in the folded names). Only for
+    models whose code skips an empty BatchNorm entry (``SEQUENTIAL_BN_FOLDING = True``)."""
     folded = []
 
     def walk(p, path):
@@ -68,7 +87,17 @@ def fold_batch_norms(params, eps):
             folded.append(path)
             rest = {k: walk(v, f"{path}.{k}" if path else k) for k, v in p.items() if k not in ("conv", "bn")}
             return {"conv": {"weight": w, "bias": b}, **rest}
-        return {k: walk(v, f"{path}.{k}" if path else k) for k, v in p.items()}
+        out = {k: walk(v, f"{path}.{k}" if path else k) for k, v in p.items()}
+        if sequential and p and all(k.isdigit() for k in p):
+            for k in sorted(p, key=int):
+                conv, bn = p[k], p.get(str(int(k) + 1))
+                if _is_sequential_conv(conv) and _is_bn(bn):
+                    out[k] = dict(zip(("weight", "bias"), fold_batch_norm(
+                        conv["weight"], conv.get("bias"), bn["running_mean"], bn["running_var"],
+                        bn.get("weight"), bn.get("bias"), eps=eps)))
+                    out[str(int(k) + 1)] = {}
+                    folded.append(f"{path}.{k}" if path else k)
+        return out
 
     return walk(params, ""), folded
 
@@ -93,7 +122,8 @@ def folded_params(model):
     cached = getattr(model, "_folded_params", None)
     if cached is None:
         eps = bn_eps(model.module, model.config)
-        cached = model.params if eps is None else fold_batch_norms(model.params, eps)[0]
+        sequential = getattr(model.module, "SEQUENTIAL_BN_FOLDING", False)
+        cached = model.params if eps is None else fold_batch_norms(model.params, eps, sequential)[0]
         model._folded_params = cached
     return cached
 

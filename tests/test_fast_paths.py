@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from lmref import fast, models, ops
 from lmref.models.common import conv_norm_act
-from lmref.ops import _fast
+from lmref.ops import _check, _fast
 from lmref.ops import conv as conv_module
 from lmref.trace import trace
 from lmref.weights import Model
@@ -40,13 +40,14 @@ def both_paths(fn):
 
 def tiny_blocks(mp):
     """Thresholds shrunk so that small test shapes take every branch: im2col in bands of rows and
-    groups of images, batch folding, and two threads on tiny arrays."""
+    groups of images, batch folding, padding into scratch, and two threads on tiny arrays."""
     mp.setattr(_fast, "CHUNK_BYTES", 256)
     mp.setattr(_fast, "PARALLEL_MIN", 1)
     mp.setattr(_fast, "THREADS", 2)
     mp.setattr(_fast, "BLOCK", 7)
     mp.setattr(conv_module, "PAD_CHUNK_BYTES", 1)           # pad one image at a time
     mp.setattr(conv_module, "GEMM_COLUMNS", 1)              # no minimum GEMM width: bands of rows
+    mp.setattr(conv_module, "SMALL_PAD_BYTES", 0)           # pad into the reused scratch buffer
 
 
 def test_switch_and_environment():
@@ -164,6 +165,84 @@ def test_conv2d_fast_accepts_non_contiguous_input():
         assert_close(y_fast, y_ref)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B,C,H,W,k,stride,pad,dil", [(1, 12, 24, 24, 3, 1, 1, 1), (1, 24, 24, 24, 3, 2, 1, 1),
+                                                    (2, 5, 7, 6, 3, 2, 1, 1), (1, 3, 6, 9, 2, 1, 0, 2),
+                                                    (3, 4, 5, 5, 5, 3, 2, 1), (1, 96, 3, 3, 3, 1, 1, 1)])
+def test_depthwise_single_block_equals_blocked_path_and_reference(B, C, H, W, k, stride, pad, dil, dtype):
+    """Small depthwise convs take _depthwise_single (all taps in one buffer); the same call with
+    blocks forced small goes through _depthwise (bands of rows: BLAS may round differently on the
+    shorter products). Both equal the reference."""
+    rng = np.random.default_rng(B * 1000 + C)
+    x = rng.standard_normal((B, C, H, W)).astype(dtype)[:, ::-1]           # a non-contiguous view too
+    w, b = rng.standard_normal((C, 1, k, k)).astype(dtype), rng.standard_normal(C).astype(dtype)
+    for bias in (b, None):
+        conv = lambda: ops.conv2d(x, w, bias, stride=stride, padding=pad, dilation=dil, groups=C)
+        y_single, y_ref = both_paths(conv)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_fast, "CHUNK_BYTES", 64)                              # no single block fits
+            y_blocked = conv()
+        assert_close(y_single, y_blocked)
+        assert_close(y_single, y_ref)
+        assert y_single.flags.c_contiguous and y_single.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 12, 1, 1), (1, 24, 6, 5), (1, 7, 24, 24)])
+def test_pointwise_single_image_equals_reference(shape, dtype):
+    """1x1 convs of one image (groups 1, stride 1, no padding) take _pointwise_single."""
+    rng = np.random.default_rng(shape[1])
+    x = rng.standard_normal(shape).astype(dtype)
+    w, b = rng.standard_normal((5, shape[1], 1, 1)).astype(dtype), rng.standard_normal(5).astype(dtype)
+    for xi in (x, x[:, ::-1], x.transpose(0, 1, 3, 2)):                      # contiguous or not
+        for bias in (b, None):
+            y_fast, y_ref = both_paths(lambda: ops.conv2d(xi, w, bias))
+            assert y_fast.shape == y_ref.shape and y_fast.dtype == dtype
+            assert_close(y_fast, y_ref)
+    y1 = ops.conv2d(x, w, b)
+    y1_copy = y1.copy()
+    ops.conv2d(x * 2, w, b)
+    np.testing.assert_array_equal(y1, y1_copy)                              # results are not reused buffers
+
+
+def test_remembered_checks_still_reject_bad_arguments(monkeypatch):
+    """conv2d, linear, adaptive_avg_pool2d and interpolate skip their checks for a signature that
+    passed before; arguments that differ in type, dtype or value are still checked and rejected."""
+    x = np.ones((1, 4, 6, 6), np.float32)
+    w, b = np.ones((4, 1, 3, 3), np.float32), np.ones(4, np.float32)
+    for _ in range(2):                                                       # the second call is remembered
+        ops.conv2d(x, w, b, stride=1, padding=1, groups=4)
+        ops.linear(x[:, :, 0, 0], np.ones((3, 4), np.float32), np.ones(3, np.float32))
+        ops.adaptive_avg_pool2d(x, 1)
+        ops.adaptive_avg_pool2d(x, (2, 3))
+        ops.interpolate(x, size=(12, 12), mode="nearest")
+        ops.interpolate(x, size=(12, 12), mode="bilinear", align_corners=True)
+    bad = [
+        (TypeError, lambda: ops.conv2d(x, w, b, stride=True, padding=1, groups=4)),
+        (TypeError, lambda: ops.conv2d(x, w, b, stride=1.0, padding=1, groups=4)),
+        (ValueError, lambda: ops.conv2d(x, w, b, stride=1, padding=1, groups=True)),
+        (TypeError, lambda: ops.conv2d(x, w, b.astype(np.float64), stride=1, padding=1, groups=4)),
+        (TypeError, lambda: ops.conv2d(x.tolist(), w, b, stride=1, padding=1, groups=4)),
+        (ValueError, lambda: ops.conv2d(x, w, b[:3], stride=1, padding=1, groups=4)),
+        (TypeError, lambda: ops.linear(x[:, :, 0, 0], np.ones((3, 4), np.float32), np.ones(3, np.float64))),
+        (ValueError, lambda: ops.linear(x[:, :, 0, 0], np.ones((3, 5), np.float32), np.ones(3, np.float32))),
+        (TypeError, lambda: ops.adaptive_avg_pool2d(x, True)),
+        (TypeError, lambda: ops.adaptive_avg_pool2d(x, (2.0, 3))),
+        (ValueError, lambda: ops.adaptive_avg_pool2d(x, (0, 3))),
+        (TypeError, lambda: ops.adaptive_avg_pool2d(x.astype(np.int64), 1)),
+        (ValueError, lambda: ops.interpolate(x, size=(12, 12), mode="nearest", align_corners=True)),
+        (ValueError, lambda: ops.interpolate(x, size=(12, 12), mode="bicubic")),
+        (TypeError, lambda: ops.interpolate(x, size=(12.0, 12), mode="nearest")),
+    ]
+    for exc, call in bad:
+        with pytest.raises(exc):
+            call()
+    monkeypatch.setattr(_check, "PASSED_MAX", 2)                             # the memo is emptied when full
+    for size in (1, 2, 3, 1):
+        ops.adaptive_avg_pool2d(x, size)
+    assert len(_check._PASSED) <= 2
+
+
 # ---------------------------------------------------------------------------------------------
 # element-wise and normalisation ops
 
@@ -263,6 +342,18 @@ def test_adaptive_avg_pool_fast_is_bit_identical(B, C, H, W, oh, ow, dtype, seed
     np.testing.assert_array_equal(y_fast, y_ref)
     y_fast[...] = 0                                        # results never alias the cached matrices
     np.testing.assert_array_equal(ops.adaptive_avg_pool2d(x, (oh, ow)), y_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adaptive_avg_pool_unchanged_axis_is_bit_identical(dtype):
+    """An axis whose size does not change skips its product with the identity (finite inputs:
+    the same numbers), e.g. Lite-HRNet's channel mean, a pool of a transposed view to (1, W)."""
+    x = np.random.default_rng(4).standard_normal((2, 12, 24, 24)).astype(dtype)
+    t = x.transpose(0, 2, 1, 3)                                             # [B, H, C, W] view
+    for a, size in ((x, (24, 3)), (x, (5, 24)), (x, (24, 24)), (t, (1, 24)), (t, (4, 24))):
+        y_fast, y_ref = both_paths(lambda: ops.adaptive_avg_pool2d(a, size))
+        assert y_fast.dtype == dtype
+        np.testing.assert_array_equal(y_fast, y_ref)
 
 
 @given(shapes4, st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.booleans(), DTYPES, SEEDS, st.booleans())
@@ -370,6 +461,45 @@ def test_folded_conv_norm_act_equals_unfolded(dtype, seed, bias, k, eps):
     y = conv_norm_act(conv_norm_act(x, folded["a"], act_name="silu", eps=eps), folded["b"]["0"],
                       groups=6, act_name="relu", eps=eps)
     assert_close(y, ref)
+
+
+@given(DTYPES, SEEDS, st.sampled_from([1e-5, 1e-3]))
+def test_sequential_bn_folding_equals_unfolded(dtype, seed, eps):
+    """sequential=True folds an nn.Sequential's conv (entry k) + BatchNorm (entry k + 1) pairs: the
+    conv gets W' and b', the BN entry becomes {}, which Lite-HRNet's ``sequential`` skips."""
+    from lmref.models.litehrnet import sequential
+    rng = np.random.default_rng(seed)
+    bn = lambda c: {k: v for k, v in _conv_bn_params(rng, c, c, 1, False, dtype)["bn"].items()}
+    spec = [("conv", 4, 4, 3, 2, 4), ("bn", 4), ("conv", 4, 6, 1, 1, 1), ("bn", 6), ("relu",)]
+    p = {"0": {"weight": rng.standard_normal((4, 1, 3, 3)).astype(dtype)}, "1": bn(4),
+         "2": {"weight": rng.standard_normal((6, 4, 1, 1)).astype(dtype)}, "3": bn(6)}
+    tree = {"a": {"0": p}, "b": _conv_bn_params(rng, 4, 4, 1, False, dtype)}
+    assert fast.fold_batch_norms(tree, eps)[1] == ["b"]                     # off by default
+    folded, names = fast.fold_batch_norms(tree, eps, sequential=True)
+    assert names == ["a.0.0", "a.0.2", "b"]
+    q = folded["a"]["0"]
+    assert q["1"] == {} and q["3"] == {} and set(q["0"]) == {"weight", "bias"}
+    assert set(p["1"]) == {"weight", "bias", "running_mean", "running_var"}    # input untouched
+    x = rng.standard_normal((2, 4, 7, 6)).astype(dtype)
+    with fast.reference_paths():
+        ref = sequential(x, p, spec, eps=eps)
+    assert_close(sequential(x, q, spec, eps=eps), ref)
+
+
+def test_litehrnet_folds_its_sequential_batch_norms():
+    """Lite-HRNet opts in (SEQUENTIAL_BN_FOLDING): its folded parameters hold no BatchNorm at all."""
+    kwargs, _ = MODELS["litehrnet"]
+    module = models.get("litehrnet")
+    cfg = module.Config(**kwargs)
+    model = Model(_random_params(module.param_shapes(cfg), np.random.default_rng(5), np.float64),
+                  _manifest("litehrnet", cfg, 3), dtype=np.float64)
+
+    def bns(p):
+        if not isinstance(p, dict):
+            return 0
+        return ("running_mean" in p) + sum(bns(v) for v in p.values())
+
+    assert bns(model.params) > 0 and bns(fast.folded_params(model)) == 0
 
 
 def _random_params(shapes, rng, dtype):

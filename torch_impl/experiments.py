@@ -20,7 +20,8 @@ reused, so an interrupted experiment picks up where it stopped (runs resume from
 
 The default settings are sized for 2 CPU cores and well under an hour each (smaller inputs, a
 2,000-face training set, few epochs: all stated in the tables); ``--quick`` shrinks everything to a
-smoke test.  The distillation runs of a seed use the teacher trained with the same seed.
+smoke test.  The teachers (ICME SwinV2, KD ResNet-50) are trained once, with the first seed, and
+every student seed distils from that one teacher, as from a fixed pre-trained model.
 """
 from __future__ import annotations
 
@@ -71,9 +72,21 @@ def _swin_teacher(size, quick):
             "window_size": [6, 6], "drop_path_rate": 0.1}
 
 
-# Runs trained once (with the first seed) and shared by every seed's students: the ICME teacher
-# stands for the paper's fixed, pre-trained SwinV2, so each student seed distils from the same one.
-SHARED = {"icme": ("teacher",)}
+# Runs trained once (with the first seed) and shared by every seed's students: the teachers stand
+# for the papers' fixed, pre-trained SwinV2 / ResNet-50, so each student seed distils from the same one
+# (and the budget goes to the students, whose spread over seeds is what the KD verdict needs).
+SHARED = {"icme": ("teacher",), "kd": ("resnet50",)}
+
+
+# The ICME recipe (lr 2e-4 backbone / 1e-3 head, STAR's loss weights 1 / 10 / 10) fine-tunes ImageNet
+# backbones for many epochs. From scratch, in ~1,000 CPU steps at 96 x 96, it does not learn: the
+# stride-32 map is 3 x 3, the AWing terms on point / edge maps whose targets are a pixel wide dominate
+# the loss, the point maps stay flat (max 0.05) and the soft-argmax landmarks end worse than the mean
+# shape (val NME 0.34 vs 0.28 after 500 steps). Measured on 1,000 faces / 500 steps: STAR x10 and
+# AWing x1 -> 0.221; plus backbone lr 1e-3 -> 0.107. So these runs use both, with a cosine schedule
+# and a short warm-up; the deviation is stated in the result table.
+CPU_AAM_RECIPE = {"aam_weights": [10.0, 1.0, 1.0], "lr_backbone": 1e-3, "lr_head": 1e-3,
+                  "lr_schedule": "cosine", "warmup_steps": 100}
 
 
 def icme_runs(s):
@@ -85,11 +98,12 @@ def icme_runs(s):
     student = {"backbone": "mobilevitv2", "layout": "inner51",
                "backbone_config": {"width_multiplier": 0.5, "rank5_patches": True}}
     teacher = {"backbone": "swinv2", "layout": "inner51", "backbone_config": _swin_teacher(size, q)}
-    ep_t, ep_s = (1, 1) if q else (16, 8)
+    ep_t, ep_s = (1, 1) if q else (12, 10)
+    common = dict(arch="aam", input_size=size, **CPU_AAM_RECIPE)
     return {
-        "teacher": (_base(s, arch="aam", model=teacher, input_size=size, epochs=ep_t), None),
-        "student": (_base(s, arch="aam", model=student, input_size=size, epochs=ep_s), None),
-        "student_kd": (_base(s, arch="aam", model=student, input_size=size, epochs=ep_s,
+        "teacher": (_base(s, model=teacher, epochs=ep_t, **common), None),
+        "student": (_base(s, model=student, epochs=ep_s, **common), None),
+        "student_kd": (_base(s, model=student, epochs=ep_s, **common,
                              distill={"kind": "lkd", "feat_weight": 1.0, "heat_weight": 1.0}), "teacher"),
     }
 
@@ -103,7 +117,9 @@ def kd_runs(s):
         resnet = {**resnet, "layers": [1, 1, 1, 1], "stem_width": 8}
         stud5 = {**stud5, "channels": [8, 16, 16, 32, 32]}
     ep, p1 = (2, 1) if q else (5, 3)
-    common = dict(input_size=size, epochs=ep, lr_schedule="cosine")
+    # from scratch the backbone wants the head's lr: with 2e-4 Stud5 learns visibly slower (measured:
+    # val NME 0.229 after 3 epochs at 1e-3)
+    common = dict(input_size=size, epochs=ep, lr_schedule="cosine", lr_backbone=1e-3, lr_head=1e-3)
     return {
         "resnet50": (_base(s, arch="resnet", model=resnet, **common), None),
         "stud5": (_base(s, arch="stud5", model=stud5, **common), None),
@@ -139,9 +155,9 @@ def _hr_18(q):
 def litehrnet_runs(s):
     q = s["quick"]
     size = 32 if q else 64
-    ep = 1 if q else 4
+    ep = 1 if q else 3                  # 24 runs (8 configs x 3 seeds) in the budget: ~375 steps each
     common = dict(arch="litehrnet", input_size=size, epochs=ep, optimizer="adam", lr_backbone=2e-3,
-                  lr_head=2e-3, lr_schedule="cosine", heatmap_sigma=1.5)
+                  lr_head=2e-3, lr_schedule="cosine", warmup_steps=100, heatmap_sigma=1.5)
     runs = {
         "litehrnet18_mse": (_base(s, model=_hr_18(q), heatmap_loss="mse", **common), None),
         "plus30m_mse": (_base(s, model=_hr_plus_30m(q), heatmap_loss="mse", **common), None),
@@ -297,6 +313,28 @@ def model_cost(cfg):
     return int(totals["params"]), int(totals["macs"])
 
 
+def mean_shape_nme(cfg):
+    """Test NME of the mean training shape (the average of the un-augmented training crops' landmarks,
+    predicted for every test face): what a model must beat to have learned anything."""
+    from lmref import metrics
+    from .train import config_from_dict, make_datasets, model_layout
+    c = config_from_dict({k: v for k, v in cfg.items() if k != "distill"})
+    train, _, test = make_datasets(c)
+    layout = model_layout(c)
+    points = lambda ds: np.stack([ds.sample(i, None)["landmarks"] for i in range(len(ds))])  # noqa: E731
+    train_pts, test_pts = points(train), points(test)
+    if train_pts.shape[1] != layout.num_points:                        # 68-point data, 51-point model
+        from .data import convert_layout
+        train_pts, test_pts = (convert_layout(p, train.layout, layout) for p in (train_pts, test_pts))
+    guess = np.broadcast_to(train_pts.mean(0), test_pts.shape).astype(np.float64)
+    return float(metrics.nme(guess, test_pts.astype(np.float64), layout).mean())
+
+
+def _mean_shape_line(cfg):
+    return (f"- Anchor: the mean training shape predicted for every test face scores test NME "
+            f"{mean_shape_nme(cfg) * 100:.2f}%; a model above that has not learned the faces yet.")
+
+
 def _by_run(results, runs, seeds, shared=()):
     """{run name: [result per seed]} (a shared run: its one result)"""
     return {run: [results[f"{run}-s{seeds[0]}"]] if run in shared else
@@ -314,6 +352,7 @@ def _setting_lines(s, cfgs):
              f"crops of the landmark box x1.25 with STAR's augmentation (`torch_impl.data`)."]
     for name, cfg in cfgs.items():
         keys = ("input_size", "epochs", "batch_size", "optimizer", "lr_backbone", "lr_head", "lr_schedule")
+        keys += tuple(k for k in ("warmup_steps", "aam_weights") if k in cfg)
         lines.append(f"- `{name}`: " + ", ".join(f"{k} {cfg.get(k, _default(k))}" for k in keys))
     lines.append("- NME: inter-ocular (outer eye corners), mean over test images, in %; "
                  "mean ± sample std over the seeds; the checkpoint with the lowest val NME is tested.")
@@ -398,6 +437,11 @@ def icme(seeds, quick, jobs, work, out, assets, log=print):
                f"{m * 100:+.2f} ± {sd * 100:.2f} points ({'lower is better'}); KD gave a lower NME in "
                f"{helped} of {len(seeds)} seeds. " + _verdict(m, sd, len(seeds)), "",
            "Setting:"] + _setting_lines(s, {k: v[0] for k, v in runs.items()})
+    md.append(_mean_shape_line(runs["student"][0]))
+    md.append("- Deviation from the paper's recipe, for a from-scratch CPU run (measured, see `CPU_AAM_RECIPE` in "
+              "`torch_impl/experiments.py`): loss weights STAR 10 / AWing point 1 / AWing edge 1 instead of STAR's "
+              "1 / 10 / 10, and lr 1e-3 for the backbone too (cosine, 100 warm-up steps). With the paper's weights and "
+              "lr the student stays worse than the mean shape in this budget.")
     md.append("- The student at the paper's 256×256 has 1,141,863 parameters and about 581 MMACs "
               "(`lmref info`); here it runs at the smaller input above to fit a CPU budget.")
     md.append(timing[0])
@@ -424,14 +468,14 @@ def kd(seeds, quick, jobs, work, out, assets, log=print):
     t0 = time.time()
     results = run_plan(plan("kd", seeds, quick, work), jobs, log)
     timing = _timing(results, t0, jobs)
-    by = _by_run(results, runs, seeds)
+    by = _by_run(results, runs, seeds, SHARED["kd"])
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
     size = runs["stud5"][0]["input_size"]
     md = [f"# Compact KD report on the synthetic benchmark ({len(seeds)} seeds)", "",
           "Like Table 5 of paper 002 (grayscale input, 68 points regressed directly with MSE).", "",
           f"| Configuration | Params | MMACs ({size}×{size}) | NME (%) | MSE (px², {size}×{size} crop) |",
           "|---|---|---|---|---|"]
-    labels = {"resnet50": "ResNet50Base", "stud5": "Stud5Base", "stud5_rbd": "Stud5RBD", "stud5_ckd": "Stud5CKD"}
+    labels = {"resnet50": "ResNet50Base (teacher, one run shared by all seeds)", "stud5": "Stud5Base", "stud5_rbd": "Stud5RBD", "stud5_ckd": "Stud5CKD"}
     for r, label in labels.items():
         md.append(f"| {label} | {cost[r][0]:,} | {cost[r][1] / 1e6:.1f} | {fmt([x['test']['nme'] for x in by[r]])} | "
                   f"{fmt([x['test']['mse_px'] for x in by[r]], 1.0, 2)} |")
@@ -444,13 +488,14 @@ def kd(seeds, quick, jobs, work, out, assets, log=print):
         md.append(f"- {labels[r]}: {m * 100:+.2f} ± {sd * 100:.2f} points, lower in {sum(x < 0 for x in d)} of "
                   f"{len(seeds)} seeds. " + _verdict(m, sd, len(seeds)))
     md += ["", "Setting:"] + _setting_lines(s, {k: v[0] for k, v in runs.items()})
+    md.append(_mean_shape_line(runs["stud5"][0]))
     md.append("- RBD: L = MSE(P_S, y) + 1.0 · MSE(P_S, P_T). CKD: phase 1 (conv layers + a 1×1 regressor "
               f"to ResNet-50's last conv map) for {runs['stud5_ckd'][0]['distill']['ckd_phase1_epochs']} epochs, "
               "phase 2 (FC only, convs frozen) for the rest; the best phase-2 epoch is kept. Coordinates are "
               "normalised to [-1, 1] for the loss; MSE is reported in crop pixels² per coordinate.")
     md.append(timing[0])
     payload = {"experiment": "kd", "seeds": seeds, "quick": quick, "params_macs": cost, "timing": timing[1],
-               "runs": {r: _per_seed(by[r], seeds) for r in runs}, "delta_test_nme_vs_stud5": deltas}
+               "runs": {r: _per_seed(by[r], seeds[:len(by[r])]) for r in runs}, "delta_test_nme_vs_stud5": deltas}
     if assets and not quick:
         best = min(("stud5", "stud5_rbd", "stud5_ckd"), key=lambda r: mean_std([x["test"]["nme"] for x in by[r]])[0])
         payload["asset"] = _copy_best(by[best], os.path.join(assets, "stud5.safetensors"))
@@ -505,6 +550,7 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print):
         md.append(f"| {label} | {fmt([x['test']['nme'] for x in by[r]])} | {cost[r]['mflops']:.2f} | "
                   f"{cost[r]['params'] / 1e6:.3f}M |")
     md += ["", "Setting:"] + _setting_lines(s, {k: v[0] for k, v in runs.items() if not k.startswith("fusion")})
+    md.append(_mean_shape_line(runs["plus10m_mse"][0]))
     md.append(f"- Heatmaps at 1/4 of the input, Gaussian targets (sigma {runs['plus10m_mse'][0]['heatmap_sigma']} "
               "heatmap px, centred at the sub-pixel landmark), decoded by argmax + quarter-pixel shift. "
               "MFLOPs in the paper's convention (`lmref.models.litehrnet_cost`). The paper trains 210 epochs at "

@@ -111,6 +111,8 @@ class TrainConfig:
     heatmap_loss: str = "mse"               # "mse" (mmpose JointsMSELoss) or "bce" (with logits)
     heatmap_sigma: float = 2.0              # Gaussian sigma of the targets, in heatmap pixels (mmpose: 2)
     heatmap_unbiased: bool = True           # centre at the sub-pixel landmark (DARK), not the rounded pixel
+    # ---- AAM task (STAR's loss: STAR on the fused heatmaps + AWing on the point and edge maps)
+    aam_weights: tuple = (1.0, 10.0, 10.0)  # (STAR, AWing point, AWing edge): STAR's compute_loss weights
     decode: str = "argmax"                  # torch_impl.models.litehrnet.decode: "argmax" (+ quarter
                                             # pixel), "soft_argmax", "soft_argmax_softmax"
     # ---- optimisation (ICME 2024 recipe)
@@ -143,6 +145,7 @@ class TrainConfig:
         if isinstance(self.distill, dict):
             self.distill = DistillConfig(**self.distill)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        self.aam_weights = tuple(float(w) for w in self.aam_weights)
         if not self.task:
             if self.arch not in DEFAULT_TASK:
                 raise ValueError(f"task: no default task for arch {self.arch!r}; set one of {TASKS}")
@@ -346,7 +349,7 @@ class Trainee(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
         self.kind = cfg.distill.kind
-        self.aam_loss = losses.AAMLoss() if cfg.task == "aam" else None
+        self.aam_loss = losses.AAMLoss(weights=cfg.aam_weights) if cfg.task == "aam" else None
         self.kd = None
         self.ckd = None
         if self.kind == "lkd":

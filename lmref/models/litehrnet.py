@@ -44,6 +44,7 @@ from ..ops._check import check_array
 from ..trace import scope
 
 ARCH = "litehrnet"
+SEQUENTIAL_BN_FOLDING = True     # lmref.fast may fold the BatchNorms of ``sequential`` specs (it skips them)
 
 FUSIONS = ("pw", "bottleneck", "group", "scaf")
 HEADS = ("simple", "mr")
@@ -389,9 +390,12 @@ def sequential(x, p, spec, size=None, eps=1e-5):
             kind = item[0]
             if kind == "conv":
                 _, _, _, k, stride, groups = item
-                x = ops.conv2d(x, p[str(idx)]["weight"], None, stride=stride, padding=k // 2, groups=groups)
+                q = p[str(idx)]                       # a bias only when lmref.fast folded the next BN in
+                x = ops.conv2d(x, q["weight"], q.get("bias"), stride=stride, padding=k // 2, groups=groups)
             elif kind == "bn":
                 bn = p[str(idx)]
+                if not bn:                            # folded into the conv before it (lmref.fast)
+                    continue
                 x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
             elif kind == "relu":
                 x = ops.relu(x)

@@ -8,18 +8,26 @@ Fast path (``_conv2d_fast``, taken unless ``LMREF_REFERENCE=1``, see ``lmref.ops
 to the reference in ``tests/test_fast_paths.py``): the same sums, arranged so that BLAS does the work
 and nothing large is allocated per call:
 
-* 1x1 convolution (unpadded): one matrix product W [Cout, Cin] @ x [Cin, H*W], no im2col at all;
+* 1x1 convolution (unpadded): one matrix product W [Cout, Cin] @ x [Cin, H*W], no im2col at all
+  (one image, groups 1, stride 1: just that product, ``_pointwise_single``);
 * depthwise convolution (groups == Cin == Cout): the k*k taps gathered per channel into a reused
-  buffer, then one stacked matrix-vector product w_c [1, k*k] @ taps_c [k*k, Ho*Wo] over channels;
+  buffer, then one stacked matrix-vector product w_c [1, k*k] @ taps_c [k*k, Ho*Wo] over channels
+  (in one piece, ``_depthwise_single``, when all taps fit one block and no thread split is due);
 * any other convolution: im2col through a zero-copy strided view of the padded input, copied
   into a reused buffer in blocks of about ``_fast.CHUNK_BYTES`` (whole images, or bands of output
   rows of a large image), one GEMM per block; small maps of a batch are folded into one GEMM.
+
+The argument checks of conv2d and linear run once per signature (``_check.remembered``): Lite-HRNet
+makes hundreds of calls per image with a few dozen signatures, on maps where the checks would cost
+as much as the arithmetic.
 """
+import math
+
 import numpy as np
 
 from ..trace import op
 from . import _fast
-from ._check import check_array, check_same_dtype, pair
+from ._check import check_array, check_same_dtype, pair, remembered
 
 __all__ = ["conv2d", "linear", "fold_batch_norm"]
 
@@ -57,23 +65,19 @@ def _im2col(x, kernel, stride, dilation, out_hw):
     return cols
 
 
-@op
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (zero padding).
+def _checked_conv_args(x, weight, bias, stride, padding, dilation, groups):
+    """_conv_args, skipped for a signature (shapes, dtypes, int arguments) that passed before;
+    arguments of other types (tuples, strings, array subclasses) are checked every time."""
+    key = None
+    if (type(x) is type(weight) is np.ndarray and (bias is None or type(bias) is np.ndarray)
+            and type(stride) is type(padding) is type(dilation) is type(groups) is int):
+        key = (x.shape, x.dtype, weight.shape, weight.dtype, None if bias is None else (bias.shape, bias.dtype),
+               stride, padding, dilation, groups)
+    return remembered(_conv_args, key, x, weight, bias, stride, padding, dilation, groups)
 
-    x       [B, Cin, H, W]
-    weight  [Cout, Cin/groups, kh, kw]
-    bias    [Cout] or None
-    stride, dilation: int or (h, w), >= 1
-    padding: int or (h, w) zeros on both sides, or "valid" (none), or "same" (stride 1 only; total
-             dilation*(k-1) per axis, the extra one at the bottom/right as torch does)
-    groups:  Cin and Cout split into ``groups`` independent convolutions; groups == Cin == Cout is
-             the depthwise convolution
-    returns [B, Cout, Ho, Wo], Ho = floor((H + pad_top + pad_bottom - dh*(kh-1) - 1) / sh) + 1 (W alike)
 
-    out[b, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[b, g*Cin/G + c, y*sh + i*dh, x*sw + j*dw]
-    with g = o // (Cout/G) the group of output channel o.
-    """
+def _conv_args(x, weight, bias, stride, padding, dilation, groups):
+    """conv2d's argument checks; returns (stride, ((pt, pb), (pl, pr)), dilation, groups, (Ho, Wo))."""
     check_array(x, "x", ndim=4)
     check_array(weight, "weight", ndim=4)
     if bias is not None:
@@ -103,9 +107,33 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if ekh > Hp or ekw > Wp:
         raise ValueError(f"conv2d: padded input {Hp}x{Wp} is smaller than the (dilated) kernel {ekh}x{ekw}")
     Ho, Wo = (Hp - ekh) // stride[0] + 1, (Wp - ekw) // stride[1] + 1
-    if _fast.ENABLED:
-        return _conv2d_fast(x, weight, bias, stride, ((pt, pb), (pl, pr)), dilation, G, (Ho, Wo))
+    return stride, ((pt, pb), (pl, pr)), dilation, G, (Ho, Wo)
 
+
+@op
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (zero padding).
+
+    x       [B, Cin, H, W]
+    weight  [Cout, Cin/groups, kh, kw]
+    bias    [Cout] or None
+    stride, dilation: int or (h, w), >= 1
+    padding: int or (h, w) zeros on both sides, or "valid" (none), or "same" (stride 1 only; total
+             dilation*(k-1) per axis, the extra one at the bottom/right as torch does)
+    groups:  Cin and Cout split into ``groups`` independent convolutions; groups == Cin == Cout is
+             the depthwise convolution
+    returns [B, Cout, Ho, Wo], Ho = floor((H + pad_top + pad_bottom - dh*(kh-1) - 1) / sh) + 1 (W alike)
+
+    out[b, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[b, g*Cin/G + c, y*sh + i*dh, x*sw + j*dw]
+    with g = o // (Cout/G) the group of output channel o.
+    """
+    stride, pads, dilation, G, (Ho, Wo) = _checked_conv_args(x, weight, bias, stride, padding, dilation, groups)
+    if _fast.ENABLED:
+        return _conv2d_fast(x, weight, bias, stride, pads, dilation, G, (Ho, Wo))
+
+    B, C_in = x.shape[:2]
+    C_out, C_in_g, kh, kw = weight.shape
+    (pt, pb), (pl, pr) = pads
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))                   # [B, Cin, H, W] -> [B, Cin, Hp, Wp]
     cols = _im2col(xp, (kh, kw), stride, dilation, (Ho, Wo))              # -> [B, Cin, kh, kw, Ho, Wo]
     cols = cols.reshape(B, G, C_in_g * kh * kw, Ho * Wo)                  # -> [B, G, K = Cin/G*kh*kw, Ho*Wo]
@@ -125,6 +153,7 @@ GEMM_COLUMNS = 4096         # kxk convs gather at least this many output pixels 
 WIDE_BELOW = 1024           # strided convs with fewer output pixels also use the wide grid (below)
 PAD_CHUNK_BYTES = 8 << 20   # a batch is zero-padded this many bytes of images at a time
 NARROW_FROM_K = 256         # convs with this many taps per output (C/G*kh*kw) use the exact grid
+SMALL_PAD_BYTES = 64 << 10  # padded images up to this size are fresh zeroed arrays, not scratch
 
 
 def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
@@ -139,6 +168,8 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     straight into the output."""
     B, C_in, H, W = x.shape
     C_out, C_in_g, kh, kw = weight.shape
+    if B == 1 and groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and pads == ((0, 0), (0, 0)):
+        return _pointwise_single(x, weight, bias)                             # the many tiny 1x1 convs
     Ho, Wo = out_hw
     (pt, pb), (pl, pr) = pads
     out = np.empty((B, C_out, Ho, Wo), dtype=x.dtype)
@@ -158,6 +189,9 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     # furthest element a tap reads on the Wq grid, from the start of a channel's padded image
     reach = ((Ho - 1) * stride[0] + (kh - 1) * dilation[0]) * Wp + (Wq - 1) * stride[1] + (kw - 1) * dilation[1]
     depthwise = groups == C_in and C_in_g == 1 and C_out == C_in
+    if depthwise and B * C_in * kh * kw * Ho * Wq * x.itemsize <= _fast.CHUNK_BYTES and (
+            _fast.THREADS == 1 or B * C_in * Ho * Wo * kh * kw < _fast.PARALLEL_MIN):   # one block, one thread
+        return _depthwise_single(x, weight, bias, stride, pads, dilation, (Ho, Wo), Wq, reach + 1)
     w = weight.reshape(groups, og, C_in_g * kh * kw)                          # [G, Cout/G, K]
     step = max(1, PAD_CHUNK_BYTES // (C_in * (reach + 1) * x.itemsize))      # images padded at a time
     for b0 in range(0, B, step):
@@ -180,13 +214,19 @@ def _pad_scratch(x, pads, plane_size):
     """x zero-padded to [B, C, Hp, Wp] = [B, C, H+pt+pb, W+pl+pr], returned as its channel planes
     [B, C, P] (C-contiguous, each plane's first Hp*Wp elements the padded image in row-major order)
     with P >= plane_size: the wide tap grid reads a little past the image, and that tail is zero.
-    x itself (reshaped) when it needs no padding and no tail; else a reused buffer."""
+    x itself (reshaped) when it needs no padding and no tail; a fresh zeroed array when small
+    (SMALL_PAD_BYTES); else a reused buffer."""
     (pt, pb), (pl, pr) = pads
     B, C, H, W = x.shape
     Hp, Wp = H + pt + pb, W + pl + pr
     if pt == pb == pl == pr == 0 and plane_size <= Hp * Wp and x.flags.c_contiguous:
         return x.reshape(B, C, H * W)
-    planes = _fast.scratch("conv2d.pad", (B, C, max(plane_size, Hp * Wp)), x.dtype)
+    shape = (B, C, max(plane_size, Hp * Wp))
+    if math.prod(shape) * x.itemsize <= SMALL_PAD_BYTES:   # small: a fresh zeroed array (calloc) is
+        planes = np.zeros(shape, x.dtype)                  # cheaper than clearing a reused one
+        planes[:, :, :Hp * Wp].reshape(B, C, Hp, Wp)[:, :, pt:pt + H, pl:pl + W] = x
+        return planes
+    planes = _fast.scratch("conv2d.pad", shape, x.dtype)
     xp = planes[:, :, :Hp * Wp].reshape(B, C, Hp, Wp, copy=False)            # the padded image, a view
     if planes.size <= 1 << 16:                       # small: two calls beat five
         planes.fill(0)
@@ -213,6 +253,31 @@ def _tap_view(planes, Wp, kernel, stride, dilation, out_hw):
                       strides=(C * P * it, P * it, dh * Wp * it, dw * it, sh * Wp * it, sw * it))
 
 
+def _depthwise_single(x, weight, bias, stride, pads, dilation, out_hw, Wq, plane_size):
+    """Depthwise convolution whose taps fit one block (:func:`_depthwise`'s sums, in one piece):
+    x [B, C, H, W] zero-padded into planes of ``plane_size`` >= Hp*Wp elements, all taps on the
+    Wq-column grid copied at once, one stacked product w_c [1, K] @ taps_c [K, Ho*Wq], the bias, the
+    crop to Wo columns -> [B, C, Ho, Wo]. Lite-HRNet runs ~90 depthwise convs per image on maps of
+    24x24 and smaller, where the blocking and thread-split bookkeeping of the general path costs
+    about as much as the arithmetic."""
+    B, C, _, W = x.shape
+    kh, kw = weight.shape[2:]
+    Ho, Wo = out_hw
+    Wp = W + sum(pads[1])                                                     # padded width
+    planes = _pad_scratch(x, pads, plane_size)                                # [B, C, >= Hp*Wp]
+    taps = _tap_view(planes, Wp, (kh, kw), stride, dilation, (Ho, Wq))        # [B, C, kh, kw, Ho, Wq], no copy
+    cols = _fast.scratch("conv2d.cols", taps.shape, x.dtype)
+    np.copyto(cols, taps)                                                     # [B, C, K, Ho, Wq]
+    y = np.matmul(weight.reshape(C, 1, kh * kw), cols.reshape(B, C, kh * kw, Ho * Wq))   # [B, C, 1, Ho*Wq]
+    if bias is not None:
+        y += bias[:, None, None]
+    if Wq == Wo:
+        return y.reshape(B, C, Ho, Wo)
+    out = np.empty((B, C, Ho, Wo), x.dtype)
+    np.copyto(out, y.reshape(B, C, Ho, Wq)[..., :Wo])                         # crop the wide grid
+    return out
+
+
 def _blocks(B, Ho, row_bytes, chunk=None):
     """Split B images of Ho output rows into blocks (b0, b1, y0, y1) whose gathered taps take about
     ``chunk`` bytes (default CHUNK_BYTES): several whole images when one is small, else bands of rows
@@ -228,6 +293,19 @@ def _blocks(B, Ho, row_bytes, chunk=None):
         for b in range(B):
             for y0 in range(0, Ho, rows):
                 yield b, b + 1, y0, min(Ho, y0 + rows)
+
+
+def _pointwise_single(x, weight, bias):
+    """1x1 convolution of one image, groups 1, as one matrix product with nothing else around it:
+    x [1, C, H, W], weight [O, C, 1, 1], bias [O] or None -> [1, O, H, W]. The same product as
+    :func:`_pointwise`; Lite-HRNet's attention branches make ~100 such calls per image on maps of
+    1x1 .. 24x24, where the bookkeeping of the general path costs more than the product."""
+    _, C, H, W = x.shape
+    O = weight.shape[0]
+    y = weight.reshape(O, C) @ x.reshape(C, H * W)                            # [O, C] @ [C, H*W]
+    if bias is not None:
+        y += bias[:, None]
+    return y.reshape(1, O, H, W)
 
 
 def _pointwise(x, w, bias, out):
@@ -311,11 +389,8 @@ def _depthwise(taps, w, bias, out):
             np.copyto(o, y.reshape(nb, C, rows, Wq)[..., :Wo])
 
 
-@op
-def linear(x, weight, bias=None):
-    """Fully connected layer, as ``torch.nn.functional.linear``: y = x W^T + b.
-
-    x [..., in], weight [out, in], bias [out] or None -> [..., out]"""
+def _linear_args(x, weight, bias):
+    """linear's argument checks (True when they pass)."""
     check_array(x, "x", min_ndim=1)
     check_array(weight, "weight", ndim=2)
     if bias is not None:
@@ -326,6 +401,18 @@ def linear(x, weight, bias=None):
                          f"weight {weight.shape} expects {weight.shape[1]}")
     if bias is not None and bias.shape[0] != weight.shape[0]:
         raise ValueError(f"linear: bias has {bias.shape[0]} entries, weight has {weight.shape[0]} outputs")
+    return True
+
+
+@op
+def linear(x, weight, bias=None):
+    """Fully connected layer, as ``torch.nn.functional.linear``: y = x W^T + b.
+
+    x [..., in], weight [out, in], bias [out] or None -> [..., out]"""
+    key = None
+    if type(x) is type(weight) is np.ndarray and (bias is None or type(bias) is np.ndarray):
+        key = (x.shape, x.dtype, weight.shape, weight.dtype, None if bias is None else (bias.shape, bias.dtype))
+    remembered(_linear_args, key, x, weight, bias)
     y = x @ weight.T                                                      # [..., in] -> [..., out]
     if bias is not None:
         y = y + bias

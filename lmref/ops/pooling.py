@@ -10,7 +10,7 @@ import numpy as np
 
 from ..trace import op
 from . import _fast
-from ._check import check_array, pair
+from ._check import check_array, pair, remembered
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -162,14 +162,8 @@ def _bin_matrix(size, n_out, dtype):
     return m, (ends - starts)
 
 
-@op
-def adaptive_avg_pool2d(x, output_size):
-    """``torch.nn.functional.adaptive_avg_pool2d``: x [B, C, H, W] -> [B, C, oh, ow].
-
-    Output (i, j) is the mean of x over rows [floor(i*H/oh), ceil((i+1)*H/oh)) and columns
-    [floor(j*W/ow), ceil((j+1)*W/ow)) (bins may overlap when the size does not divide). output_size is
-    an int or a pair; None in the pair keeps that input size, as in torch.
-    """
+def _adaptive_args(x, output_size):
+    """adaptive_avg_pool2d's argument checks; returns (oh, ow)."""
     check_array(x, "x", ndim=4)
     H, W = x.shape[2:]
     if output_size is None:
@@ -181,8 +175,35 @@ def adaptive_avg_pool2d(x, output_size):
     oh, ow = _int_pair(output_size, "output_size", 1)
     if H < 1 or W < 1:
         raise ValueError(f"x: expected non-empty spatial size, got shape {x.shape}")
+    return oh, ow
+
+
+def _checked_adaptive_args(x, output_size):
+    """_adaptive_args, skipped for a signature (x's shape and dtype, an int or a tuple of ints) that
+    passed before; other argument types are checked every time."""
+    key = None
+    if type(x) is np.ndarray and (type(output_size) is int or (
+            type(output_size) is tuple and all(type(v) is int for v in output_size))):
+        key = (x.shape, x.dtype, output_size)
+    return remembered(_adaptive_args, key, x, output_size)
+
+
+@op
+def adaptive_avg_pool2d(x, output_size):
+    """``torch.nn.functional.adaptive_avg_pool2d``: x [B, C, H, W] -> [B, C, oh, ow].
+
+    Output (i, j) is the mean of x over rows [floor(i*H/oh), ceil((i+1)*H/oh)) and columns
+    [floor(j*W/ow), ceil((j+1)*W/ow)) (bins may overlap when the size does not divide). output_size is
+    an int or a pair; None in the pair keeps that input size, as in torch.
+    """
+    oh, ow = _checked_adaptive_args(x, output_size)
+    H, W = x.shape[2:]
     if _fast.ENABLED:                                            # the same products, matrices cached
         mh, mw, count = _pool_matrices(H, W, oh, ow, x.dtype.str)
+        if ow == W:                                              # mw is the identity: x @ I == x
+            return mh @ x / count
+        if oh == H:
+            return x @ mw.T / count
         return mh @ x @ mw.T / count
     mh, nh = _bin_matrix(H, oh, x.dtype)                         # [oh, H], [oh]
     mw, nw = _bin_matrix(W, ow, x.dtype)                         # [ow, W], [ow]
@@ -194,7 +215,8 @@ def adaptive_avg_pool2d(x, output_size):
 def _pool_matrices(H, W, oh, ow, dtype):
     """adaptive_avg_pool2d's fast path: its bin matrices and divisors, built once per size (building
     them is most of the op's time on the small maps of Lite-HRNet; the arithmetic is unchanged, so the
-    results are bit-identical). Read-only: they are shared between calls."""
+    results are bit-identical, except that an axis whose size does not change skips its product with
+    the identity, which leaves finite values unchanged). Read-only: they are shared between calls."""
     mh, nh = _bin_matrix(H, oh, np.dtype(dtype))                 # [oh, H], [oh]
     mw, nw = _bin_matrix(W, ow, np.dtype(dtype))                 # [ow, W], [ow]
     count = (nh[:, None] * nw[None, :]).astype(dtype)            # [oh, ow]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..trace import op
 from . import _fast
-from ._check import check_array
+from ._check import check_array, remembered
 
 __all__ = ["interpolate"]
 
@@ -92,6 +92,23 @@ def linear_source_weights(n_in, n_out, align_corners, scale, dtype):
     return i0, i1, l0, l1
 
 
+def _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scale_factor):
+    """interpolate's argument checks; returns (H_out, W_out, the scale factors that reach the kernel)."""
+    check_array(x, "x", ndim=4)
+    if mode not in MODES:
+        raise ValueError(f"interpolate: mode must be one of {MODES}, got {mode!r}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError("interpolate: align_corners can only be set with mode='bilinear'")
+    if recompute_scale_factor and size is not None:
+        raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
+    oh, ow = output_size(x.shape[2:], size, scale_factor)
+    # the scale factors that reach the kernel (torch drops them when it recomputes them from sizes)
+    scales = (None, None)
+    if scale_factor is not None and not recompute_scale_factor:
+        scales = _pair(scale_factor, "scale_factor", float)
+    return oh, ow, scales
+
+
 @op
 def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None):
@@ -113,19 +130,14 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     align_corners: only for "bilinear" (None means False, torch's default); torch raises when it is
     set with "nearest", and so does this.
     """
-    check_array(x, "x", ndim=4)
-    if mode not in MODES:
-        raise ValueError(f"interpolate: mode must be one of {MODES}, got {mode!r}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError("interpolate: align_corners can only be set with mode='bilinear'")
-    if recompute_scale_factor and size is not None:
-        raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
+    key = None
+    if (type(x) is np.ndarray and scale_factor is None and recompute_scale_factor is None
+            and type(mode) is str and (align_corners is None or type(align_corners) is bool)
+            and (type(size) is int or (type(size) is tuple and all(type(v) is int for v in size)))):
+        key = (x.shape, x.dtype, size, mode, align_corners)
+    oh, ow, scales = remembered(_interpolate_args, key, x, size, scale_factor, mode, align_corners,
+                                recompute_scale_factor)
     H, W = x.shape[2:]
-    oh, ow = output_size((H, W), size, scale_factor)
-    # the scale factors that reach the kernel (torch drops them when it recomputes them from sizes)
-    scales = (None, None)
-    if scale_factor is not None and not recompute_scale_factor:
-        scales = _pair(scale_factor, "scale_factor", float)
 
     if mode == "nearest" and _fast.ENABLED:                    # cached indices, gather W then H
         rows, cols = _cached(nearest_source_index, H, oh, scales[0]), _cached(nearest_source_index, W, ow, scales[1])
