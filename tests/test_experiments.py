@@ -73,3 +73,17 @@ def test_litehrnet_quick_subsets(dirs):
     assert set(sub) == {"All", "pose", "expression", "illumination", "make-up", "occlusion", "blur"}
     assert np.isfinite(sub["All"])
     assert payload["cost"]["fusion_pw"]["mflops"] > payload["cost"]["plus10m_mse"]["mflops"]
+
+
+def test_runtime_keys_do_not_change_a_run(tmp_path):
+    """A finished run is reused whatever its thread count was (an experiment restarted with --jobs 2
+    runs one thread per process); a change of what it computes is a new run."""
+    cfg = {"out_dir": str(tmp_path), "epochs": 3, "num_threads": 0, "progress": False}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "result.json").write_text(json.dumps({"test": {"nme": 0.1}}))
+    assert E._result({**cfg, "num_threads": 1})["test"]["nme"] == 0.1
+    assert E._result({**cfg, "epochs": 4}) is None
+    E._prepare({**cfg, "num_threads": 1})                               # same run: nothing deleted
+    assert (tmp_path / "result.json").exists()
+    E._prepare({**cfg, "epochs": 4})                                    # another run: started afresh
+    assert not (tmp_path / "result.json").exists()

@@ -198,6 +198,16 @@ def plan(name, seeds, quick, work_dir):
     return out
 
 
+# Config keys that change how a run is executed, not what it computes: a finished run is reused (and an
+# unfinished one resumed) whatever they were.
+RUNTIME_KEYS = ("num_threads", "progress")
+
+
+def _same_run(a, b):
+    strip = lambda d: {k: v for k, v in d.items() if k not in RUNTIME_KEYS}  # noqa: E731
+    return strip(a) == strip(b)
+
+
 def _result(cfg):
     """The run's result.json if it was written for this very config, else None."""
     path = os.path.join(cfg["out_dir"], "result.json")
@@ -206,7 +216,7 @@ def _result(cfg):
     with open(path) as f:
         res = json.load(f)
     with open(os.path.join(cfg["out_dir"], "config.json")) as f:
-        same = json.load(f) == cfg
+        same = _same_run(json.load(f), cfg)
     return res if same and not res.get("stopped") else None
 
 
@@ -217,7 +227,7 @@ def _prepare(cfg):
     cj = os.path.join(d, "config.json")
     if os.path.exists(cj):
         with open(cj) as f:
-            if json.load(f) != cfg:
+            if not _same_run(json.load(f), cfg):
                 shutil.rmtree(d)
     os.makedirs(d, exist_ok=True)
     with open(cj, "w") as f:
