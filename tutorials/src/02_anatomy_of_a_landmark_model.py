@@ -197,8 +197,9 @@ plt.show()
 # %% [markdown]
 # What these maps say about *this* model: the shipped student is a small training run (its
 # manifest, printed in section 1, has the recipe and the test NME), and it shows. Its heatmaps and
-# point maps are broad, and some maps light up a patch of the grid away from the face. Its
-# landmarks are still roughly right (the NME on this face is printed in section 1), because the
+# point maps are broad blobs: at this 96×96 input the head reads a 3×3 backbone map, bilinearly
+# upsampled to 24×24, so no map can be sharper than that grid allows. Its landmarks are still
+# close (the NME on this face is printed in section 1), because the
 # STAR loss and the soft-argmax train the *centre of mass* of each fused heatmap, not its peak: a
 # broad blob centred in the right place is a correct answer for soft-argmax. Section 4 shows what
 # that means for argmax.
