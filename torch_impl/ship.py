@@ -21,19 +21,20 @@ import numpy as np
 
 from lmref import metrics, weights
 from lmref.landmarks import get as get_layout
+from lmref.ops import normalized_to_pixels
 
 __all__ = ["landmarks_in_pixels", "measure", "half", "main"]
 
 
-def landmarks_in_pixels(out, task, H, W):
-    """An lmref model's output -> landmarks [B, N, 2] in input pixels (as ``train.predict_pixels``)."""
-    if task == "aam":
+def landmarks_in_pixels(out, cfg, H, W):
+    """An lmref model's output -> landmarks [B, N, 2] in input pixels: the NumPy side of
+    ``train.predict_pixels`` (same decoder, same [-1, 1] -> pixel rule)."""
+    if cfg.task == "aam":
         return out["landmarks"]
-    if task == "heatmap":
+    if cfg.task == "heatmap":
         from lmref.models.litehrnet import decode
-        return decode(out, "argmax", (H, W))[0]
-    coords = out.reshape(out.shape[0], -1, 2)                     # regression: [-1, 1], STAR's rule
-    return ((coords + 1) * np.array([W, H]) - 1) / 2
+        return decode(out, cfg.decode, (H, W))[0]
+    return normalized_to_pixels(out.reshape(out.shape[0], -1, 2), W, H)     # regression: [-1, 1]
 
 
 def measure(path, batch=50):
@@ -49,12 +50,7 @@ def measure(path, batch=50):
     for start in range(0, len(test), batch):
         b = train.load_batch(test, list(range(start, min(start + batch, len(test)))), None, cfg, "cpu", layout)
         x = b["image"].numpy().astype(np.float32)
-        out = model(x)
-        if cfg.task == "heatmap":
-            from lmref.models.litehrnet import decode
-            preds.append(decode(out, cfg.decode, x.shape[2:])[0])
-        else:
-            preds.append(landmarks_in_pixels(out, cfg.task, x.shape[2], x.shape[3]))
+        preds.append(landmarks_in_pixels(model(x), cfg, x.shape[2], x.shape[3]))
         gts.append(b["landmarks"].double().numpy())
     pred, gt = np.concatenate(preds).astype(np.float64), np.concatenate(gts)
     return metrics.nme(pred, gt, layout), pred, gt

@@ -17,7 +17,7 @@
 # measured in this notebook: learning curves, test NME with and without KD with error bars over
 # training seeds, CED curves, and which face attributes the student improves on.
 #
-# The models and images are shrunk (64×64 inputs, narrow networks, a few thousand training steps)
+# The models and images are shrunk (64×64 inputs, 96×96 for the AAM models, narrow networks, a few thousand training steps)
 # so that everything runs on a 2-core laptop CPU in minutes; the absolute NMEs are therefore far
 # from the papers'. `LMREF_TUTORIAL_SMALL=1` shrinks it further to a smoke test (the test suite).
 
