@@ -154,12 +154,21 @@ def _hr_18(q):
     return {"num_points": 68}
 
 
+# Lite-HRNet from scratch learns slowly on CPU budgets: at 64 x 64 with Adam 2e-3 (the paper's lr) the
+# MSE-trained Plus 10M ends worse than the mean shape after 3 epochs (test NME 46 % vs 26 %). Measured
+# with this table's plus10m_bce run at epochs=4 (val NME; mean shape 0.258): lr 2e-3 -> 0.295, 5e-3 -> 0.242,
+# 1e-2 -> 0.197; plus10m_mse at 5e-3 -> 0.312 (MSE stalls: its train loss is flat from epoch 2).
+# So these runs use lr 1e-2 and the epochs the budget allows; the fusion ablation (Table 2a) uses the
+# BCE loss, the one that learns in this budget, so that its rows differ by more than noise.
+LITEHRNET_EPOCHS, LITEHRNET_LR = 6, 1e-2
+
+
 def litehrnet_runs(s):
     q = s["quick"]
     size = 32 if q else 64
-    ep = 1 if q else 3                  # 24 runs (8 configs x 3 seeds) in the budget: ~375 steps each
-    common = dict(arch="litehrnet", input_size=size, epochs=ep, optimizer="adam", lr_backbone=2e-3,
-                  lr_head=2e-3, lr_schedule="cosine", warmup_steps=100, heatmap_sigma=1.5)
+    ep = 1 if q else LITEHRNET_EPOCHS   # 24 runs (8 configs x 3 seeds) in about an hour with --jobs 2
+    common = dict(arch="litehrnet", input_size=size, epochs=ep, optimizer="adam", lr_backbone=LITEHRNET_LR,
+                  lr_head=LITEHRNET_LR, lr_schedule="cosine", warmup_steps=100, heatmap_sigma=1.5)
     runs = {
         "litehrnet18_mse": (_base(s, model=_hr_18(q), heatmap_loss="mse", **common), None),
         "plus30m_mse": (_base(s, model=_hr_plus_30m(q), heatmap_loss="mse", **common), None),
@@ -167,8 +176,8 @@ def litehrnet_runs(s):
         "plus30m_bce": (_base(s, model=_hr_plus_30m(q), heatmap_loss="bce", **common), None),
         "plus10m_bce": (_base(s, model=_hr_plus_10m(q), heatmap_loss="bce", **common), None),
     }
-    for fusion in ("pw", "bottleneck", "group"):                      # Table 2a; "scaf" is plus10m_mse
-        runs[f"fusion_{fusion}"] = (_base(s, model={**_hr_plus_10m(q), "fusion": fusion}, heatmap_loss="mse",
+    for fusion in ("pw", "bottleneck", "group"):                      # Table 2a; "scaf" is plus10m_bce
+        runs[f"fusion_{fusion}"] = (_base(s, model={**_hr_plus_10m(q), "fusion": fusion}, heatmap_loss="bce",
                                           **common), None)
     return runs
 
@@ -555,10 +564,10 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print):
     for label, r in labels:
         cells = [fmt([sub[c] for sub in subsets[r]]) for c in cols]
         md.append(f"| {label} | {' | '.join(cells)} | {cost[r]['params'] / 1e6:.2f}M | {cost[r]['mflops']:.2f} |")
-    md += ["", "Fusion ablation like Table 2a (Lite-HRNet Plus 10M size, MR head, MSE loss; only the fusion differs):", "",
+    md += ["", "Fusion ablation like Table 2a (Lite-HRNet Plus 10M size, MR head, BCE loss; only the fusion differs):", "",
            "| Fusion | NME (%) | MFLOPs | #Params |", "|---|---|---|---|"]
     for label, r in [("PW Conv", "fusion_pw"), ("Bottleneck", "fusion_bottleneck"), ("Group Conv", "fusion_group"),
-                     ("SCAF", "plus10m_mse")]:
+                     ("SCAF", "plus10m_bce")]:
         md.append(f"| {label} | {fmt([x['test']['nme'] for x in by[r]])} | {cost[r]['mflops']:.2f} | "
                   f"{cost[r]['params'] / 1e6:.3f}M |")
     md += ["", "Setting:"] + _setting_lines(s, {k: v[0] for k, v in runs.items() if not k.startswith("fusion")})
