@@ -24,7 +24,9 @@ Two mechanisms, both checked against the plain reference in ``tests/test_fast_pa
   an empty dict, which the model skips. ``lmref.weights.Model`` folds at load time (``fold_bn=None``, the default,
   when the fast paths are on; it keeps the unfolded parameters too) and runs on the folded ones
   whenever the fast paths are on and no ``lmref.trace()`` is recording, so a trace always shows every
-  BatchNorm with its own output; ``fold_bn=True`` / ``False`` forces either way.
+  BatchNorm with its own output; ``fold_bn=True`` / ``False`` forces either way. A model module may
+  also regroup its folded parameters for a batched route (``fast_params``: Lite-HRNet Plus stacks the
+  attention layers of the SCAF units that share a target, ``scaf_fusion_stacked``).
 """
 from __future__ import annotations
 
@@ -118,12 +120,16 @@ def bn_eps(module, cfg):
 
 
 def folded_params(model):
-    """``model.params`` with the BatchNorms folded (computed once, kept on the model)."""
+    """``model.params`` with the BatchNorms folded, then regrouped by the model module's
+    ``fast_params(params, cfg)`` if it has one (computed once, kept on the model)."""
     cached = getattr(model, "_folded_params", None)
     if cached is None:
         eps = bn_eps(model.module, model.config)
         sequential = getattr(model.module, "SEQUENTIAL_BN_FOLDING", False)
         cached = model.params if eps is None else fold_batch_norms(model.params, eps, sequential)[0]
+        prepare = getattr(model.module, "fast_params", None)
+        if prepare is not None:                         # model-specific regrouping (Lite-HRNet's SCAF)
+            cached = prepare(cached, model.config)
         model._folded_params = cached
     return cached
 

@@ -502,6 +502,53 @@ def test_litehrnet_folds_its_sequential_batch_norms():
     assert bns(model.params) > 0 and bns(fast.folded_params(model)) == 0
 
 
+LITEHRNET_VARIANTS = {
+    "scaf pairwise dwconv": {},
+    "scaf pairwise avgpool bilinear": {"scaf_down": "avgpool", "scaf_up": "bilinear"},
+    "scaf cascade": {"scaf_route": "cascade"},
+    "pw fusion": {"fusion": "pw", "head": "simple", "iterative_head": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(LITEHRNET_VARIANTS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_litehrnet_stacked_units_equal_unit_by_unit(variant, dtype):
+    """``litehrnet.fast_params`` stacks every block's spatial weighting and the SCAF units of each
+    pairwise target; the batched routes equal the layer-by-layer reference (which a trace runs)."""
+    kwargs, _ = MODELS["litehrnet"]
+    module = models.get("litehrnet")
+    cfg = module.Config(**{**kwargs, "num_modules": (1, 2, 1), **LITEHRNET_VARIANTS[variant]})
+    rng = np.random.default_rng(7)
+    model = Model(_random_params(module.param_shapes(cfg), rng, dtype), _manifest("litehrnet", cfg, 3), dtype=dtype)
+    folded = fast.folded_params(model)["backbone"]
+    for s in range(3):
+        for m in range(cfg.num_modules[s]):
+            assert "stacked" in folded[f"stage{s}"][str(m)]["layers"]["0"]["spatial_weighting"]
+            stacked = ["stacked" in v for v in folded[f"stage{s}"][str(m)]["fuse_layers"].values()]
+            assert all(stacked) if variant.startswith("scaf pairwise") else not any(stacked)
+
+    def keys(p):
+        return set(p) | set().union(*(keys(v) for v in p.values() if isinstance(v, dict))) if isinstance(p, dict) else set()
+
+    assert "stacked" in keys(folded) and "stacked" not in keys(model.params)  # the loaded weights are untouched
+    x = rng.standard_normal((2, 3, 40, 48)).astype(dtype)
+    y = model(x)
+    with trace() as t:
+        y_traced = model(x)                                                   # unfolded, unit by unit
+    assert sum(r.op == "linear" for r in t) == 2 * sum(k.endswith("fc1.weight") for k in module.param_shapes(cfg))
+    with fast.reference_paths():
+        y_ref = model(x)
+    tol = {} if dtype == np.float64 else dict(rtol=2e-3, atol=2e-4)
+    assert_close(y, y_ref, **tol)
+    assert_close(y_traced, y_ref, **tol)
+
+
+def test_block_diagonal():
+    from lmref.models.litehrnet import block_diagonal
+    a, b = np.arange(6.0).reshape(2, 3), np.ones((1, 2))
+    np.testing.assert_array_equal(block_diagonal([a, b]), [[0, 1, 2, 0, 0], [3, 4, 5, 0, 0], [0, 0, 0, 1, 1]])
+
+
 def _random_params(shapes, rng, dtype):
     """Weights of a plausible scale for param_shapes: convs/linears ~ N(0, 1/fan_in), BatchNorm
     statistics and affines away from the identity so that folding has something to do."""

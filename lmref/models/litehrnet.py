@@ -468,6 +468,41 @@ def spatial_weighting(x, p):
     return x * w
 
 
+def stack_spatial_weighting(p, num_branches):
+    """The SE layers of one block's branches as block-diagonal 1x1 convs, so that
+    ``spatial_weighting_stacked`` runs them as two products: conv1 [sum C_k/4, sum C_k] and conv2
+    [sum C_k, sum C_k/4] (branch k's weights on the diagonal, zeros elsewhere) and their biases."""
+    units = [p[str(k)] for k in range(num_branches)]
+    w1 = [u["conv1"]["conv"]["weight"][:, :, 0, 0] for u in units]           # [C_k/4, C_k] each
+    w2 = [u["conv2"]["conv"]["weight"][:, :, 0, 0] for u in units]           # [C_k, C_k/4] each
+    return {"conv1_weight": block_diagonal(w1), "conv1_bias": np.concatenate([u["conv1"]["conv"]["bias"] for u in units]),
+            "conv2_weight": block_diagonal(w2), "conv2_bias": np.concatenate([u["conv2"]["conv"]["bias"] for u in units])}
+
+
+def block_diagonal(blocks):
+    """Matrices [m_k, n_k] -> [sum m_k, sum n_k] with block k on the diagonal and zeros elsewhere."""
+    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)), blocks[0].dtype)
+    r = c = 0
+    for b in blocks:
+        out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out
+
+
+def spatial_weighting_stacked(xs, q):
+    """``spatial_weighting`` of all branches of a block at once: the GAPs concatenated [B, sum C_k],
+    the block-diagonal layers of ``stack_spatial_weighting`` (the same sums; the zero blocks add
+    exact zeros for finite inputs), split back per branch."""
+    g = np.concatenate([gap(x) for x in xs], axis=1)                          # [B, sum C_k]
+    w = ops.relu(ops.linear(g, q["conv1_weight"], q["conv1_bias"]))           # [B, sum C_k/4]
+    w = ops.sigmoid(ops.linear(w, q["conv2_weight"], q["conv2_bias"]))        # [B, sum C_k]
+    out, start = [], 0
+    for x in xs:
+        out.append(x * w[:, start:start + x.shape[1], None, None])           # [B, C_k, H_k, W_k]
+        start += x.shape[1]
+    return out
+
+
 def conditional_channel_weighting(xs, p, eps):
     """Halves A_k, B_k of every branch; B goes through cross-resolution weighting, dw 3x3 + BN and
     spatial weighting; concat [A_k, B_k]; channel shuffle (2).  Shapes unchanged."""
@@ -475,11 +510,15 @@ def conditional_channel_weighting(xs, p, eps):
     b = [s[:, s.shape[1] // 2:] for s in xs]
     with scope("cross_resolution_weighting"):
         b = cross_resolution_weighting(b, p["cross_resolution_weighting"], eps)
+    sw = p["spatial_weighting"]
     for k in range(len(b)):
         with scope(f"depthwise_convs.{k}"):
             b[k] = conv_bn(b[k], p["depthwise_convs"][str(k)], groups=b[k].shape[1], eps=eps)
-        with scope(f"spatial_weighting.{k}"):
-            b[k] = spatial_weighting(b[k], p["spatial_weighting"][str(k)])
+        if "stacked" not in sw:
+            with scope(f"spatial_weighting.{k}"):
+                b[k] = spatial_weighting(b[k], sw[str(k)])
+    if "stacked" in sw:                                                       # prepared by fast_params
+        b = spatial_weighting_stacked(b, sw["stacked"])
     out = []
     for k in range(len(xs)):
         with scope(f"shuffle{k}"):
@@ -522,6 +561,25 @@ def channel_mean(x):
     return ops.adaptive_avg_pool2d(t, (1, t.shape[3])).transpose(0, 2, 1, 3)  # [B, 1, H, W]
 
 
+def scaf_map(x_j, size_i, p, down_steps, cfg, mean=None):
+    """The spatial map of SCAF's merge j -> i: m_j, the mean over channels of x_j, at branch i's size
+    [B, 1, h_i, w_i].  low -> high (j > i): nearest (or bilinear) upsampling of the mean.  high -> low
+    (j < i), scaf_down="dwconv": (i - j) steps of Lite-HRNet's dw 3x3 s2 + BN on x_j before the mean;
+    "avgpool": adaptive average pool of the mean.  ``mean``: channel_mean(x_j) if already computed
+    (not for "dwconv" downsampling, which takes the mean after its steps)."""
+    if down_steps and cfg.scaf_down == "dwconv":
+        with scope("down"):
+            x_j = steps(x_j, p["down"], scaf_down_spec(x_j.shape[1], down_steps), cfg.bn_eps)   # [B, C_j, h_i, w_i]
+        mean = None
+    m = channel_mean(x_j) if mean is None else mean                           # [B, 1, h, w]
+    if not down_steps:
+        align = True if cfg.scaf_up == "bilinear" else None
+        m = ops.interpolate(m, size=size_i, mode=cfg.scaf_up, align_corners=align)   # [B, 1, h_i, w_i]
+    elif cfg.scaf_down == "avgpool":
+        m = ops.adaptive_avg_pool2d(m, size_i)                                # [B, 1, h_i, w_i]
+    return m
+
+
 def scaf_unit(g_i, x_j, size_i, p, down_steps, cfg):
     """One SCAF merge of branch j into branch i (Lite-HRNet Plus Fig. 3); returns the map added to x_i.
 
@@ -530,18 +588,8 @@ def scaf_unit(g_i, x_j, size_i, p, down_steps, cfg):
         new   = resize(m_j) * a_i                [B, C_i, h_i, w_i]
 
     Fig. 3 multiplies before resizing; resizing the one-channel map first gives the same numbers
-    (both resizes are linear per channel) at a cost independent of C_i.  low -> high (j > i): nearest
-    (or bilinear) upsampling to branch i's size.  high -> low (j < i), scaf_down="dwconv": (i - j) steps
-    of Lite-HRNet's dw 3x3 s2 + BN on x_j before the mean; "avgpool": adaptive average pool of m_j."""
-    if down_steps and cfg.scaf_down == "dwconv":
-        with scope("down"):
-            x_j = steps(x_j, p["down"], scaf_down_spec(x_j.shape[1], down_steps), cfg.bn_eps)   # [B, C_j, h_i, w_i]
-    m = channel_mean(x_j)                                                     # [B, 1, h, w]
-    if not down_steps:
-        align = True if cfg.scaf_up == "bilinear" else None
-        m = ops.interpolate(m, size=size_i, mode=cfg.scaf_up, align_corners=align)   # [B, 1, h_i, w_i]
-    elif cfg.scaf_down == "avgpool":
-        m = ops.adaptive_avg_pool2d(m, size_i)                                # [B, 1, h_i, w_i]
+    (both resizes are linear per channel) at a cost independent of C_i (``scaf_map``)."""
+    m = scaf_map(x_j, size_i, p, down_steps, cfg)                             # [B, 1, h_i, w_i]
     with scope("fc1"):
         a = ops.relu(ops.linear(g_i, p["fc1"]["weight"], p["fc1"]["bias"]))  # [B, C_i/r]
     with scope("fc2"):
@@ -558,7 +606,8 @@ def scaf_fusion(xs, p, cfg):
     """Stepped channel attention fusion, then ReLU as the conv fusion has.
     pairwise: y_i = x_i + sum_{j != i} unit_ij(GAP(x_i), x_j), all from the fusion's inputs (GAP once
     per i).  cascade: the sweeps of ``scaf_pairs`` update the branches in turn,
-    x_i <- x_i + unit_ij(GAP(x_i), x_j), so branch i sees every other branch through its neighbours."""
+    x_i <- x_i + unit_ij(GAP(x_i), x_j), so branch i sees every other branch through its neighbours.
+    Parameters prepared by ``fast_params`` (a "stacked" entry per target) take ``scaf_fusion_stacked``."""
     xs = list(xs)
     sizes = [x.shape[2:] for x in xs]
     S = len(xs)
@@ -567,6 +616,8 @@ def scaf_fusion(xs, p, cfg):
             with scope(f"{i}.{j}"):
                 xs[i] = xs[i] + scaf_unit(gap(xs[i]), xs[j], sizes[i], p[str(i)][str(j)], max(0, i - j), cfg)
         return [ops.relu(x) for x in xs]
+    if "stacked" in p["0"]:
+        return scaf_fusion_stacked(xs, p, cfg)
     out = []
     for i in range(S):
         with scope(str(i)):
@@ -578,6 +629,83 @@ def scaf_fusion(xs, p, cfg):
                     y = y + scaf_unit(g, xs[j], sizes[i], p[str(i)][str(j)], max(0, i - j), cfg)
         out.append(ops.relu(y))
     return out
+
+
+def stack_scaf_units(p_i, sources):
+    """The fc layers of the J = S - 1 units merging into one target, stacked so that ``scaf_fusion_stacked``
+    runs them as two products: fc1 [J*hid, C_i] (the units' fc1 one above the other, they share the
+    input g_i) and fc2 as J matrices [J, hid, C_i] (transposed), biases [J*hid] and [J, 1, C_i]."""
+    units = [p_i[str(j)] for j in sources]
+    return {"fc1_weight": np.concatenate([u["fc1"]["weight"] for u in units]),      # [J*hid, C_i]
+            "fc1_bias": np.concatenate([u["fc1"]["bias"] for u in units]),          # [J*hid]
+            "fc2_weight_t": np.stack([u["fc2"]["weight"].T for u in units]),        # [J, hid, C_i]
+            "fc2_bias": np.stack([u["fc2"]["bias"] for u in units])[:, None, :]}    # [J, 1, C_i]
+
+
+def scaf_fusion_stacked(xs, p, cfg):
+    """The pairwise ``scaf_fusion`` with the units of each target batched (the same sum, rounded in
+    another order; tests/test_fast_paths.py checks it against the unit-by-unit reference):
+
+        h   = ReLU(g_i @ fc1_stack^T + b1)              [B, J*hid]   one linear for the J units
+        a   = sigmoid(h_j @ fc2_j^T + b2_j)             [B, J, C_i]  one batched product
+        M   = the J maps m_j (``scaf_map``)             [B, J, h_i*w_i]
+        y_i = ReLU(x_i + a^T @ M)                       [B, C_i, h_i, w_i]
+
+    The channel mean of a source that is only resized (j > i, or scaf_down="avgpool") is computed once
+    per fusion instead of once per target.  Used by ``lmref.weights.Model`` on the fast path
+    (``fast_params``), never inside a trace, which shows every unit."""
+    S = len(xs)
+    B = xs[0].shape[0]
+    means = {}
+    out = []
+    for i in range(S):
+        q = p[str(i)]["stacked"]
+        C_i, (h_i, w_i) = xs[i].shape[1], xs[i].shape[2:]
+        a = ops.relu(ops.linear(gap(xs[i]), q["fc1_weight"], q["fc1_bias"]))  # [B, J*hid]
+        a = a.reshape(B, S - 1, 1, -1) @ q["fc2_weight_t"] + q["fc2_bias"]    # [B, J, 1, C_i]
+        a = ops.sigmoid(a.reshape(B, S - 1, C_i))                             # [B, J, C_i]
+        maps = []
+        for j in range(S):
+            if j == i:
+                continue
+            down = max(0, i - j)
+            if not (down and cfg.scaf_down == "dwconv") and j not in means:
+                means[j] = channel_mean(xs[j])                                # [B, 1, h_j, w_j]
+            m = scaf_map(xs[j], (h_i, w_i), p[str(i)][str(j)], down, cfg, means.get(j))   # [B, 1, h_i, w_i]
+            maps.append(m.reshape(B, 1, h_i * w_i))
+        M = np.concatenate(maps, axis=1)                                      # [B, J, h_i*w_i]
+        y = xs[i] + (a.transpose(0, 2, 1) @ M).reshape(B, C_i, h_i, w_i)      # [B, C_i, h_i, w_i]
+        out.append(ops.relu(y))
+    return out
+
+
+def fast_params(params, cfg):
+    """Parameters for the fast path (``lmref.fast.folded_params`` calls this after folding the
+    BatchNorms): every block's spatial weighting gets a "stacked" entry (``stack_spatial_weighting``),
+    and each pairwise SCAF fusion one per target (``stack_scaf_units``).
+    A new dict tree; the arrays of ``params`` are shared, not copied."""
+    scaf = cfg.fusion == "scaf" and cfg.scaf_route == "pairwise"
+    backbone = dict(params["backbone"])
+    for s, chans in enumerate(cfg.num_channels):
+        S = len(chans)
+        stage = dict(backbone[f"stage{s}"])
+        for m in range(cfg.num_modules[s]):
+            module = dict(stage[str(m)])
+            layers = dict(module["layers"])
+            for blk in range(cfg.num_blocks[s]):
+                sw = layers[str(blk)]["spatial_weighting"]
+                layers[str(blk)] = {**layers[str(blk)],
+                                    "spatial_weighting": {**sw, "stacked": stack_spatial_weighting(sw, S)}}
+            module["layers"] = layers
+            if scaf:
+                fuse = dict(module["fuse_layers"])
+                for i in range(S):
+                    fuse[str(i)] = {**fuse[str(i)],
+                                    "stacked": stack_scaf_units(fuse[str(i)], [j for j in range(S) if j != i])}
+                module["fuse_layers"] = fuse
+            stage[str(m)] = module
+        backbone[f"stage{s}"] = stage
+    return {**params, "backbone": backbone}
 
 
 def lite_hr_module(xs, p, cfg, s):

@@ -172,16 +172,6 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
         return _pointwise_single(x, weight, bias)                             # the many tiny 1x1 convs
     Ho, Wo = out_hw
     (pt, pb), (pl, pr) = pads
-    out = np.empty((B, C_out, Ho, Wo), dtype=x.dtype)
-    og = C_out // groups                                                      # output channels per group
-    b = None if bias is None else bias.reshape(groups, og, 1)                 # [G, Cout/G, 1]
-    if (kh, kw) == (1, 1) and pt == pb == pl == pr == 0:
-        xs = x[:, :, ::stride[0], ::stride[1]]                                # [B, Cin, Ho, Wo]
-        w = weight.reshape(groups, og, C_in_g)                                # [G, Cout/G, Cin/G]
-        for g in range(groups):
-            _pointwise(xs[:, g * C_in_g:(g + 1) * C_in_g], w[g], None if b is None else b[g],
-                       out[:, g * og:(g + 1) * og])
-        return out
     Wp = W + pl + pr
     wide = (stride[0] == stride[1] and (stride[0] == 1 or Ho * Wo < WIDE_BELOW)
             and C_in_g * kh * kw < NARROW_FROM_K)
@@ -192,6 +182,16 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     if depthwise and B * C_in * kh * kw * Ho * Wq * x.itemsize <= _fast.CHUNK_BYTES and (
             _fast.THREADS == 1 or B * C_in * Ho * Wo * kh * kw < _fast.PARALLEL_MIN):   # one block, one thread
         return _depthwise_single(x, weight, bias, stride, pads, dilation, (Ho, Wo), Wq, reach + 1)
+    out = np.empty((B, C_out, Ho, Wo), dtype=x.dtype)
+    og = C_out // groups                                                      # output channels per group
+    b = None if bias is None else bias.reshape(groups, og, 1)                 # [G, Cout/G, 1]
+    if (kh, kw) == (1, 1) and pt == pb == pl == pr == 0:
+        xs = x[:, :, ::stride[0], ::stride[1]]                                # [B, Cin, Ho, Wo]
+        w = weight.reshape(groups, og, C_in_g)                                # [G, Cout/G, Cin/G]
+        for g in range(groups):
+            _pointwise(xs[:, g * C_in_g:(g + 1) * C_in_g], w[g], None if b is None else b[g],
+                       out[:, g * og:(g + 1) * og])
+        return out
     w = weight.reshape(groups, og, C_in_g * kh * kw)                          # [G, Cout/G, K]
     step = max(1, PAD_CHUNK_BYTES // (C_in * (reach + 1) * x.itemsize))      # images padded at a time
     for b0 in range(0, B, step):
@@ -266,16 +266,12 @@ def _depthwise_single(x, weight, bias, stride, pads, dilation, out_hw, Wq, plane
     Wp = W + sum(pads[1])                                                     # padded width
     planes = _pad_scratch(x, pads, plane_size)                                # [B, C, >= Hp*Wp]
     taps = _tap_view(planes, Wp, (kh, kw), stride, dilation, (Ho, Wq))        # [B, C, kh, kw, Ho, Wq], no copy
-    cols = _fast.scratch("conv2d.cols", taps.shape, x.dtype)
-    np.copyto(cols, taps)                                                     # [B, C, K, Ho, Wq]
-    y = np.matmul(weight.reshape(C, 1, kh * kw), cols.reshape(B, C, kh * kw, Ho * Wq))   # [B, C, 1, Ho*Wq]
+    cols = taps.reshape(B, C, kh * kw, Ho * Wq)                               # the copy: [B, C, K, Ho*Wq]
+    y = np.matmul(weight.reshape(C, 1, kh * kw), cols)                        # [B, C, 1, Ho*Wq]
     if bias is not None:
         y += bias[:, None, None]
-    if Wq == Wo:
-        return y.reshape(B, C, Ho, Wo)
-    out = np.empty((B, C, Ho, Wo), x.dtype)
-    np.copyto(out, y.reshape(B, C, Ho, Wq)[..., :Wo])                         # crop the wide grid
-    return out
+    y = y.reshape(B, C, Ho, Wq)
+    return y if Wq == Wo else y[..., :Wo].copy()                              # crop the wide grid
 
 
 def _blocks(B, Ho, row_bytes, chunk=None):
