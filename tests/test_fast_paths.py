@@ -336,12 +336,30 @@ def test_nearest_fast_is_bit_identical(B, C, H, W, oh, ow, dtype, seed):
 @given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(1, 9),
        st.integers(1, 9), DTYPES, SEEDS)
 def test_adaptive_avg_pool_fast_is_bit_identical(B, C, H, W, oh, ow, dtype, seed):
+    """Bit for bit, except the global pool (1, 1), one product with a ones vector: to rounding."""
     x = np.random.default_rng(seed).standard_normal((B, C, H, W)).astype(dtype)
     y_fast, y_ref = both_paths(lambda: ops.adaptive_avg_pool2d(x, (oh, ow)))
-    assert y_fast.dtype == dtype
-    np.testing.assert_array_equal(y_fast, y_ref)
+    assert y_fast.dtype == dtype and y_fast.shape == y_ref.shape
+    if (oh, ow) == (1, 1):
+        assert_close(y_fast, y_ref)
+        assert_close(y_fast, both_paths(lambda: ops.adaptive_avg_pool2d(x.transpose(0, 1, 3, 2), 1))[1])
+    else:
+        np.testing.assert_array_equal(y_fast, y_ref)
+    again = y_fast.copy()
     y_fast[...] = 0                                        # results never alias the cached matrices
-    np.testing.assert_array_equal(ops.adaptive_avg_pool2d(x, (oh, ow)), y_ref)
+    np.testing.assert_array_equal(ops.adaptive_avg_pool2d(x, (oh, ow)), again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 12, 24, 24), (3, 5, 1, 7), (2, 96, 3, 3)])
+def test_global_avg_pool_fast_equals_reference(shape, dtype):
+    """The global pool's ones-vector product (contiguous input) and the general path (a view)."""
+    x = np.random.default_rng(3).standard_normal(shape).astype(dtype) + 1
+    for a in (x, x.transpose(0, 1, 3, 2)):
+        y_fast, y_ref = both_paths(lambda: ops.adaptive_avg_pool2d(a, 1))
+        assert y_fast.dtype == dtype and y_fast.shape == (shape[0], shape[1], 1, 1)
+        assert_close(y_fast, y_ref)
+        assert_close(y_fast[:, :, 0, 0], a.astype(np.float64).mean(axis=(2, 3)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

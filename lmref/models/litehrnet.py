@@ -32,6 +32,12 @@ Choices (each a Config field, so the alternatives can be run):
 * MR head: bilinear upsampling with align_corners=True (as the iterative head), no iterative head in
   front (the paper's "1.87 times the Lite-HRNet output module" is sum_k 2^-k over four branches of
   doubling width: 1 + 1/2 + 1/4 + 1/8 = 1.875, i.e. 1x1 convs on the stage outputs themselves).
+
+Speed (``lmref.fast``, never inside a trace): besides the folded BatchNorms, ``fast_params`` stacks
+the small attention layers that share an input -- the spatial weighting of a block's branches
+(block-diagonal) and the SCAF units of one target -- so that a batch-1 pass makes ~200 fewer tiny op
+calls; ``spatial_weighting_stacked`` and ``scaf_fusion_stacked`` run them and are tested equal to the
+layer-by-layer code above (tests/test_fast_paths.py).
 """
 from __future__ import annotations
 

@@ -198,6 +198,10 @@ def adaptive_avg_pool2d(x, output_size):
     """
     oh, ow = _checked_adaptive_args(x, output_size)
     H, W = x.shape[2:]
+    if _fast.ENABLED and oh == ow == 1 and x.flags.c_contiguous:   # global pool: one product with ones
+        B, C = x.shape[:2]
+        ones, count = _global_pool_vector(H * W, x.dtype.str)
+        return (x.reshape(B, C, H * W) @ ones / count).reshape(B, C, 1, 1)
     if _fast.ENABLED:                                            # the same products, matrices cached
         mh, mw, count = _pool_matrices(H, W, oh, ow, x.dtype.str)
         if ow == W:                                              # mw is the identity: x @ I == x
@@ -209,6 +213,16 @@ def adaptive_avg_pool2d(x, output_size):
     mw, nw = _bin_matrix(W, ow, x.dtype)                         # [ow, W], [ow]
     total = mh @ x @ mw.T                                        # [B, C, H, W] -> [B, C, oh, ow] bin sums
     return total / (nh[:, None] * nw[None, :]).astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _global_pool_vector(n, dtype):
+    """The global pool's fast path: a read-only ones vector [n] and the divisor n. The sum over the
+    H*W pixels is one matrix-vector product (summed in another order than the reference's rows-then-
+    columns products: equal to rounding, not bit for bit)."""
+    ones = np.ones(n, np.dtype(dtype))
+    ones.flags.writeable = False
+    return ones, np.dtype(dtype).type(n)
 
 
 @functools.lru_cache(maxsize=256)
