@@ -34,10 +34,12 @@ Choices (each a Config field, so the alternatives can be run):
   doubling width: 1 + 1/2 + 1/4 + 1/8 = 1.875, i.e. 1x1 convs on the stage outputs themselves).
 
 Speed (``lmref.fast``, never inside a trace): besides the folded BatchNorms, ``fast_params`` stacks
-the small attention layers that share an input -- the spatial weighting of a block's branches
-(block-diagonal) and the SCAF units of one target -- so that a Plus 10M pass makes about 620 op calls
-instead of 900; ``spatial_weighting_stacked`` and ``scaf_fusion_stacked`` run them and are tested equal to the
-layer-by-layer code above (tests/test_fast_paths.py).
+the small layers that share an input or a resolution -- the spatial weighting of a block's branches
+(block-diagonal), the SCAF units of one target, and the SCAF dw downsampling steps that run at one
+resolution (one depthwise conv per level) -- so that a Plus 10M pass makes about 500 op calls
+instead of 900; ``spatial_weighting_stacked``, ``scaf_fusion_stacked`` and ``scaf_down_stacked`` run
+them, and the fast path writes concat + channel shuffle (2) as one interleaving copy. All are tested
+equal to the layer-by-layer code above (tests/test_fast_paths.py).
 """
 from __future__ import annotations
 
@@ -441,9 +443,10 @@ def stem(x, p, cfg):
     return ops.channel_shuffle(np.concatenate([x1, x2], axis=1), 2)           # [B, C_out, H/4, W/4]
 
 
-def cross_resolution_weighting(xs, p, eps):
+def cross_resolution_weighting(xs, p, eps, fast=False):
     """Pool every branch to the smallest size, concat (sum C_k), 1x1 + BN + ReLU to sum/r, 1x1 + BN +
-    Sigmoid back, split, nearest-upsample each weight map to its branch, multiply."""
+    Sigmoid back, split, nearest-upsample each weight map to its branch, multiply (``fast``: the
+    smallest branch's map without the upsampling, which is the identity there)."""
     size = xs[-1].shape[2:]
     pooled = []
     for k, s in enumerate(xs[:-1]):
@@ -458,6 +461,9 @@ def cross_resolution_weighting(xs, p, eps):
     for k, s in enumerate(xs):
         a = w[:, start:start + s.shape[1]]
         start += s.shape[1]
+        if fast and a.shape[2:] == s.shape[2:]:                              # the smallest branch: nearest
+            out.append(s * a)                                                 # to its own size is the identity
+            continue
         with scope(f"up{k}"):
             out.append(s * ops.interpolate(a, size=s.shape[2:], mode="nearest"))   # [B, C_k, H_k, W_k]
     return out
@@ -514,17 +520,20 @@ def conditional_channel_weighting(xs, p, eps):
     spatial weighting; concat [A_k, B_k]; channel shuffle (2).  Shapes unchanged."""
     a = [s[:, :s.shape[1] // 2] for s in xs]
     b = [s[:, s.shape[1] // 2:] for s in xs]
-    with scope("cross_resolution_weighting"):
-        b = cross_resolution_weighting(b, p["cross_resolution_weighting"], eps)
     sw = p["spatial_weighting"]
+    fast = "stacked" in sw                                                    # prepared by fast_params
+    with scope("cross_resolution_weighting"):
+        b = cross_resolution_weighting(b, p["cross_resolution_weighting"], eps, fast)
     for k in range(len(b)):
         with scope(f"depthwise_convs.{k}"):
             b[k] = conv_bn(b[k], p["depthwise_convs"][str(k)], groups=b[k].shape[1], eps=eps)
-        if "stacked" not in sw:
+        if not fast:
             with scope(f"spatial_weighting.{k}"):
                 b[k] = spatial_weighting(b[k], sw[str(k)])
-    if "stacked" in sw:                                                       # prepared by fast_params
+    if fast:
         b = spatial_weighting_stacked(b, sw["stacked"])
+        # concat + channel shuffle (2) interleaves the halves: channel 2m is A_m, 2m + 1 is B_m
+        return [np.stack([a[k], b[k]], axis=2).reshape(xs[k].shape) for k in range(len(xs))]
     out = []
     for k in range(len(xs)):
         with scope(f"shuffle{k}"):
@@ -561,10 +570,11 @@ def conv_fusion(xs, p, cfg):
 
 
 def channel_mean(x):
-    """Average over channels, [B, C, H, W] -> [B, 1, H, W]: an adaptive average pool with the channel
-    axis moved into a spatial position (lmref.ops has no reduction op)."""
-    t = x.transpose(0, 2, 1, 3)                                               # [B, H, C, W]
-    return ops.adaptive_avg_pool2d(t, (1, t.shape[3])).transpose(0, 2, 1, 3)  # [B, 1, H, W]
+    """Average over channels, [B, C, H, W] -> [B, 1, H, W]: an adaptive average pool of each image's
+    [C, H*W] matrix to one row (lmref.ops has no reduction op)."""
+    B, C, H, W = x.shape
+    m = ops.adaptive_avg_pool2d(x.reshape(B, 1, C, H * W), (1, H * W))       # [B, 1, 1, H*W]
+    return m.reshape(B, 1, H, W)
 
 
 def scaf_map(x_j, size_i, p, down_steps, cfg, mean=None):
@@ -648,6 +658,57 @@ def stack_scaf_units(p_i, sources):
             "fc2_bias": np.stack([u["fc2"]["bias"] for u in units])[:, None, :]}    # [J, 1, C_i]
 
 
+def scaf_down_units(num_branches, level):
+    """The pairwise SCAF units (i, j) with a high->low step at branch ``level``'s resolution
+    (j <= level < i), in (i, j) order: first the units that arrive at their target i = level + 1."""
+    return [(i, j) for i in range(level + 1, num_branches) for j in range(level + 1)]
+
+
+def stack_scaf_down(fuse, chans):
+    """The dw 3x3 s2 steps of a pairwise SCAF fusion (scaf_down="dwconv") stacked by the resolution
+    they run at, so that ``scaf_down_stacked`` makes one depthwise conv per level: for level L the
+    folded weights [n_L, 1, 3, 3] and biases [n_L] of the units ``scaf_down_units(S, L)`` one after
+    the other (step L - j of unit (i, j), C_j channels each), and "mean" [L+1, sum_{j<=L} C_j], the
+    channel means of the arriving units as one product (row j: 1/C_j over unit (L+1, j)'s channels)."""
+    levels = {}
+    for L in range(len(chans) - 1):
+        units = scaf_down_units(len(chans), L)
+        convs = [fuse[str(i)][str(j)]["down"][str(L - j)]["0"] for i, j in units]
+        levels[str(L)] = {"weight": np.concatenate([c["weight"] for c in convs]),
+                          "bias": np.concatenate([c["bias"] for c in convs]),
+                          "mean": block_diagonal([np.full((1, c), 1 / c, convs[0]["weight"].dtype)
+                                                  for c in chans[:L + 1]])}
+    return levels
+
+
+def scaf_down_stacked(xs, levels):
+    """The high->low maps of a pairwise SCAF fusion with dwconv downsampling (``scaf_map``'s steps and
+    channel means for every j < i), one depthwise conv per resolution (``stack_scaf_down``): at level
+    L the inputs are x_L for the units starting there and the ReLU'd outputs of level L - 1 for the
+    units passing through; the units arriving at i = L + 1 take their channel means.
+    Returns {i: [B, i, h_i*w_i]}, row j the map of unit (i, j)."""
+    B, S = xs[0].shape[0], len(xs)
+    chans = [x.shape[1] for x in xs]
+    carry, down = None, {}
+    for L in range(S - 1):
+        q = levels[str(L)]
+        pieces, pos = [], 0
+        for i, j in scaf_down_units(S, L):
+            if j == L:
+                pieces.append(xs[L])                                          # the unit's first step
+            else:
+                pieces.append(carry[:, pos:pos + chans[j]])                   # its step L - j
+                pos += chans[j]
+        z = np.concatenate(pieces, axis=1)                                    # [B, n_L, h_L, w_L]
+        z = ops.conv2d(z, q["weight"], q["bias"], stride=2, padding=1, groups=z.shape[1])   # [B, n_L, h_L+1, w_L+1]
+        arrived = q["mean"].shape[1]                                          # channels of units (L+1, j)
+        h, w = z.shape[2:]
+        down[L + 1] = q["mean"] @ z[:, :arrived].reshape(B, arrived, h * w)  # [B, L+1, h*w]
+        if arrived < z.shape[1]:
+            carry = ops.relu(z[:, arrived:])                                  # ReLU between steps
+    return down
+
+
 def scaf_fusion_stacked(xs, p, cfg):
     """The pairwise ``scaf_fusion`` with the units of each target batched (the same sum, rounded in
     another order; tests/test_fast_paths.py checks it against the unit-by-unit reference):
@@ -658,10 +719,12 @@ def scaf_fusion_stacked(xs, p, cfg):
         y_i = ReLU(x_i + a^T @ M)                       [B, C_i, h_i, w_i]
 
     The channel mean of a source that is only resized (j > i, or scaf_down="avgpool") is computed once
-    per fusion instead of once per target.  Used by ``lmref.weights.Model`` on the fast path
-    (``fast_params``), never inside a trace, which shows every unit."""
+    per fusion instead of once per target; with dwconv downsampling the maps j < i come from
+    ``scaf_down_stacked``.  Used by ``lmref.weights.Model`` on the fast path (``fast_params``), never
+    inside a trace, which shows every unit."""
     S = len(xs)
     B = xs[0].shape[0]
+    down = scaf_down_stacked(xs, p["down"]) if "down" in p else {}            # {i: [B, i, h_i*w_i]}
     means = {}
     out = []
     for i in range(S):
@@ -670,14 +733,14 @@ def scaf_fusion_stacked(xs, p, cfg):
         a = ops.relu(ops.linear(gap(xs[i]), q["fc1_weight"], q["fc1_bias"]))  # [B, J*hid]
         a = a.reshape(B, S - 1, 1, -1) @ q["fc2_weight_t"] + q["fc2_bias"]    # [B, J, 1, C_i]
         a = ops.sigmoid(a.reshape(B, S - 1, C_i))                             # [B, J, C_i]
-        maps = []
-        for j in range(S):
+        maps = [down[i]] if i in down else []
+        for j in range(i + 1 if i in down else 0, S):
             if j == i:
                 continue
-            down = max(0, i - j)
-            if not (down and cfg.scaf_down == "dwconv") and j not in means:
+            down_steps = max(0, i - j)
+            if not (down_steps and cfg.scaf_down == "dwconv") and j not in means:
                 means[j] = channel_mean(xs[j])                                # [B, 1, h_j, w_j]
-            m = scaf_map(xs[j], (h_i, w_i), p[str(i)][str(j)], down, cfg, means.get(j))   # [B, 1, h_i, w_i]
+            m = scaf_map(xs[j], (h_i, w_i), p[str(i)][str(j)], down_steps, cfg, means.get(j))   # [B, 1, h_i, w_i]
             maps.append(m.reshape(B, 1, h_i * w_i))
         M = np.concatenate(maps, axis=1)                                      # [B, J, h_i*w_i]
         y = xs[i] + (a.transpose(0, 2, 1) @ M).reshape(B, C_i, h_i, w_i)      # [B, C_i, h_i, w_i]
@@ -688,7 +751,8 @@ def scaf_fusion_stacked(xs, p, cfg):
 def fast_params(params, cfg):
     """Parameters for the fast path (``lmref.fast.folded_params`` calls this after folding the
     BatchNorms): every block's spatial weighting gets a "stacked" entry (``stack_spatial_weighting``),
-    and each pairwise SCAF fusion one per target (``stack_scaf_units``).
+    and each pairwise SCAF fusion one per target (``stack_scaf_units``) and, with dwconv
+    downsampling, a "down" entry with its steps stacked by resolution (``stack_scaf_down``).
     A new dict tree; the arrays of ``params`` are shared, not copied."""
     scaf = cfg.fusion == "scaf" and cfg.scaf_route == "pairwise"
     backbone = dict(params["backbone"])
@@ -708,6 +772,8 @@ def fast_params(params, cfg):
                 for i in range(S):
                     fuse[str(i)] = {**fuse[str(i)],
                                     "stacked": stack_scaf_units(fuse[str(i)], [j for j in range(S) if j != i])}
+                if cfg.scaf_down == "dwconv":
+                    fuse["down"] = stack_scaf_down(fuse, chans)
                 module["fuse_layers"] = fuse
             stage[str(m)] = module
         backbone[f"stage{s}"] = stage

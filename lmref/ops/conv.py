@@ -163,7 +163,8 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     instead of Wo, so that tap (i, j) of output row y is one contiguous run of the padded input
     (stride 1) and gathering the taps copies long runs instead of Wo-element pieces. The extra
     Wq - Wo columns per row are computed and dropped (few for stride 1; about half for stride 2,
-    where the wide grid is used on small maps only). Convs with many taps per output (K >=
+    where the wide grid is used on small maps only, and not for depthwise convs: their one-tap-per-
+    output copy is cheaper on the exact grid). Convs with many taps per output (K >=
     NARROW_FROM_K: Stud5, ResNet) are GEMM-bound, so they keep the exact grid and write their GEMMs
     straight into the output."""
     B, C_in, H, W = x.shape
@@ -173,12 +174,12 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     Ho, Wo = out_hw
     (pt, pb), (pl, pr) = pads
     Wp = W + pl + pr
-    wide = (stride[0] == stride[1] and (stride[0] == 1 or Ho * Wo < WIDE_BELOW)
+    depthwise = groups == C_in and C_in_g == 1 and C_out == C_in
+    wide = (stride[0] == stride[1] and (stride[0] == 1 or (Ho * Wo < WIDE_BELOW and not depthwise))
             and C_in_g * kh * kw < NARROW_FROM_K)
     Wq = Wp if wide else Wo                                                   # output columns computed
     # furthest element a tap reads on the Wq grid, from the start of a channel's padded image
     reach = ((Ho - 1) * stride[0] + (kh - 1) * dilation[0]) * Wp + (Wq - 1) * stride[1] + (kw - 1) * dilation[1]
-    depthwise = groups == C_in and C_in_g == 1 and C_out == C_in
     if depthwise and B * C_in * kh * kw * Ho * Wq * x.itemsize <= _fast.CHUNK_BYTES and (
             _fast.THREADS == 1 or B * C_in * Ho * Wo * kh * kw < _fast.PARALLEL_MIN):   # one block, one thread
         return _depthwise_single(x, weight, bias, stride, pads, dilation, (Ho, Wo), Wq, reach + 1)
@@ -256,10 +257,10 @@ def _tap_view(planes, Wp, kernel, stride, dilation, out_hw):
 def _depthwise_single(x, weight, bias, stride, pads, dilation, out_hw, Wq, plane_size):
     """Depthwise convolution whose taps fit one block (:func:`_depthwise`'s sums, in one piece):
     x [B, C, H, W] zero-padded into planes of ``plane_size`` >= Hp*Wp elements, all taps on the
-    Wq-column grid copied at once, one stacked product w_c [1, K] @ taps_c [K, Ho*Wq], the bias, the
-    crop to Wo columns -> [B, C, Ho, Wo]. Lite-HRNet runs ~90 depthwise convs per image on maps of
-    24x24 and smaller, where the blocking and thread-split bookkeeping of the general path costs
-    about as much as the arithmetic."""
+    Wq-column grid copied at once, one stacked product w_c [1, K] @ taps_c
+    [K, Ho*Wq], the bias (added while cropping to Wo columns) -> [B, C, Ho, Wo]. Lite-HRNet runs
+    ~70 depthwise convs per image on maps of 24x24 and smaller, where the blocking and thread-split
+    bookkeeping of the general path costs about as much as the arithmetic."""
     B, C, _, W = x.shape
     kh, kw = weight.shape[2:]
     Ho, Wo = out_hw
@@ -267,11 +268,12 @@ def _depthwise_single(x, weight, bias, stride, pads, dilation, out_hw, Wq, plane
     planes = _pad_scratch(x, pads, plane_size)                                # [B, C, >= Hp*Wp]
     taps = _tap_view(planes, Wp, (kh, kw), stride, dilation, (Ho, Wq))        # [B, C, kh, kw, Ho, Wq], no copy
     cols = taps.reshape(B, C, kh * kw, Ho * Wq)                               # the copy: [B, C, K, Ho*Wq]
-    y = np.matmul(weight.reshape(C, 1, kh * kw), cols)                        # [B, C, 1, Ho*Wq]
+    y = np.matmul(weight.reshape(C, 1, kh * kw), cols).reshape(B, C, Ho, Wq)  # [B, C, Ho, Wq]
+    if Wq != Wo:                                                              # crop the wide grid
+        return y[..., :Wo] + bias[:, None, None] if bias is not None else y[..., :Wo].copy()
     if bias is not None:
         y += bias[:, None, None]
-    y = y.reshape(B, C, Ho, Wq)
-    return y if Wq == Wo else y[..., :Wo].copy()                              # crop the wide grid
+    return y
 
 
 def _blocks(B, Ho, row_bytes, chunk=None):

@@ -198,10 +198,10 @@ def adaptive_avg_pool2d(x, output_size):
     """
     oh, ow = _checked_adaptive_args(x, output_size)
     H, W = x.shape[2:]
-    if _fast.ENABLED and oh == ow == 1 and x.flags.c_contiguous:   # global pool: one product with ones
-        B, C = x.shape[:2]
-        ones, count = _global_pool_vector(H * W, x.dtype.str)
-        return (x.reshape(B, C, H * W) @ ones / count).reshape(B, C, 1, 1)
+    if _fast.ENABLED and x.flags.c_contiguous and (oh * ow == 1 or H * W * oh * ow <= KRON_MAX):
+        B, C = x.shape[:2]                                       # small output: one product, all bins
+        k, count = _pool_kron(H, W, oh, ow, x.dtype.str)
+        return (x.reshape(B, C, H * W) @ k / count).reshape(B, C, oh, ow)
     if _fast.ENABLED:                                            # the same products, matrices cached
         mh, mw, count = _pool_matrices(H, W, oh, ow, x.dtype.str)
         if ow == W:                                              # mw is the identity: x @ I == x
@@ -215,14 +215,22 @@ def adaptive_avg_pool2d(x, output_size):
     return total / (nh[:, None] * nw[None, :]).astype(x.dtype)
 
 
+KRON_MAX = 1 << 16     # pools with H*W*oh*ow up to this take the one-product fast path (and every global pool)
+
+
 @functools.lru_cache(maxsize=256)
-def _global_pool_vector(n, dtype):
-    """The global pool's fast path: a read-only ones vector [n] and the divisor n. The sum over the
-    H*W pixels is one matrix-vector product (summed in another order than the reference's rows-then-
-    columns products: equal to rounding, not bit for bit)."""
-    ones = np.ones(n, np.dtype(dtype))
-    ones.flags.writeable = False
-    return ones, np.dtype(dtype).type(n)
+def _pool_kron(H, W, oh, ow, dtype):
+    """adaptive_avg_pool2d's fast path for small outputs: the 0/1 matrix [H*W, oh*ow] whose column
+    (i, j) marks the pixels of bin (i, j) (the Kronecker product of the row and column bin matrices)
+    and the divisors [oh*ow], so that one product sums every bin (in another order than the
+    reference's rows-then-columns products: equal to rounding, not bit for bit). Read-only."""
+    mh, nh = _bin_matrix(H, oh, np.dtype(dtype))                 # [oh, H], [oh]
+    mw, nw = _bin_matrix(W, ow, np.dtype(dtype))                 # [ow, W], [ow]
+    k = np.ascontiguousarray(np.kron(mh, mw).T)                  # [H*W, oh*ow]
+    count = (nh[:, None] * nw[None, :]).reshape(-1).astype(dtype)
+    for a in (k, count):
+        a.flags.writeable = False
+    return k, count
 
 
 @functools.lru_cache(maxsize=256)
