@@ -188,6 +188,21 @@ def test_depthwise_single_block_equals_blocked_path_and_reference(B, C, H, W, k,
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B,C,H,m,stride", [(1, 24, 24, 3, 2), (2, 5, 7, 2, 1), (1, 8, 6, 4, 2)])
+def test_channel_multiplier_single_block_equals_reference(B, C, H, m, stride, dtype):
+    """groups == Cin with m filters per channel (Lite-HRNet Plus's level-0 SCAF steps) takes
+    _depthwise_single too; output channel c*m + u is filter u of channel c, as in torch."""
+    rng = np.random.default_rng(C * m)
+    x = rng.standard_normal((B, C, H, H)).astype(dtype)
+    w, b = rng.standard_normal((C * m, 1, 3, 3)).astype(dtype), rng.standard_normal(C * m).astype(dtype)
+    for bias in (b, None):
+        y_fast, y_ref = both_paths(lambda: ops.conv2d(x, w, bias, stride=stride, padding=1, groups=C))
+        assert y_fast.shape == y_ref.shape == (B, C * m, (H - 1) // stride + 1, (H - 1) // stride + 1)
+        assert_close(y_fast, y_ref)
+        assert y_fast.flags.c_contiguous and y_fast.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 12, 1, 1), (1, 24, 6, 5), (1, 7, 24, 24)])
 def test_pointwise_single_image_equals_reference(shape, dtype):
     """1x1 convs of one image (groups 1, stride 1, no padding) take _pointwise_single."""

@@ -669,15 +669,20 @@ def stack_scaf_down(fuse, chans):
     they run at, so that ``scaf_down_stacked`` makes one depthwise conv per level: for level L the
     folded weights [n_L, 1, 3, 3] and biases [n_L] of the units ``scaf_down_units(S, L)`` one after
     the other (step L - j of unit (i, j), C_j channels each), and "mean" [L+1, sum_{j<=L} C_j], the
-    channel means of the arriving units as one product (row j: 1/C_j over unit (L+1, j)'s channels)."""
+    channel means of the arriving units as one product (row j: 1/C_j over unit (L+1, j)'s channels).
+    Level 0's units all start from x_0: their weights are interleaved channel by channel (filter u of
+    channel c at c*(S-1) + u) for one conv with a channel multiplier, which reads x_0 once."""
     levels = {}
     for L in range(len(chans) - 1):
         units = scaf_down_units(len(chans), L)
         convs = [fuse[str(i)][str(j)]["down"][str(L - j)]["0"] for i, j in units]
-        levels[str(L)] = {"weight": np.concatenate([c["weight"] for c in convs]),
-                          "bias": np.concatenate([c["bias"] for c in convs]),
-                          "mean": block_diagonal([np.full((1, c), 1 / c, convs[0]["weight"].dtype)
-                                                  for c in chans[:L + 1]])}
+        w = np.concatenate([c["weight"] for c in convs])                      # [n_L, 1, 3, 3], unit by unit
+        b = np.concatenate([c["bias"] for c in convs])                        # [n_L]
+        if L == 0:                                                            # channel-major for the multiplier
+            w = w.reshape(len(convs), chans[0], *w.shape[1:]).transpose(1, 0, 2, 3, 4).reshape(w.shape)
+            b = b.reshape(len(convs), chans[0]).T.reshape(-1)
+        levels[str(L)] = {"weight": w, "bias": b,
+                          "mean": block_diagonal([np.full((1, c), 1 / c, w.dtype) for c in chans[:L + 1]])}
     return levels
 
 
@@ -692,15 +697,20 @@ def scaf_down_stacked(xs, levels):
     carry, down = None, {}
     for L in range(S - 1):
         q = levels[str(L)]
-        pieces, pos = [], 0
-        for i, j in scaf_down_units(S, L):
-            if j == L:
-                pieces.append(xs[L])                                          # the unit's first step
-            else:
-                pieces.append(carry[:, pos:pos + chans[j]])                   # its step L - j
-                pos += chans[j]
-        z = np.concatenate(pieces, axis=1)                                    # [B, n_L, h_L, w_L]
-        z = ops.conv2d(z, q["weight"], q["bias"], stride=2, padding=1, groups=z.shape[1])   # [B, n_L, h_L+1, w_L+1]
+        if L == 0:                                                            # S-1 filters per channel of x_0
+            z = ops.conv2d(xs[0], q["weight"], q["bias"], stride=2, padding=1, groups=chans[0])   # [B, C_0*(S-1), h_1, w_1]
+            h, w = z.shape[2:]
+            z = z.reshape(B, chans[0], S - 1, h, w).transpose(0, 2, 1, 3, 4).reshape(B, -1, h, w)   # unit by unit
+        else:
+            pieces, pos = [], 0
+            for i, j in scaf_down_units(S, L):
+                if j == L:
+                    pieces.append(xs[L])                                      # the unit's first step
+                else:
+                    pieces.append(carry[:, pos:pos + chans[j]])               # its step L - j
+                    pos += chans[j]
+            z = np.concatenate(pieces, axis=1)                                # [B, n_L, h_L, w_L]
+            z = ops.conv2d(z, q["weight"], q["bias"], stride=2, padding=1, groups=z.shape[1])   # [B, n_L, h_L+1, w_L+1]
         arrived = q["mean"].shape[1]                                          # channels of units (L+1, j)
         h, w = z.shape[2:]
         down[L + 1] = q["mean"] @ z[:, :arrived].reshape(B, arrived, h * w)  # [B, L+1, h*w]

@@ -174,14 +174,15 @@ def _conv2d_fast(x, weight, bias, stride, pads, dilation, groups, out_hw):
     Ho, Wo = out_hw
     (pt, pb), (pl, pr) = pads
     Wp = W + pl + pr
-    depthwise = groups == C_in and C_in_g == 1 and C_out == C_in
-    wide = (stride[0] == stride[1] and (stride[0] == 1 or (Ho * Wo < WIDE_BELOW and not depthwise))
+    per_channel = groups == C_in and C_in_g == 1                            # depthwise, maybe a multiplier
+    depthwise = per_channel and C_out == C_in
+    wide = (stride[0] == stride[1] and (stride[0] == 1 or (Ho * Wo < WIDE_BELOW and not per_channel))
             and C_in_g * kh * kw < NARROW_FROM_K)
     Wq = Wp if wide else Wo                                                   # output columns computed
     # furthest element a tap reads on the Wq grid, from the start of a channel's padded image
     reach = ((Ho - 1) * stride[0] + (kh - 1) * dilation[0]) * Wp + (Wq - 1) * stride[1] + (kw - 1) * dilation[1]
-    if depthwise and B * C_in * kh * kw * Ho * Wq * x.itemsize <= _fast.CHUNK_BYTES and (
-            _fast.THREADS == 1 or B * C_in * Ho * Wo * kh * kw < _fast.PARALLEL_MIN):   # one block, one thread
+    if per_channel and B * C_in * kh * kw * Ho * Wq * x.itemsize <= _fast.CHUNK_BYTES and (
+            _fast.THREADS == 1 or B * C_out * Ho * Wo * kh * kw < _fast.PARALLEL_MIN):   # one block, one thread
         return _depthwise_single(x, weight, bias, stride, pads, dilation, (Ho, Wo), Wq, reach + 1)
     out = np.empty((B, C_out, Ho, Wo), dtype=x.dtype)
     og = C_out // groups                                                      # output channels per group
@@ -257,18 +258,21 @@ def _tap_view(planes, Wp, kernel, stride, dilation, out_hw):
 def _depthwise_single(x, weight, bias, stride, pads, dilation, out_hw, Wq, plane_size):
     """Depthwise convolution whose taps fit one block (:func:`_depthwise`'s sums, in one piece):
     x [B, C, H, W] zero-padded into planes of ``plane_size`` >= Hp*Wp elements, all taps on the
-    Wq-column grid copied at once, one stacked product w_c [1, K] @ taps_c
-    [K, Ho*Wq], the bias (added while cropping to Wo columns) -> [B, C, Ho, Wo]. Lite-HRNet runs
-    ~70 depthwise convs per image on maps of 24x24 and smaller, where the blocking and thread-split
-    bookkeeping of the general path costs about as much as the arithmetic."""
+    Wq-column grid copied at once, one stacked product w_c [m, K] @ taps_c [K, Ho*Wq] (m = Cout/C
+    outputs per channel: 1 for the depthwise conv, more for a channel multiplier, whose output
+    channel c*m + u is filter u of input channel c, as in torch), the bias (added while cropping to
+    Wo columns) -> [B, C*m, Ho, Wo]. Lite-HRNet runs ~70 depthwise convs per image on maps of 24x24
+    and smaller, where the blocking and thread-split bookkeeping of the general path costs about as
+    much as the arithmetic."""
     B, C, _, W = x.shape
     kh, kw = weight.shape[2:]
+    m = weight.shape[0] // C                                                  # outputs per channel
     Ho, Wo = out_hw
     Wp = W + sum(pads[1])                                                     # padded width
     planes = _pad_scratch(x, pads, plane_size)                                # [B, C, >= Hp*Wp]
     taps = _tap_view(planes, Wp, (kh, kw), stride, dilation, (Ho, Wq))        # [B, C, kh, kw, Ho, Wq], no copy
     cols = taps.reshape(B, C, kh * kw, Ho * Wq)                               # the copy: [B, C, K, Ho*Wq]
-    y = np.matmul(weight.reshape(C, 1, kh * kw), cols).reshape(B, C, Ho, Wq)  # [B, C, Ho, Wq]
+    y = np.matmul(weight.reshape(C, m, kh * kw), cols).reshape(B, C * m, Ho, Wq)   # [B, C*m, Ho, Wq]
     if Wq != Wo:                                                              # crop the wide grid
         return y[..., :Wo] + bias[:, None, None] if bias is not None else y[..., :Wo].copy()
     if bias is not None:
