@@ -187,6 +187,19 @@ def test_depthwise_single_block_equals_blocked_path_and_reference(B, C, H, W, k,
         assert y_single.flags.c_contiguous and y_single.dtype == dtype
 
 
+def test_kept_padded_planes_never_leak_between_calls():
+    """conv2d keeps a zero-bordered padding buffer per input shape and padding (``_fast.zeroed``):
+    calls with new data, with transposed sizes of the same padded area, and with the same shape but
+    another padding all equal the reference."""
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((6, 1, 3, 3))
+    for shape, pad in [((1, 6, 8, 10), 1), ((1, 6, 8, 10), 1), ((1, 6, 10, 8), 1), ((1, 6, 8, 10), 2),
+                       ((1, 6, 8, 10), 1)]:
+        x = rng.standard_normal(shape) + 5                                    # nonzero everywhere
+        y_fast, y_ref = both_paths(lambda: ops.conv2d(x, w, padding=pad, groups=6))
+        assert_close(y_fast, y_ref)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B,C,H,m,stride", [(1, 24, 24, 3, 2), (2, 5, 7, 2, 1), (1, 8, 6, 4, 2)])
 def test_channel_multiplier_single_block_equals_reference(B, C, H, m, stride, dtype):

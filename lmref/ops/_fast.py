@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["ENABLED", "enabled", "reference_paths", "scratch", "CACHE_LIMIT", "CHUNK_BYTES", "THREADS",
-           "parallel", "set_num_threads"]
+__all__ = ["ENABLED", "enabled", "reference_paths", "scratch", "zeroed", "CACHE_LIMIT", "CHUNK_BYTES",
+           "THREADS", "parallel", "set_num_threads"]
 
 
 def _env_reference():
@@ -133,6 +133,27 @@ def scratch(name, shape, dtype):
     return np.ndarray(shape, dtype, buffer=buf)
 
 
+ZEROED_MAX = 256                 # zeroed() keeps at most this many buffers per thread
+
+
+def zeroed(key, shape, dtype):
+    """A zero-filled array of ``shape`` and ``dtype`` kept per thread under the hashable ``key`` and
+    returned again (not re-zeroed) by the next request with that key: for callers that write the
+    same region on every call and rely on the rest staying zero (conv2d's padded planes: the
+    interior is overwritten, the border never is). Emptied when it reaches ZEROED_MAX keys."""
+    try:
+        cache = _local.zeroed
+    except AttributeError:
+        cache = _local.zeroed = {}
+    buf = cache.get(key)
+    if buf is None:
+        if len(cache) >= ZEROED_MAX:
+            cache.clear()
+        buf = cache[key] = np.zeros(shape, dtype)
+    return buf
+
+
 def clear_scratch():
-    """Free this thread's scratch buffers (they are re-created on demand)."""
+    """Free this thread's scratch and zeroed buffers (they are re-created on demand)."""
     _local.buffers = {}
+    _local.zeroed = {}

@@ -216,16 +216,17 @@ def _pad_scratch(x, pads, plane_size):
     """x zero-padded to [B, C, Hp, Wp] = [B, C, H+pt+pb, W+pl+pr], returned as its channel planes
     [B, C, P] (C-contiguous, each plane's first Hp*Wp elements the padded image in row-major order)
     with P >= plane_size: the wide tap grid reads a little past the image, and that tail is zero.
-    x itself (reshaped) when it needs no padding and no tail; a fresh zeroed array when small
-    (SMALL_PAD_BYTES); else a reused buffer."""
+    x itself (reshaped) when it needs no padding and no tail; when small (SMALL_PAD_BYTES) a buffer
+    kept for this padding of this shape, whose border and tail are zero from its creation on (each
+    call writes the same interior); else a reused buffer with its border cleared."""
     (pt, pb), (pl, pr) = pads
     B, C, H, W = x.shape
     Hp, Wp = H + pt + pb, W + pl + pr
     if pt == pb == pl == pr == 0 and plane_size <= Hp * Wp and x.flags.c_contiguous:
         return x.reshape(B, C, H * W)
     shape = (B, C, max(plane_size, Hp * Wp))
-    if math.prod(shape) * x.itemsize <= SMALL_PAD_BYTES:   # small: a fresh zeroed array (calloc) is
-        planes = np.zeros(shape, x.dtype)                  # cheaper than clearing a reused one
+    if math.prod(shape) * x.itemsize <= SMALL_PAD_BYTES:
+        planes = _fast.zeroed(("conv2d.pad", x.shape, pads, shape[2], x.dtype.str), shape, x.dtype)
         planes[:, :, :Hp * Wp].reshape(B, C, Hp, Wp)[:, :, pt:pt + H, pl:pl + W] = x
         return planes
     planes = _fast.scratch("conv2d.pad", shape, x.dtype)
