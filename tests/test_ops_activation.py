@@ -120,3 +120,27 @@ def test_activations_are_traced():
     assert tr.names() == ["silu", "softmax"]
     assert tr["softmax"].attrs == {"dim": -1} and tr["softmax"].inputs == [[2, 3]]
     np.testing.assert_array_equal(tr["softmax"].output, y)
+
+
+@given(SHAPES, SCALES, DTYPES, SEEDS, st.booleans())
+def test_silu_inplace_matches_torch_and_overwrites_its_input(shape, scale, dtype, seed, reference):
+    """silu(x, inplace=True) returns x itself holding F.silu(x) (fast and reference paths), as
+    torch's inplace=True; a view that is not C-contiguous or a read-only array is refused."""
+    from lmref.fast import reference_paths
+    x = _x(np.random.default_rng(seed), shape, scale, dtype)
+    expected = silu(x)
+    y = x.copy()
+    with reference_paths() if reference else warnings.catch_warnings():
+        out = silu(y, inplace=True)
+    assert out is y
+    np.testing.assert_array_equal(out, expected) if not reference else assert_close(out, expected)
+    assert_close(out, F.silu(torch.from_numpy(x.copy()), inplace=True).numpy())
+
+
+def test_silu_inplace_refuses_views_it_cannot_overwrite():
+    x = np.ones((4, 6), np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        silu(x[:, ::2], inplace=True)
+    x.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        silu(x, inplace=True)

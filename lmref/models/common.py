@@ -4,10 +4,13 @@ from ..trace import scope
 
 
 
-def act(x, name):
-    """Apply an activation by name (None = identity)."""
+def act(x, name, inplace=False):
+    """Apply an activation by name (None = identity).  inplace=True (for an x the caller owns, such
+    as a fresh conv output) lets silu overwrite x instead of allocating a second map."""
     if name is None or name == "identity":
         return x
+    if inplace and name == "silu":
+        return ops.silu(x, inplace=True)
     return getattr(ops, name)(x)
 
 
@@ -24,4 +27,4 @@ def conv_norm_act(x, p, stride=1, padding=None, groups=1, act_name=None, eps=1e-
         with scope("bn"):
             bn = p["bn"]
             x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
-    return act(x, act_name)
+    return act(x, act_name, inplace=True)                                    # x: this call's own output

@@ -193,7 +193,7 @@ def ffn(x, p):
     """FFN on patches: 1x1 conv d -> 2d, SiLU, 1x1 conv 2d -> d.  x: [B, d, P, N] -> [B, d, P, N]"""
     with scope("fc1"):
         h = ops.conv2d(x, p["fc1"]["weight"], p["fc1"]["bias"])                           # [B, 2d, P, N]
-    h = ops.silu(h)
+    h = ops.silu(h, inplace=True)                                                         # h: fc1's fresh output
     with scope("fc2"):
         return ops.conv2d(h, p["fc2"]["weight"], p["fc2"]["bias"])                        # [B, d, P, N]
 

@@ -99,31 +99,44 @@ def tanh(x):
 
 
 @op
-def silu(x):
-    """x * sigmoid(x), as ``F.silu`` (swish; MobileViT-v2's activation).  [*] -> [*]"""
+def silu(x, inplace=False):
+    """x * sigmoid(x), as ``F.silu(x, inplace=...)`` (swish; MobileViT-v2's activation).  [*] -> [*]
+
+    inplace=True writes the result into x (writeable and C-contiguous) and returns x: models pass
+    their own fresh conv outputs, so that a large map's activation needs no second buffer."""
     check_array(x)
+    if inplace and not (x.flags.writeable and x.flags.c_contiguous):
+        raise ValueError(f"silu: inplace=True needs a writeable C-contiguous array, got shape {x.shape} "
+                         f"(writeable={x.flags.writeable}, C-contiguous={x.flags.c_contiguous})")
     if _fast.ENABLED and x.ndim:
-        return _silu_fast(x)
-    return _array(x * _sigmoid(x))
+        return _silu_fast(x, inplace)
+    y = _array(x * _sigmoid(x))
+    if inplace:
+        x[...] = y
+        return x
+    return y
 
 
-def _silu_fast(x):
-    """silu's fast path: x / (1 + exp(-x)), four passes into one buffer (the reference makes about
-    ten), split over threads for large arrays. Where exp(-x) overflows (x < -88.7 in float32, -709.8
-    in float64) the quotient is -0.0 instead of the reference's tiny x * e^x, an absolute difference
-    below 3e-37 (float32) / 4e-306 (float64); -inf gives nan in both."""
-    x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
+def _silu_fast(x, inplace=False):
+    """silu's fast path: x / (1 + exp(-x)), four passes over blocks that stay in cache (the reference
+    makes about ten passes), split over threads for large arrays; inplace, the denominators go to a
+    block-sized scratch buffer and the quotients into x. Where exp(-x) overflows (x < -88.7 in
+    float32, -709.8 in float64) the quotient is -0.0 instead of the reference's tiny x * e^x, an
+    absolute difference below 3e-37 (float32) / 4e-306 (float64); -inf gives nan in both."""
+    x = x if inplace else np.ascontiguousarray(x)
+    y = x if inplace else np.empty_like(x)
     xf, yf = x.reshape(-1), y.reshape(-1)
 
     def part(lo, hi):
+        tmp = _fast.scratch("silu.denominator", (min(_fast.BLOCK, hi - lo),), x.dtype) if inplace else None
         with np.errstate(over="ignore"):
-            for a in range(lo, hi, _fast.BLOCK):         # four passes over a block that stays in cache
-                t, v = yf[a:min(hi, a + _fast.BLOCK)], xf[a:min(hi, a + _fast.BLOCK)]
+            for a in range(lo, hi, _fast.BLOCK):
+                v, out = xf[a:min(hi, a + _fast.BLOCK)], yf[a:min(hi, a + _fast.BLOCK)]
+                t = tmp[:v.size] if inplace else out
                 np.negative(v, out=t)
                 np.exp(t, out=t)
                 t += 1
-                np.divide(v, t, out=t)
+                np.divide(v, t, out=out)
 
     _fast.parallel(xf.size, part, xf.size)
     return y
