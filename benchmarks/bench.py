@@ -12,8 +12,11 @@ What is measured, for every model below at batch 1 and 16, in one process:
   writes. All of them share
   the same random weights (torch_impl initialisation, ``randomize_norms_``). The repetitions
   alternate between the runners (round robin, the order rotated every round), so a change of machine
-  load hits all of them alike; the table gives the median and the interquartile range, and the
-  ratios lmref/torch and lmref/onnxruntime of the medians.
+  load hits all of them alike, and every model's rounds are taken in three passes over the model list
+  (``--passes``), so that a burst of host noise hits a part of a model's rounds rather than all of
+  them (a whole run takes about 5 minutes; on our VM, bursts of tens of seconds made every runner of
+  one model 40% slower when its rounds ran back to back); the table gives the median and the
+  interquartile range, and the ratios lmref/torch and lmref/onnxruntime of the medians.
 * **throughput**: 2 x MACs / time in GFLOP/s (MACs from ``lmref.info.profile``), against the
   machine's float32 / float64 matmul peak measured here (numpy, square GEMMs).
 * **peak memory**: in a fresh subprocess per (model, batch, runner), the weights loaded and the input
@@ -448,8 +451,9 @@ def markdown(result):
                      f"{r.get('macs_per_image', 0) / 1e6:.1f} | {r.get('max_abs_diff_lmref_torch', float('nan')):.1e} |")
     lines += ["",
              "## Latency per forward pass", "",
-             "Median (interquartile range) in ms over alternating repetitions; lmref = fast paths + folded "
-             "BatchNorm (the defaults); ratios are of the medians.", "",
+             "Median (interquartile range) in ms over alternating repetitions"
+             + (f", each model's taken in {result['passes']} passes spread over the run" if result.get("passes", 1) > 1 else "")
+             + "; lmref = fast paths + folded BatchNorm (the defaults); ratios are of the medians.", "",
              "| model | batch | lmref f32 | lmref f64 | lmref f32 reference paths | torch eager | onnxruntime "
              "| lmref/torch | lmref/ORT | lmref f32 GFLOP/s (% peak) | reps |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -520,6 +524,8 @@ def main(argv=None):
     p.add_argument("--cases", nargs="*", help="only the models whose name contains one of these words")
     p.add_argument("--batches", nargs="*", type=int, help="batch sizes (default 1 16; --quick: 1)")
     p.add_argument("--reps", type=int, help="repetitions per runner (default 15; --quick: 3)")
+    p.add_argument("--passes", type=int, default=3,
+                   help="timing passes over all models, each taking 1/passes of every model's rounds (default 3)")
     p.add_argument("--threads", type=int, help="threads for every runner (default: the BLAS default)")
     p.add_argument("--malloc", choices=["tuned", "default"], default="tuned")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -552,35 +558,47 @@ def main(argv=None):
     selected = [c for c in cases() if not args.cases or any(w.lower() in c.name.lower() for w in args.cases)]
     command = shlex.join(["python", "-m", "benchmarks.bench", *(argv if argv is not None else sys.argv[1:])])
 
-    result = {"command": command.strip(), "note": args.note, "machine": machine(threads, args.malloc),
+    if args.passes < 1:
+        p.error(f"--passes: expected a positive int, got {args.passes}")
+    result = {"command": command.strip(), "note": args.note, "passes": 1 if args.quick else args.passes,
+              "machine": machine(threads, args.malloc),
               "peak_gflops": {"float32": matmul_peak(np.float32), "float64": matmul_peak(np.float64)},
               "rows": [], "profiles": {}}
     print(json.dumps(result["machine"]), flush=True)
+    passes = 1 if args.quick else args.passes
     with tempfile.TemporaryDirectory() as workdir:
+        jobs = []                                   # (case, batch, files, MACs, input, runners)
         for case in selected:
             files = build(case, workdir, batches)
             n_macs = macs(case, files[1])
             for b in batches:
                 x = np.random.default_rng(0).standard_normal((b,) + tuple(case.input)).astype(np.float32)
-                runners = {k: make_runner(k, case, files, x, threads) for k in RUNNERS}
-                diff = float(np.max(np.abs(_primary(runners["lmref-f32"]()) - _primary(runners["torch"]()))))
-                times = time_runners(runners, reps, min_seconds=0 if args.quick else 1.0)
-                t = {k: stats(v) for k, v in times.items()}
-                gflops = {k: 2 * n_macs * b / (t[k]["median_ms"] / 1e3) / 1e9 for k in RUNNERS}
-                row = {"case": case.name, "arch": case.arch, "config": case.source, "input": list(case.input),
-                       "batch": b, "macs_per_image": n_macs, "time": t, "gflops": gflops,
-                       "peak_fraction": gflops["lmref-f32"] / result["peak_gflops"]["float32"],
-                       "ratio_torch": t["lmref-f32"]["median_ms"] / t["torch"]["median_ms"],
-                       "ratio_ort": t["lmref-f32"]["median_ms"] / t["onnxruntime"]["median_ms"],
-                       "max_abs_diff_lmref_torch": diff}
-                if b == 1 or not args.quick:
-                    result["profiles"][f"{case.name}, batch {b}"] = op_profile(runners["lmref-f32"], max(3, reps // 3))
-                if not args.no_memory:
-                    row["memory"] = {k: peak_memory(case, files, b, k, threads, args.malloc) for k in RUNNERS}
-                result["rows"].append(row)
-                print(f"{case.name} b{b}: " + ", ".join(f"{k} {t[k]['median_ms']:.2f} ms" for k in RUNNERS)
-                      + f"; lmref/torch {row['ratio_torch']:.2f}, lmref/ORT {row['ratio_ort']:.2f}", flush=True)
-                del runners
+                jobs.append((case, b, files, n_macs, x, {k: make_runner(k, case, files, x, threads) for k in RUNNERS}))
+        times = [{k: [] for k in RUNNERS} for _ in jobs]
+        for p in range(passes):                     # each case's rounds spread over the whole run
+            for job, acc in zip(jobs, times):
+                t = time_runners(job[5], -(-reps // passes), min_seconds=0 if args.quick else 1.0 / passes)
+                for k in RUNNERS:
+                    acc[k] += t[k]
+            print(f"timing pass {p + 1}/{passes} done", flush=True)
+        for (case, b, files, n_macs, x, runners), acc in zip(jobs, times):
+            diff = float(np.max(np.abs(_primary(runners["lmref-f32"]()) - _primary(runners["torch"]()))))
+            t = {k: stats(v) for k, v in acc.items()}
+            gflops = {k: 2 * n_macs * b / (t[k]["median_ms"] / 1e3) / 1e9 for k in RUNNERS}
+            row = {"case": case.name, "arch": case.arch, "config": case.source, "input": list(case.input),
+                   "batch": b, "macs_per_image": n_macs, "time": t, "gflops": gflops,
+                   "peak_fraction": gflops["lmref-f32"] / result["peak_gflops"]["float32"],
+                   "ratio_torch": t["lmref-f32"]["median_ms"] / t["torch"]["median_ms"],
+                   "ratio_ort": t["lmref-f32"]["median_ms"] / t["onnxruntime"]["median_ms"],
+                   "max_abs_diff_lmref_torch": diff}
+            if b == 1 or not args.quick:
+                result["profiles"][f"{case.name}, batch {b}"] = op_profile(runners["lmref-f32"], max(3, reps // 3))
+            if not args.no_memory:
+                row["memory"] = {k: peak_memory(case, files, b, k, threads, args.malloc) for k in RUNNERS}
+            result["rows"].append(row)
+            print(f"{case.name} b{b}: " + ", ".join(f"{k} {t[k]['median_ms']:.2f} ms" for k in RUNNERS)
+                  + f"; lmref/torch {row['ratio_torch']:.2f}, lmref/ORT {row['ratio_ort']:.2f}", flush=True)
+        del jobs
     result["targets"] = targets(result["rows"])
     result["load_average_end"] = _loadavg()
     result["seconds"] = time.perf_counter() - t_start

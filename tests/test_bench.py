@@ -76,7 +76,8 @@ def test_targets_and_markdown():
                                           "ops": [{"op": "conv2d", "ms": 0.9, "calls": 3, "share": 0.9}]}},
               "targets": t}
     md = bench.markdown(result)
-    assert "Regenerate: `python -m benchmarks.bench`" in md
+    assert "Regenerate: `python -m benchmarks.bench`" in md and "passes" not in md
+    assert "each model's taken in 3 passes spread over the run" in bench.markdown({**result, "passes": 3})
     assert "| ICME student 256 | 1 | 20.00 (20.00–20.00) |" in md and "| 0.80 | 2.50 |" in md
     assert "| Lite-HRNet Plus 10M 96 | 1 | 5.0 | 6.0 | 7.0 | 4.0 | 1.0 |" in md
     assert "| 60.00 (60.00–60.00) | 25.00 (25.00–25.00) |" in md          # reference paths, torch
