@@ -15,7 +15,7 @@ What is measured, for every model below at batch 1 and 16, in one process:
   load hits all of them alike, and every model's rounds are taken in three passes over the model list
   (``--passes``), so that a burst of host noise hits a part of a model's rounds rather than all of
   them (a whole run takes about 5 minutes; on our VM, bursts of tens of seconds made every runner of
-  one model 40% slower when its rounds ran back to back); the table gives the median and the
+  one model 30-60% slower when its rounds ran back to back); the table gives the median and the
   interquartile range, and the ratios lmref/torch and lmref/onnxruntime of the medians.
 * **throughput**: 2 x MACs / time in GFLOP/s (MACs from ``lmref.info.profile``), against the
   machine's float32 / float64 matmul peak measured here (numpy, square GEMMs).
@@ -560,12 +560,12 @@ def main(argv=None):
 
     if args.passes < 1:
         p.error(f"--passes: expected a positive int, got {args.passes}")
-    result = {"command": command.strip(), "note": args.note, "passes": 1 if args.quick else args.passes,
+    passes = 1 if args.quick else args.passes
+    result = {"command": command.strip(), "note": args.note, "passes": passes,
               "machine": machine(threads, args.malloc),
               "peak_gflops": {"float32": matmul_peak(np.float32), "float64": matmul_peak(np.float64)},
               "rows": [], "profiles": {}}
     print(json.dumps(result["machine"]), flush=True)
-    passes = 1 if args.quick else args.passes
     with tempfile.TemporaryDirectory() as workdir:
         jobs = []                                   # (case, batch, files, MACs, input, runners)
         for case in selected:

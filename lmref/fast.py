@@ -4,8 +4,8 @@ Two mechanisms, both checked against the plain reference in ``tests/test_fast_pa
 
 * **op fast paths** (``lmref.ops._fast``): conv2d, batch/group/instance norm, silu, sigmoid,
   interpolate, adaptive_avg_pool2d and separable_self_attention compute the same numbers by a faster
-  route (to rounding; sigmoid, interpolate and adaptive_avg_pool2d bit for bit, except the global
-  average pool, a product with a ones vector). They are on unless the environment has
+  route (to rounding; sigmoid and interpolate bit for bit, adaptive_avg_pool2d too except for small
+  outputs, summed by one product with a 0/1 matrix). They are on unless the environment has
   ``LMREF_REFERENCE=1``; :func:`reference_paths` turns them off for a block.
 
 * **malloc tuning** (:func:`tune_malloc`, opt-in, process-wide): glibc returns freed memory at the

@@ -381,7 +381,7 @@ def test_adaptive_avg_pool_fast_equals_reference(B, C, H, W, oh, ow, dtype, seed
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 12, 24, 24), (3, 5, 1, 7), (2, 96, 3, 3)])
 def test_global_avg_pool_fast_equals_reference(shape, dtype):
-    """The global pool's ones-vector product (contiguous input) and the general path (a view)."""
+    """The global pool's one product with a column of ones (contiguous input) and the separable path (a view)."""
     x = np.random.default_rng(3).standard_normal(shape).astype(dtype) + 1
     for a in (x, x.transpose(0, 1, 3, 2)):
         y_fast, y_ref = both_paths(lambda: ops.adaptive_avg_pool2d(a, 1))

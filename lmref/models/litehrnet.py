@@ -699,8 +699,7 @@ def scaf_down_stacked(xs, levels):
         q = levels[str(L)]
         if L == 0:                                                            # S-1 filters per channel of x_0
             z = ops.conv2d(xs[0], q["weight"], q["bias"], stride=2, padding=1, groups=chans[0])   # [B, C_0*(S-1), h_1, w_1]
-            h, w = z.shape[2:]
-            z = z.reshape(B, chans[0], S - 1, h, w).transpose(0, 2, 1, 3, 4).reshape(B, -1, h, w)   # unit by unit
+            z = z.reshape(B, chans[0], S - 1, -1).transpose(0, 2, 1, 3).reshape(B, -1, *z.shape[2:])   # unit by unit
         else:
             pieces, pos = [], 0
             for i, j in scaf_down_units(S, L):
