@@ -44,12 +44,32 @@ def _per_channel(v, ndim):
     return v.reshape(v.shape + (1,) * (ndim - 2))
 
 
+def _overflow_to_nan(var, d, axes):
+    """The biased variance ``var`` (mean of d^2 over ``axes``, kept as size 1) with overflow made
+    visible: where the sum of squares overflowed (inf), the group is recomputed scaled by max|d|,
+    so that only a variance beyond the dtype's range stays inf, and such a variance becomes NaN.
+    Without this, d / sqrt(inf) = 0 would turn an overflow into a plausible all-zero output; torch
+    returns NaN there too (float32 ~1e20 and up; see tests/test_hostile.py, F19)."""
+    over = np.isinf(var)
+    if not over.any():
+        return var
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        s = np.abs(d).max(axis=axes, keepdims=True)        # per group scale
+        r = d / s
+        scaled = (r * r).mean(axis=axes, keepdims=True) * s * s
+        var = np.where(over, scaled, var)
+    return np.where(np.isinf(var), var.dtype.type(np.nan), var)
+
+
 def _normalize(x, axes, eps):
-    """(x - mean) / sqrt(var + eps) with mean and biased var taken over ``axes`` (kept as size 1)."""
-    mean = x.mean(axis=axes, keepdims=True)
-    d = x - mean
-    var = (d * d).mean(axis=axes, keepdims=True)          # biased: divide by n
-    return d / np.sqrt(var + x.dtype.type(eps))
+    """(x - mean) / sqrt(var + eps) with mean and biased var taken over ``axes`` (kept as size 1);
+    a variance that overflows the dtype gives NaN (``_overflow_to_nan``), never zeros."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x.mean(axis=axes, keepdims=True)
+        d = x - mean
+        var = (d * d).mean(axis=axes, keepdims=True)      # biased: divide by n
+        var = _overflow_to_nan(var, d, axes)
+        return d / np.sqrt(var + x.dtype.type(eps))
 
 
 def _affine_per_channel(y, weight, bias):
@@ -154,9 +174,11 @@ def _group_norm_fast(x, num_groups, weight, bias, eps):
     B, C = x.shape[:2]
     dt = x.dtype.type
     g = x.reshape(B, num_groups, -1)                                       # [B, G, M]
-    d = g - g.mean(axis=2, keepdims=True)                                  # [B, G, M]
-    ss = np.matmul(d[:, :, None, :], d[:, :, :, None])[:, :, 0, 0]         # sum of squares [B, G]
-    rstd = 1 / np.sqrt(ss / dt(g.shape[2]) + dt(eps))                      # [B, G]
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = g - g.mean(axis=2, keepdims=True)                              # [B, G, M]
+        ss = np.matmul(d[:, :, None, :], d[:, :, :, None])[:, :, 0, 0]     # sum of squares [B, G]
+        var = _overflow_to_nan((ss / dt(g.shape[2]))[:, :, None], d, 2)[:, :, 0]   # [B, G]
+        rstd = 1 / np.sqrt(var + dt(eps))                                  # [B, G]
     scale = np.repeat(rstd, C // num_groups, axis=1)                       # [B, C]
     if weight is not None:
         scale = scale * weight
