@@ -23,8 +23,16 @@ strings in safetensors) says what the tensors are:
     ...             any further keys are kept as they are
 
 ``save`` also stores ``__metadata__["lmref_sha256"]``, a SHA-256 over the parsed header and the
-buffer; ``load`` checks it when present, so a corrupted file raises instead of loading wrong
-numbers. Files from other writers (no checksum) are read too.
+buffer. ``load`` requires it in every file with an lmref manifest and checks it, so a corrupted
+file raises instead of loading wrong numbers, and a flipped bit in the key's *name* cannot switch
+the check off (the key is then missing, which is an error). A file another safetensors writer
+made with an lmref manifest has no checksum: ``load(path, require_checksum=False)`` reads it, and
+``save`` writes it back with one. ``read_safetensors`` reads plain files (no manifest) and checks a
+checksum when there is one.
+
+Limits a hostile file cannot get past: the header length (``MAX_HEADER``), the manifest's input
+size (``MAX_INPUT_SIDE``: a model run allocates activations from it), and a ``Model`` refuses
+weights holding NaN or inf (a valid checksum only says the file is the one that was written).
 
 Nothing here unpickles: the header is JSON, the tensors are raw bytes read with ``np.frombuffer``.
 """
@@ -49,6 +57,7 @@ FORMAT_VERSION = 1
 MANIFEST_KEY = "lmref"
 CHECKSUM_KEY = "lmref_sha256"
 MAX_HEADER = 100_000_000            # the safetensors library's own limit on N
+MAX_INPUT_SIDE = 1024               # px: manifest input.size limit (the shipped models use 64-96)
 
 # safetensors dtype name -> little-endian NumPy dtype ('<' so big-endian hosts read the same bytes)
 DTYPES = {
@@ -277,6 +286,10 @@ def _check_input(inp, where):
     size, c = inp["size"], inp["channels"]
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)):
         raise WeightsError(f"{where}: input.size must be [H, W] positive ints, got {size!r}")
+    if max(size) > MAX_INPUT_SIDE:
+        raise WeightsError(f"{where}: input.size {list(size)} exceeds the limit of {MAX_INPUT_SIDE} px "
+                           "per side (a landmark model's input is a face crop; running this would "
+                           "allocate activations of that size)")
     if c not in (1, 3) or not _is_int(c):
         raise WeightsError(f"{where}: input.channels must be 1 or 3, got {c!r}")
     if inp["color"] not in ("RGB", "BGR", "GRAY") or (inp["color"] == "GRAY") != (c == 1):
@@ -339,13 +352,15 @@ def _json_default(o):
     raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
 
 
-def load(path, dtype=None):
+def load(path, dtype=None, require_checksum=True):
     """Read an lmref weight file -> (flat {name: ndarray}, manifest dict).
-    dtype: None keeps the stored float dtype; np.float32 / np.float64 (/ float16) casts."""
-    return load_bytes(*_read_file(path), dtype=dtype)
+    dtype: None keeps the stored float dtype; np.float32 / np.float64 (/ float16) casts.
+    require_checksum: False also reads a file without the lmref checksum (written by another
+    safetensors writer); its bytes are then unchecked."""
+    return load_bytes(*_read_file(path), dtype=dtype, require_checksum=require_checksum)
 
 
-def load_bytes(raw, where="<bytes>", dtype=None):
+def load_bytes(raw, where="<bytes>", dtype=None, require_checksum=True):
     """``load`` on the bytes of a weight file."""
     dt = _float_dtype(dtype)
     tensors, metadata = parse_safetensors(raw, where)
@@ -358,6 +373,13 @@ def load_bytes(raw, where="<bytes>", dtype=None):
         raise WeightsError(f"{where}: the manifest is not valid JSON ({e})") from None
     check_manifest(manifest, f"{where}: manifest")
     _check_dtypes(tensors, where)
+    if require_checksum and CHECKSUM_KEY not in metadata:
+        others = sorted(k for k in metadata if k != MANIFEST_KEY)
+        raise WeightsError(f"{where}: no {CHECKSUM_KEY} checksum in the metadata"
+                           f"{' (other keys: ' + _show([repr(k) for k in others]) + ')' if others else ''}; "
+                           "lmref.weights.save always writes one, so the file is damaged or was edited "
+                           "(a file from another safetensors writer: load(path, require_checksum=False), "
+                           "then lmref.weights.save adds one)")
     if dt is not None:
         tensors = {k: a.astype(dt, copy=False) for k, a in tensors.items()}
     return tensors, manifest
@@ -424,6 +446,16 @@ def check_params(tensors, expected_shapes):
         if not isinstance(a, np.ndarray):
             raise WeightsError(f"parameter {k!r} is a {type(a).__name__}, not a numpy.ndarray")
     _check_dtypes(flat, "parameters")
+
+
+def _check_finite(flat, dtype):
+    """Raise WeightsError naming the tensors that hold NaN or inf (in ``dtype``, after the cast):
+    a model with such weights can only give NaN or inf, whatever its input."""
+    bad = [f"{k} ({int(np.count_nonzero(~np.isfinite(a)))} of {a.size})" for k, a in flat.items()
+           if not np.all(np.isfinite(a))]
+    if bad:
+        raise WeightsError(f"{len(bad)} tensor(s) hold NaN or inf values in {np.dtype(dtype)}: {_show(bad)}; "
+                           "the weights are damaged, or training diverged")
 
 
 def _show(items, limit=8):
@@ -499,7 +531,10 @@ class Model:
             dt = stored.pop() if stored else np.dtype(np.float32)
             dt = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
         self.dtype = dt
-        self.params = unflatten({k: a.astype(dt, copy=False) for k, a in flat.items()})
+        with np.errstate(over="ignore"):                   # an overflow in the cast is reported next
+            cast = {k: a.astype(dt, copy=False) for k, a in flat.items()}
+        _check_finite(cast, dt)
+        self.params = unflatten(cast)
         from . import fast
         if fold_bn or (fold_bn is None and fast.fast_paths_enabled()):
             fast.folded_params(self)      # fold the BatchNorms now, at load time, not in the first call

@@ -147,7 +147,9 @@ def test_we_read_safetensors_package_files(tmp_path):
     t = {"z.weight": np.random.default_rng(3).standard_normal((2, 3, 3)),
          "a.bias": np.random.default_rng(4).standard_normal(7)}
     safetensors.numpy.save_file(t, str(tmp_path / "s.safetensors"), metadata={"lmref": json.dumps(manifest())})
-    got, m = W.load(tmp_path / "s.safetensors")
+    with pytest.raises(WeightsError, match="no lmref_sha256 checksum"):    # unchecked bytes: opt in
+        W.load(tmp_path / "s.safetensors")
+    got, m = W.load(tmp_path / "s.safetensors", require_checksum=False)
     assert set(got) == set(t)
     for k in t:
         assert bits_equal(got[k], t[k])
@@ -330,7 +332,7 @@ def test_every_single_byte_flip(valid_file):
     """Exhaustive over positions: every flip either raises WeightsError or loads exactly the
     original. Flips in the length prefix, the tensor table or the tensor bytes always raise (the
     checksum covers the parsed header and the buffer); a padding space turned into other JSON
-    whitespace loads. (Renaming the checksum key itself loads too: nothing else changed.)"""
+    whitespace loads. (Renaming the checksum key raises: an lmref file must carry it.)"""
     folder, t, raw, pad0, pad1 = valid_file
     table_end = raw.index(b'"__metadata__"')                 # tensor entries come before it
     loaded = set()
