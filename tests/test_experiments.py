@@ -1,6 +1,7 @@
 """torch_impl.experiments: the --quick path of each experiment trains every configuration on tiny
 settings and writes its Markdown table and JSON; reruns reuse finished runs."""
 import json
+import os
 import numpy as np
 import pytest
 
@@ -87,3 +88,27 @@ def test_runtime_keys_do_not_change_a_run(tmp_path):
     assert (tmp_path / "result.json").exists()
     E._prepare({**cfg, "epochs": 4})                                    # another run: started afresh
     assert not (tmp_path / "result.json").exists()
+
+
+def test_default_plan_reads_the_pretrained_teacher(tmp_path):
+    """Default settings: the teacher is not trained by the experiment but read from its file, and every
+    seed's distilling students point at that file."""
+    runs = {r[0]: r for r in E.plan("kd", [0, 1], False, str(tmp_path), teacher_path="t.safetensors")}
+    assert runs["resnet50-s0"][1]["pretrained"] == os.path.abspath("t.safetensors")
+    assert runs["stud5_rbd-s1"][1]["distill"]["teacher"] == os.path.abspath("t.safetensors")
+    assert "pretrained" not in runs["stud5-s1"][1]
+    icme = {r[0]: r for r in E.plan("icme", [0], False, str(tmp_path))}
+    assert icme["teacher-s0"][1]["pretrained"] == E.teacher_file("icme")
+
+
+def test_pretrained_teacher_is_measured_like_the_trained_run(dirs):
+    """measure_pretrained on the exported weights of the quick kd teacher gives that run's own test NME."""
+    _run(dirs, "kd", [0, 1])                                            # reused if already trained
+    run = dirs / "kd" / "resnet50-s0"
+    cfg = json.loads((run / "config.json").read_text())
+    trained = json.loads((run / "result.json").read_text())
+    res = E.measure_pretrained({**cfg, "pretrained": trained["weights"], "out_dir": str(dirs / "pre")})
+    assert res["test"]["count"] == trained["test"]["count"]
+    assert abs(res["test"]["nme"] - trained["test"]["nme"]) < 1e-6
+    with pytest.raises(SystemExit, match="input_size"):
+        E.measure_pretrained({**cfg, "input_size": cfg["input_size"] * 2, "pretrained": trained["weights"]})

@@ -45,6 +45,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ===================================================================================== settings
 
+POOL = 22000        # the synthetic training pool: 20,000 train + 2,000 val faces (10:1)
+# The teachers are trained long, once (python -m torch_impl.teachers), and shipped; the students of an
+# experiment get a budget of a few minutes each (the whole experiment about an hour on 2 cores).
+TEACHER_EPOCHS = {"icme": 16, "kd": 12}
+STUDENT_EPOCHS = {"icme": 2, "kd": 2}
+
+
 def settings(quick):
     """Data and budget shared by the experiments.  Default: 2,200-face training pool (2,000 train /
     200 val), 500 test faces, rendered at 128 px.  Quick: 22 / 8 faces at 48 px, one thread, one or
@@ -52,8 +59,8 @@ def settings(quick):
     if quick:
         return {"num_train": 22, "num_test": 8, "data": {"render_size": 48}, "batch_size": 4, "quick": True,
                 "num_threads": 1}
-    return {"num_train": 2200, "num_test": 500, "data": {"render_size": 128}, "batch_size": 16, "quick": False,
-            "num_threads": 0}
+    return {"num_train": POOL, "num_test": 2000, "data": {"render_size": 256, "workers": 2}, "batch_size": 16,
+            "quick": False, "num_threads": 0}
 
 
 def _base(s, **kw):
@@ -63,7 +70,7 @@ def _base(s, **kw):
     return d
 
 
-def _swin_teacher(size, quick):
+def swin_teacher(size, quick):
     """The CPU-sized SwinV2 teacher backbone (the paper: SwinV2-B, 87 M, ImageNet pre-trained)."""
     if quick:
         return {"img_size": [size, size], "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2],
@@ -76,6 +83,15 @@ def _swin_teacher(size, quick):
 # for the papers' fixed, pre-trained SwinV2 / ResNet-50, so each student seed distils from the same one
 # (and the budget goes to the students, whose spread over seeds is what the KD verdict needs).
 SHARED = {"icme": ("teacher",), "kd": ("resnet50",)}
+# With the default settings the teachers are not trained by the experiment: they are the shipped,
+# pre-trained files (python -m torch_impl.teachers), measured on the experiment's val / test faces.
+# --quick trains a tiny teacher instead, to smoke-test the path.
+PRETRAINED = {"icme": "teacher_icme_swinv2", "kd": "teacher_kd_resnet50"}
+ASSETS = os.path.join(ROOT, "lmref", "assets", "models")
+
+
+def teacher_file(name):
+    return os.path.join(ASSETS, f"{PRETRAINED[name]}.safetensors")
 
 
 # The ICME recipe (lr 2e-4 backbone / 1e-3 head, STAR's loss weights 1 / 10 / 10) fine-tunes ImageNet
@@ -99,8 +115,8 @@ def icme_runs(s):
     size = 32 if q else 96
     student = {"backbone": "mobilevitv2", "layout": "inner51",
                "backbone_config": {"width_multiplier": 0.5, "rank5_patches": True}}
-    teacher = {"backbone": "swinv2", "layout": "inner51", "backbone_config": _swin_teacher(size, q)}
-    ep_t, ep_s = (1, 1) if q else (12, 10)
+    teacher = {"backbone": "swinv2", "layout": "inner51", "backbone_config": swin_teacher(size, q)}
+    ep_t, ep_s = (1, 1) if q else (TEACHER_EPOCHS["icme"], STUDENT_EPOCHS["icme"])
     common = dict(arch="aam", input_size=size, **CPU_AAM_RECIPE)
     return {
         "teacher": (_base(s, model=teacher, epochs=ep_t, **common), None),
@@ -118,12 +134,13 @@ def kd_runs(s):
     if q:
         resnet = {**resnet, "layers": [1, 1, 1, 1], "stem_width": 8}
         stud5 = {**stud5, "channels": [8, 16, 16, 32, 32]}
-    ep, p1 = (2, 1) if q else (5, 3)
+    ep, p1 = (2, 1) if q else (STUDENT_EPOCHS["kd"], STUDENT_EPOCHS["kd"] // 2)
     # from scratch the backbone wants the head's lr: with 2e-4 Stud5 learns visibly slower (measured:
     # val NME 0.229 after 3 epochs at 1e-3)
     common = dict(input_size=size, epochs=ep, lr_schedule="cosine", lr_backbone=1e-3, lr_head=1e-3)
+    teacher = {**common, "epochs": 2 if q else TEACHER_EPOCHS["kd"], "warmup_steps": 0 if q else 500}
     return {
-        "resnet50": (_base(s, arch="resnet", model=resnet, **common), None),
+        "resnet50": (_base(s, arch="resnet", model=resnet, **teacher), None),
         "stud5": (_base(s, arch="stud5", model=stud5, **common), None),
         "stud5_rbd": (_base(s, arch="stud5", model=stud5, distill={"kind": "rbd", "rbd_lambda": 1.0},
                             **common), "resnet50"),
@@ -190,12 +207,15 @@ EXPERIMENTS = {"icme": icme_runs, "kd": kd_runs, "litehrnet": litehrnet_runs}
 
 # ======================================================================================= running
 
-def plan(name, seeds, quick, work_dir):
+def plan(name, seeds, quick, work_dir, teacher_path=None):
     """[(run_id, config dict, teacher run_id or None)] in dependency order (teachers first).  A run
-    named in SHARED is trained with the first seed only and serves every seed."""
+    named in SHARED is trained with the first seed only and serves every seed; with the default settings
+    it is not trained at all but read from the pre-trained teacher file (``teacher_path``, default the
+    shipped one): its config gets a ``pretrained`` key."""
     s = settings(quick)
     runs = EXPERIMENTS[name](s)
     shared = SHARED.get(name, ())
+    pretrained = None if quick else (teacher_path or teacher_file(name))
     out = []
     for seed in seeds:
         for run, (cfg, teacher) in runs.items():
@@ -204,9 +224,12 @@ def plan(name, seeds, quick, work_dir):
             cfg = copy.deepcopy(cfg)
             rid = f"{run}-s{seed}"
             cfg.update(seed=seed, out_dir=os.path.join(work_dir, rid), name=f"{name}_{run}_s{seed}")
+            if run in shared and pretrained:
+                cfg["pretrained"] = os.path.abspath(pretrained)
             tid = f"{teacher}-s{seeds[0] if teacher in shared else seed}" if teacher else None
             if tid:
-                cfg["distill"]["teacher"] = os.path.join(work_dir, tid, "best.pt")
+                cfg["distill"]["teacher"] = (os.path.abspath(pretrained) if teacher in shared and pretrained
+                                             else os.path.join(work_dir, tid, "best.pt"))
             out.append((rid, cfg, tid))
     out.sort(key=lambda r: r[2] is not None)                           # teachers and bases first
     return out
@@ -214,7 +237,7 @@ def plan(name, seeds, quick, work_dir):
 
 # Config keys that change how a run is executed, not what it computes: a finished run is reused (and an
 # unfinished one resumed) whatever they were.
-RUNTIME_KEYS = ("num_threads", "progress")
+RUNTIME_KEYS = ("num_threads", "progress", "max_minutes")
 
 
 def _same_run(a, b):
@@ -261,6 +284,10 @@ def run_plan(runs, jobs=1, log=print):
         runs = [(rid, {**cfg, "num_threads": 1}, tid) for rid, cfg, tid in runs]
     results, pending, active = {}, list(runs), {}
     for rid, cfg, _ in runs:
+        if "pretrained" in cfg:
+            results[rid] = measure_pretrained(cfg)
+            log(f"  {rid}: pre-trained {cfg['pretrained']} (test NME {results[rid]['test']['nme']:.4f})")
+            continue
         r = _result(cfg)
         if r is not None:
             results[rid] = r
@@ -305,6 +332,33 @@ def run_plan(runs, jobs=1, log=print):
             results[rid] = _result(cfg)
             log(f"  {rid}: test NME {results[rid]['test']['nme']:.4f} ({time.time() - t0:.0f} s)")
     return results
+
+
+def measure_pretrained(cfg):
+    """A pre-trained teacher's row: its file (``cfg["pretrained"]``) measured on the experiment's val
+    and test faces, after checking that it is the model and input the experiment describes.  The result
+    has the shape of a trained run's (its training history comes from the file's manifest)."""
+    from lmref import weights
+    from .train import config_from_dict, evaluate, load_teacher, make_datasets, model_layout, summarize
+    path = cfg["pretrained"]
+    if not os.path.exists(path):
+        raise SystemExit(f"pre-trained teacher {path} not found: train and ship it first "
+                         f"(python -m torch_impl.teachers), or pass --teacher PATH")
+    _, manifest = weights.load(path)
+    c = config_from_dict({k: v for k, v in cfg.items() if k != "pretrained"})
+    trained = manifest.get("training", {}).get("config", {}) if isinstance(manifest.get("training"), dict) else {}
+    for key in ("arch", "model", "input_size"):
+        if key in trained and trained[key] != getattr(c, key):
+            raise SystemExit(f"{path}: its {key} {trained[key]!r} is not the experiment's {getattr(c, key)!r}")
+    _, val, test = make_datasets(c)
+    layout = model_layout(c)
+    model = load_teacher(path)
+    ev, ev_val = evaluate(model, test, c, "cpu", layout), evaluate(model, val, c, "cpu", layout)
+    training = manifest.get("training", {})
+    return {"pretrained": path, "test": summarize(ev), "test_nme_per_image": ev["nme"].tolist(),
+            "best_val_nme": float(ev_val["nme"].mean()), "best_epoch": training.get("best_epoch"),
+            "history": [], "teacher_history": training.get("history", []),
+            "teacher_train_hours": training.get("train_hours"), "out_dir": cfg["out_dir"]}
 
 
 # ====================================================================================== reporting
@@ -442,11 +496,11 @@ def _copy_best(results_list, dest):
 
 # ==================================================================================== experiments
 
-def icme(seeds, quick, jobs, work, out, assets, log=print):
+def icme(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     s = settings(quick)
     runs = icme_runs(s)
     t0 = time.time()
-    results = run_plan(plan("icme", seeds, quick, work), jobs, log)
+    results = run_plan(plan("icme", seeds, quick, work, teacher), jobs, log)
     timing = _timing(results, t0, jobs)
     by = _by_run(results, runs, seeds, SHARED["icme"])
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
@@ -494,11 +548,11 @@ def _verdict(m, sd, n):
     return f"Paired t = {t:.1f}: KD {'helped' if m < 0 else 'hurt'} clearly here."
 
 
-def kd(seeds, quick, jobs, work, out, assets, log=print):
+def kd(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     s = settings(quick)
     runs = kd_runs(s)
     t0 = time.time()
-    results = run_plan(plan("kd", seeds, quick, work), jobs, log)
+    results = run_plan(plan("kd", seeds, quick, work, teacher), jobs, log)
     timing = _timing(results, t0, jobs)
     by = _by_run(results, runs, seeds, SHARED["kd"])
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
@@ -544,7 +598,7 @@ def _subset_nmes(result, attrs):
     return out
 
 
-def litehrnet(seeds, quick, jobs, work, out, assets, log=print):
+def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     from lmref.data import synthetic
     from lmref.models.litehrnet import Config as HRConfig
     from lmref.models.litehrnet_cost import cost_table
@@ -608,7 +662,7 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m torch_impl.experiments", description=__doc__.split("\n\n")[0])
     ap.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--quick", action="store_true", help="tiny settings (a smoke test of the whole path)")
     ap.add_argument("--jobs", type=int, default=None,
                     help="runs in parallel, one torch thread each (default: 2; 1 with --quick, in-process)")
@@ -616,13 +670,15 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="where the .md/.json go")
     ap.add_argument("--assets", default=os.path.join(ROOT, "lmref", "assets", "models"),
                     help="where the best student's weights are copied (default runs only; '' to skip)")
+    ap.add_argument("--teacher", default=None,
+                    help="icme / kd: the pre-trained teacher file (default: the shipped teacher_*.safetensors)")
     args = ap.parse_args(argv)
     jobs = args.jobs or (1 if args.quick else 2)
     work = args.work or os.path.join(ROOT, "runs", "experiments", args.experiment + ("_quick" if args.quick else ""))
     fn = {"icme": icme, "kd": kd, "litehrnet": litehrnet}[args.experiment]
     t0 = time.time()
     print(f"{args.experiment}: seeds {args.seeds}, {'quick' if args.quick else 'default'} settings, {jobs} job(s)")
-    md = fn(args.seeds, args.quick, jobs, work, args.out, args.assets, print)
+    md = fn(args.seeds, args.quick, jobs, work, args.out, args.assets, print, args.teacher)
     print(f"wrote {md} ({time.time() - t0:.0f} s)")
     with open(md) as f:
         print(f.read())

@@ -135,7 +135,11 @@ class TrainConfig:
     num_threads: int = 0                    # torch CPU threads; 0: torch's default
     num_workers: int = 0                    # DataLoader worker processes
     checkpoint_every: int = 0               # also checkpoint every N steps (0: only every epoch)
+    compact_checkpoints: bool = False       # round the state to its storage precision at every checkpoint
+                                            # (see compact_state_): a third of float32's size, exact resume
     max_steps: int = 0                      # stop after this many global steps (0: run to the end)
+    max_minutes: float = 0.0                # stop at the first checkpoint after this much wall time, as if
+                                            # killed there (0: run to the end); a resume continues exactly
     resume: bool = False                    # continue from out_dir/last.pt if it exists
     export: bool = True                     # export the best checkpoint with its test NME at the end
     progress: bool = True                   # tqdm progress bar on rank 0 (epoch lines are always printed)
@@ -544,6 +548,36 @@ def _extra_state(trainee):
     return {k: v for k, v in trainee.state_dict().items() if not k.startswith("model.")}
 
 
+MOMENTS = ("exp_avg", "exp_avg_sq")                                   # Adam / AdamW per-parameter state
+
+
+@torch.no_grad()
+def compact_state_(trainee, opt):
+    """Round, in place, the training state to what a compact checkpoint stores: every floating tensor of
+    the trainee (weights, BatchNorm statistics, KD adapters) to float16 and the optimizer's moments to
+    bfloat16 (float16 would flush Adam's second moments, ~1e-12, to zero).  It runs at every checkpoint
+    of a ``compact_checkpoints`` run, killed or not, so a resumed run continues from exactly the state an
+    uninterrupted one holds.  The rounding (relative 5e-4 on weights) is far below one Adam step."""
+    for t in trainee.state_dict().values():
+        if t.is_floating_point():
+            t.copy_(t.half())
+    for state in opt.state.values():
+        for k in MOMENTS:
+            if k in state:
+                state[k].copy_(state[k].bfloat16())
+
+
+def compact_copy(state_dict, dtype=torch.float16):
+    """A state dict with its floating tensors cast to ``dtype`` (what goes on disk)."""
+    return {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in state_dict.items()}
+
+
+def compact_optimizer(sd):
+    """An optimizer state dict with its moments in bfloat16 (``load_state_dict`` casts them back)."""
+    state = {i: {k: (v.bfloat16() if k in MOMENTS else v) for k, v in s.items()} for i, s in sd["state"].items()}
+    return {**sd, "state": state}
+
+
 # ===================================================================================== distributed
 
 def setup_distributed(cfg: TrainConfig):
@@ -663,11 +697,22 @@ def _train(cfg, rank, world, device):
     net = _wrap(trainee, world, device)
 
     def checkpoint(epoch, step_in_epoch):
+        model_sd, extra, opt_sd = trainee.model.state_dict(), _extra_state(trainee), opt.state_dict()
+        if cfg.compact_checkpoints:                 # every rank rounds, so DDP replicas stay equal
+            compact_state_(trainee, opt)
+            model_sd, extra, opt_sd = compact_copy(model_sd), compact_copy(extra), compact_optimizer(opt_sd)
         if main_rank:
-            save_checkpoint({"model": trainee.model.state_dict(), "extra": _extra_state(trainee),
-                             "optimizer": opt.state_dict(), "config": config_to_dict(cfg),
+            save_checkpoint({"model": model_sd, "extra": extra,
+                             "optimizer": opt_sd, "config": config_to_dict(cfg),
                              "torch_rng": torch.get_rng_state(), "phase": phase,
                              **{**st, "epoch": epoch, "step_in_epoch": step_in_epoch}}, last_path)
+
+    t_start = time.time()
+
+    def out_of_time():
+        """max_minutes: checked right after a checkpoint; every rank follows rank 0's clock."""
+        late = bool(cfg.max_minutes) and time.time() - t_start > 60 * cfg.max_minutes
+        return _all_sum([float(late and main_rank)], world, device)[0] > 0
 
     val_nme = st["history"][-1]["val_nme"] if st["history"] else float("nan")
     for epoch in range(st["epoch"], cfg.epochs):
@@ -705,6 +750,8 @@ def _train(cfg, rank, world, device):
                 bar.set_postfix(loss=f"{st['loss_sum'] / st['loss_count']:.4f}", val_nme=f"{val_nme:.4f}")
             if cfg.checkpoint_every and st["global_step"] % cfg.checkpoint_every == 0:
                 checkpoint(epoch, k + 1)
+                if out_of_time():
+                    return {"stopped": True, "global_step": st["global_step"], "epoch": epoch, "step_in_epoch": k + 1}
             if cfg.max_steps and st["global_step"] >= cfg.max_steps:
                 return {"stopped": True, "global_step": st["global_step"], "epoch": epoch, "step_in_epoch": k + 1}
 
@@ -722,8 +769,9 @@ def _train(cfg, rank, world, device):
         if selectable and val_nme < st["best_nme"]:
             st["best_nme"], st["best_epoch"] = val_nme, epoch + 1
             if main_rank:
-                save_checkpoint({"model": trainee.model.state_dict(), "config": config_to_dict(cfg),
-                                 "epoch": epoch + 1, "val_nme": val_nme}, best_path)
+                best = trainee.model.state_dict()
+                save_checkpoint({"model": compact_copy(best) if cfg.compact_checkpoints else best,
+                                 "config": config_to_dict(cfg), "epoch": epoch + 1, "val_nme": val_nme}, best_path)
         if main_rank:
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {st['history'][-1]['train_loss']:.5f}, "
                   f"val NME {val_nme:.5f} (best {st['best_nme']:.5f} at epoch {st['best_epoch']}), "
@@ -732,6 +780,8 @@ def _train(cfg, rank, world, device):
         checkpoint(epoch + 1, 0)
         if world > 1:
             dist.barrier()
+        if epoch + 1 < cfg.epochs and out_of_time():
+            return {"stopped": True, "global_step": st["global_step"], "epoch": epoch + 1, "step_in_epoch": 0}
 
     return _finish(cfg, trainee.model, test_ds, st, layout, device, main_rank, train_ds)
 

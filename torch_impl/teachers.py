@@ -1,0 +1,237 @@
+"""The distillation teachers: trained long, once, and shipped as pre-trained models, as the papers use theirs.
+
+    python -m torch_impl.teachers list                        # the teachers, their settings and progress
+    python -m torch_impl.teachers train icme_swinv2 [--hours 2.5] [--threads 1]
+    python -m torch_impl.teachers keep icme_swinv2            # copy the resume state into teachers/ (commit it)
+    python -m torch_impl.teachers curves                      # learning curves -> benchmarks/results/teachers.md/.png
+    python -m torch_impl.teachers ship icme_swinv2            # test NME, float16 file in lmref/assets/models
+
+A teacher run takes hours and must survive being stopped at any moment, in a process or a machine that
+is gone the next time.  So:
+
+* it is an ordinary ``torch_impl.train`` run (``runs/teachers/<name>/``) with ``checkpoint_every`` set to
+  about 15 minutes of steps and ``compact_checkpoints``: at every checkpoint the weights are rounded to
+  float16 and Adam's moments to bfloat16, in memory as on disk, killed or not, so a resumed run ends with
+  the same weights as an uninterrupted one (``tests/test_teachers.py`` kills one to check);
+* ``keep`` copies the newest compact checkpoint (``last.pt``, ``best.pt``) and the history into
+  ``teachers/<name>/``, which is committed; ``train`` on a fresh checkout starts from there.  Commit it at
+  the end of a working session only (an optimizer state is never committed twice) and ``git rm`` it when
+  the teacher is shipped;
+* ``--hours`` stops the run cleanly at the first checkpoint after that much wall time (as if killed there).
+
+The teachers share the data and the test split of their experiment (``torch_impl.experiments``): the same
+synthetic pool, input size and channels, so the student rows and the teacher row of a table are measured
+on the same faces.  Each teacher is then a fixed, frozen, pre-trained model for every student seed.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+import time
+
+__all__ = ["TEACHERS", "teacher_config", "run_dir", "kept_dir", "train_teacher", "keep", "curves", "ship", "main"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEPT = os.path.join(ROOT, "teachers")                 # committed resume state
+RUNS = os.path.join(ROOT, "runs", "teachers")         # the live run directories
+ASSETS = os.path.join(ROOT, "lmref", "assets", "models")
+
+
+def _teachers():
+    """name -> (experiment, config dict for torch_impl.train, what it stands for).  The config is the
+    experiment's teacher run (``torch_impl.experiments``), checkpointed every ~15 minutes, compactly."""
+    from .experiments import icme_runs, kd_runs, settings
+    s = settings(False)
+    long_run = {"compact_checkpoints": True, "resume": True, "progress": False}
+    # checkpoint_every: about 15 minutes of steps on one busy core (SwinV2 ~0.5 s, ResNet-50 ~0.9 s a step)
+    return {
+        "icme_swinv2": ("icme", {**icme_runs(s)["teacher"][0], **long_run, "checkpoint_every": 1800},
+                        "the ICME 2024 SwinV2 + AAM teacher (paper: SwinV2-B, ImageNet pre-trained), CPU-sized"),
+        "kd_resnet50": ("kd", {**kd_runs(s)["resnet50"][0], **long_run, "checkpoint_every": 1000},
+                        "the compact-KD report's grayscale ResNet-50 regressor (23,780,424 parameters)"),
+    }
+
+
+TEACHERS = ("icme_swinv2", "kd_resnet50")
+
+
+def teacher_config(name):
+    """The torch_impl.train config dict of a teacher (its run directory filled in)."""
+    table = _teachers()
+    if name not in table:
+        raise SystemExit(f"unknown teacher {name!r}; known: {', '.join(table)}")
+    cfg = copy.deepcopy(table[name][1])
+    cfg.update(out_dir=run_dir(name), name=f"teacher_{name}", seed=0)
+    return cfg
+
+
+def run_dir(name):
+    return os.path.join(RUNS, name)
+
+
+def kept_dir(name):
+    return os.path.join(KEPT, name)
+
+
+def _restore(kept, run):
+    """A fresh checkout: start the run directory ``run`` from the committed state in ``kept``."""
+    if os.path.exists(os.path.join(run, "last.pt")) or not os.path.exists(os.path.join(kept, "last.pt")):
+        return False
+    os.makedirs(run, exist_ok=True)
+    for fn in ("last.pt", "best.pt"):
+        if os.path.exists(os.path.join(kept, fn)):
+            shutil.copyfile(os.path.join(kept, fn), os.path.join(run, fn))
+    return True
+
+
+def train_teacher(name, hours=0.0, threads=0, overrides=None, kept=None):
+    """Train (or resume) teacher ``name``; with ``hours`` stop at the first checkpoint after that long.
+    ``overrides``: config keys to change (the tests: a tiny model, other directories); ``kept``: the
+    committed state's directory (default teachers/<name>/). -> the trainer's summary."""
+    from .train import config_from_dict, train
+    cfg = teacher_config(name)
+    cfg.update(overrides or {})
+    kept = kept or kept_dir(name)
+    if _restore(kept, cfg["out_dir"]):
+        print(f"{name}: resuming from the committed state in {kept}", flush=True)
+    cfg.update(num_threads=threads, max_minutes=60.0 * hours)
+    os.makedirs(cfg["out_dir"], exist_ok=True)
+    with open(os.path.join(cfg["out_dir"], "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    return train(config_from_dict(cfg))
+
+
+def _load(path):
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def keep(name, src=None, dst=None):
+    """Copy the run's compact last.pt / best.pt and its history into the committed directory."""
+    src, dst = src or run_dir(name), dst or kept_dir(name)
+    last = os.path.join(src, "last.pt")
+    if not os.path.exists(last):
+        raise SystemExit(f"{name}: no checkpoint in {src}")
+    os.makedirs(dst, exist_ok=True)
+    for fn in ("last.pt", "best.pt"):
+        if os.path.exists(os.path.join(src, fn)):
+            shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
+    ck = _load(last)
+    info = {k: ck[k] for k in ("epoch", "step_in_epoch", "global_step", "best_nme", "best_epoch", "history")}
+    with open(os.path.join(dst, "progress.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    return info
+
+
+def _history(name):
+    """The newest history of a teacher: the live run's, else the committed one's, else []."""
+    for path in (os.path.join(run_dir(name), "last.pt"),):
+        if os.path.exists(path):
+            return _load(path)["history"]
+    prog = os.path.join(kept_dir(name), "progress.json")
+    if os.path.exists(prog):
+        with open(prog) as f:
+            return json.load(f)["history"]
+    return []
+
+
+def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
+    """Learning curves of every teacher (val NME per epoch) -> teachers.md and teachers.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    table = _teachers()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    md = ["# Teacher learning curves", "", "Val NME (inter-ocular, %) after each epoch of "
+          "`python -m torch_impl.teachers train NAME`; the cumulative training time counts epochs incl. validation.", ""]
+    for name, (exp, cfg, what) in table.items():
+        h = _history(name)
+        md += [f"## {name} ({exp}): {what}", ""]
+        if not h:
+            md += ["not started", ""]
+            continue
+        ep = [e["epoch"] for e in h]
+        nme = [100 * e["val_nme"] for e in h]
+        hours = [sum(x["seconds"] for x in h[:i + 1]) / 3600 for i in range(len(h))]
+        ax.plot(ep, nme, marker="o", ms=3, label=name)
+        md += ["| epoch | val NME (%) | lr factor | hours |", "|---|---|---|---|"]
+        md += [f"| {e['epoch']} | {100 * e['val_nme']:.2f} | {e['lr_factor']:.3f} | {t:.2f} |" for e, t in zip(h, hours)]
+        md.append("")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val NME (%)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("Teachers: validation NME per epoch")
+    fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    fig.savefig(os.path.join(out_dir, "teachers.png"))
+    plt.close(fig)
+    md.append("![learning curves](teachers.png)")
+    with open(os.path.join(out_dir, "teachers.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    return os.path.join(out_dir, "teachers.md")
+
+
+def ship(name, dest_dir=ASSETS):
+    """Export the finished teacher's best checkpoint as a float16 lmref file with its test NME and full
+    training record in the manifest (``role: teacher``)."""
+    res_path = os.path.join(run_dir(name), "result.json")
+    if not os.path.exists(res_path):
+        raise SystemExit(f"{name}: not finished (no {res_path}); train it to the end first")
+    with open(res_path) as f:
+        res = json.load(f)
+    from . import ship as ship_mod
+    from lmref import weights
+    dest = os.path.join(dest_dir, f"teacher_{name}.safetensors")
+    shutil.copyfile(res["weights"], dest)
+    tensors, manifest = weights.load(dest)
+    manifest["training"].update(role="teacher", experiment=_teachers()[name][0], history=res["history"],
+                                train_hours=sum(e["seconds"] for e in res["history"]) / 3600,
+                                command=f"python -m torch_impl.teachers train {name}")
+    weights.save(dest, tensors, manifest)
+    ship_mod.half(dest)
+    return dest
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m torch_impl.teachers", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the teachers and their progress")
+    t = sub.add_parser("train", help="train or resume a teacher")
+    t.add_argument("name", choices=TEACHERS)
+    t.add_argument("--hours", type=float, default=0.0, help="stop at the first checkpoint after this long (0: run to the end)")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    k = sub.add_parser("keep", help="copy the resume state into teachers/<name>/ for committing")
+    k.add_argument("name", choices=TEACHERS)
+    sub.add_parser("curves", help="learning curves -> benchmarks/results/teachers.md/.png")
+    s = sub.add_parser("ship", help="store the finished teacher in lmref/assets/models (float16)")
+    s.add_argument("name", choices=TEACHERS)
+    args = ap.parse_args(argv)
+    if args.cmd == "list":
+        for name, (exp, cfg, what) in _teachers().items():
+            h = _history(name)
+            state = f"{len(h)}/{cfg['epochs']} epochs, val NME {100 * h[-1]['val_nme']:.2f}%" if h else "not started"
+            print(f"{name:<12} {exp:<5} {cfg['arch']:<7} input {cfg['input_size']}  {state}  -- {what}")
+    elif args.cmd == "train":
+        t0 = time.time()
+        s = train_teacher(args.name, args.hours, args.threads)
+        print(f"{args.name}: {'stopped' if s.get('stopped') else 'finished'} at step {s['global_step']} "
+              f"after {(time.time() - t0) / 3600:.2f} h")
+    elif args.cmd == "keep":
+        info = keep(args.name)
+        print(f"{args.name}: kept epoch {info['epoch']} step {info['step_in_epoch']} in {kept_dir(args.name)}")
+    elif args.cmd == "curves":
+        print(curves())
+    elif args.cmd == "ship":
+        print(ship(args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
