@@ -34,14 +34,17 @@ Conventions
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from . import landmarks, weights
+from . import imagefile, landmarks, weights
 from .data import targets, transforms
 
 __all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "Face", "Landmarker", "detect", "decode",
@@ -51,6 +54,8 @@ MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", 
 ASSETS_DIR = os.path.dirname(MODELS_DIR)
 DEFAULT_MODEL = "student"           # preferred shipped model name when none is asked for
 MIN_IMAGE_SIZE = 16                 # px: a smaller side cannot hold a face a model could read
+MAX_IMAGE_PIXELS = 50_000_000       # 50 MP (a 8660 x 5773 photo): 150 MB as RGB uint8, 1.2 GB as 16-bit
+                                    # RGBA in float64 during conversion; checked from the file header
 
 
 class DetectError(ValueError):
@@ -108,10 +113,37 @@ def to_rgb8(image, color="RGB"):
     return np.ascontiguousarray(a)
 
 
-def read_image(source, color="RGB"):
-    """A path or an array -> RGB uint8 [H, W, 3] (see ``to_rgb8``). Files are read with OpenCV, all
-    bit depths and channel counts it supports (``IMREAD_UNCHANGED``), so 16-bit PNGs and RGBA
-    images keep their data until the conversion here."""
+@contextlib.contextmanager
+def _stderr_captured():
+    """Send file descriptor 2 to a temporary file while a codec runs; yields a list that receives
+    the captured lines. libpng and OpenCV print warnings and errors there directly ("libpng error:
+    IDAT: CRC error"); they become part of lmref's one error line instead of noise before it."""
+    lines = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):             # no fd 2 (embedded interpreters)
+        yield lines
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(ln.strip() for ln in tmp.read().decode("utf-8", "replace").splitlines() if ln.strip())
+
+
+def read_image(source, color="RGB", max_pixels=MAX_IMAGE_PIXELS):
+    """A path or an array -> RGB uint8 [H, W, 3] (see ``to_rgb8``), upright.
+
+    Files: the header is read first (``lmref.imagefile``: PNG, JPEG, BMP, WebP, TIFF, GIF, PNM), so
+    an image of more than ``max_pixels`` pixels is refused before anything is decoded; then OpenCV
+    decodes all bit depths and channel counts (``IMREAD_UNCHANGED``, so 16-bit PNGs and RGBA keep
+    their data until the conversion here) with its log lines captured, and the EXIF orientation is
+    applied as photo viewers and ``cv2.imread`` do (landmarks come back in the upright image)."""
     if isinstance(source, np.ndarray):
         return to_rgb8(source, color)
     if not isinstance(source, (str, os.PathLike)):
@@ -121,14 +153,32 @@ def read_image(source, color="RGB"):
         raise DetectError(f"{path}: no such file")
     if os.path.isdir(path):
         raise DetectError(f"{path}: is a directory, not an image")
-    if os.path.getsize(path) == 0:
+    size = os.path.getsize(path)
+    if size == 0:
         raise DetectError(f"{path}: empty file, not an image")
+    if size > 8 * max_pixels + (64 << 20):           # more bytes than any encoding of max_pixels needs
+        raise DetectError(f"{path}: {size:,} bytes is larger than an image of at most {max_pixels:,} pixels")
     data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DetectError(f"{path}: not an image OpenCV can read")
     try:
-        return to_rgb8(img, "BGR")
+        head = imagefile.read_header(data)
+    except imagefile.HeaderError as e:
+        raise DetectError(f"{path}: {e}") from None
+    if head.width * head.height > max_pixels:
+        raise DetectError(f"{path}: the {head.format} header says {head.width}x{head.height} pixels "
+                          f"({head.width * head.height / 1e6:,.0f} MP); lmref reads images of at most "
+                          f"{max_pixels / 1e6:g} MP (max_pixels)")
+    with _stderr_captured() as log:
+        try:
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error as e:
+            img, log = None, [str(getattr(e, "err", e))]
+    if img is None:
+        why = f" ({log[-1]})" if log else ""
+        raise DetectError(f"{path}: a {head.format} file OpenCV cannot decode{why}")
+    if img.shape[0] * img.shape[1] > max_pixels:     # the decoder read another size than the header: refuse
+        raise DetectError(f"{path}: decoded to {img.shape[1]}x{img.shape[0]} pixels, more than max_pixels")
+    try:
+        return to_rgb8(np.ascontiguousarray(imagefile.apply_orientation(img, head.orientation)), "BGR")
     except DetectError as e:
         raise DetectError(f"{path}: {e}") from None
 
@@ -461,7 +511,15 @@ class Landmarker:
         if not faces:
             return
         H, W = self.input_size
-        lm, conf, maps = decode(self.run(x), W, H, self.model.manifest)
+        with np.errstate(all="ignore"):                 # an overflow is reported below, not warned
+            lm, conf, maps = decode(self.run(x), W, H, self.model.manifest)
+        bad = ~np.isfinite(lm).all(axis=(1, 2))
+        if conf is not None:
+            bad |= ~np.isfinite(conf).all(axis=1)
+        if bad.any():
+            raise DetectError(f"the model's output is NaN or inf for {int(bad.sum())} of {len(bad)} face(s) "
+                              "(its weights or the input overflow in "
+                              f"{self.model.dtype}; no landmarks to report)")
         if self.layout is not None and lm.shape[1] != self.layout.num_points:
             raise DetectError(f"the model gives {lm.shape[1]} points but its manifest says layout "
                               f"{self.layout.name} ({self.layout.num_points} points)")

@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 
 import cv2
 import numpy as np
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 
 from lmref import bundle as B
 from lmref import cli, ops, weights
-from lmref.detect import ASSETS_DIR, shipped_models
+from lmref.detect import ASSETS_DIR, DetectError, read_image, shipped_models
 
 S = shipped_models()["student"]
 EX = os.path.join(ASSETS_DIR, "example.jpg")
@@ -155,3 +157,138 @@ def test_F19_overflow_property_against_torch(data):
     assert (np.isnan(theirs_g[huge]) | (theirs_g[huge] == 0)).all()
     tol = dict(rtol=1e-10, atol=1e-12) if dt == np.float64 else dict(rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ours_g[~huge], theirs_g[~huge], **tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# images: F4 - F7, and outputs that overflow
+# ---------------------------------------------------------------------------------------------
+
+def png_chunk(tag, data):
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png_claiming(w, h, idat):
+    """A gray 8-bit PNG whose header says w x h, with the given IDAT payload."""
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b""))
+
+
+def no_decoding(monkeypatch):
+    """cv2.imdecode replaced by a function that fails the test: proves a refusal came first."""
+    def fail(*a, **k):
+        raise AssertionError("the image was decoded")
+    monkeypatch.setattr(cv2, "imdecode", fail)
+
+
+def test_F4_tiny_png_claiming_a_huge_size_is_refused_from_its_header(tmp_path, capsys, monkeypatch):
+    p = tmp_path / "claims.png"
+    p.write_bytes(png_claiming(60000, 60000, zlib.compress(b"\0" * 64)))
+    assert len(p.read_bytes()) < 100
+    no_decoding(monkeypatch)
+    with pytest.raises(DetectError, match="60000x60000 pixels"):
+        read_image(p)
+    code, _, err = run(["detect", p, "--out", tmp_path / "o"], capsys)
+    assert_one_line_error(code, err, "60000x60000", "MP")
+
+
+def test_F5_small_png_that_inflates_to_a_huge_image_is_not_decoded(tmp_path, capsys, monkeypatch):
+    w = h = 10000                                         # 100 MP of zeros in a ~100 kB file
+    z = zlib.compressobj(9)
+    row = b"\0" * (w + 1)                                 # filter byte + w gray pixels
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    p = tmp_path / "bomb.png"
+    p.write_bytes(png_claiming(w, h, idat))
+    assert p.stat().st_size < 1_000_000
+    no_decoding(monkeypatch)
+    code, _, err = run(["detect", p, "--out", tmp_path / "o"], capsys)
+    assert_one_line_error(code, err, "10000x10000", "max_pixels")
+    # the limit is a parameter: a 2 MP image passes a 2 MP limit and not a 1 MP one
+    monkeypatch.undo()
+    ok = tmp_path / "ok.png"
+    cv2.imwrite(str(ok), np.full((1000, 2000), 128, np.uint8))
+    assert read_image(ok, max_pixels=2_000_000).shape == (1000, 2000, 3)
+    with pytest.raises(DetectError, match="1000 pixels"):
+        read_image(ok, max_pixels=1_000_000)
+
+
+def exif_app1(orientation, big_endian=False):
+    """A JPEG APP1 segment holding an EXIF block with one IFD0 entry: Orientation (274)."""
+    o = ">" if big_endian else "<"
+    tiff = ((b"MM\0*" if big_endian else b"II*\0") + struct.pack(o + "I", 8) + struct.pack(o + "H", 1)
+            + struct.pack(o + "HHIHH", 274, 3, 1, orientation, 0) + struct.pack(o + "I", 0))
+    body = b"Exif\0\0" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+
+
+def jpeg_with_orientation(stored_rgb, orientation, big_endian=False, quality=95):
+    ok, buf = cv2.imencode(".jpg", stored_rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    jpg = buf.tobytes()
+    return jpg[:2] + exif_app1(orientation, big_endian) + jpg[2:]
+
+
+def test_F6_exif_orientation_6_jpeg_is_read_upright(tmp_path):
+    """A camera's portrait photo: the pixels are stored turned 90 degrees counter-clockwise and
+    EXIF orientation 6 says 'rotate 90 clockwise to view'. read_image returns the upright image,
+    the one cv2.imread (which applies the orientation) and photo viewers show."""
+    up = np.zeros((64, 48, 3), np.uint8)                           # upright: portrait, 48 wide
+    up[:16, :16] = (255, 0, 0)                                       # a red square top-left
+    up[-16:, -16:] = (0, 0, 255)                                     # a blue square bottom-right
+    p = tmp_path / "portrait.jpg"
+    p.write_bytes(jpeg_with_orientation(np.rot90(up, 1), 6))         # stored sideways: 64 wide
+    assert cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_UNCHANGED).shape == (48, 64, 3)
+    img = read_image(p)
+    assert img.shape == (64, 48, 3)
+    assert np.abs(img.astype(int) - up).mean() < 3                   # JPEG rounding only
+    assert img[:16, :16].mean(axis=(0, 1))[0] > 200 and img[-16:, -16:].mean(axis=(0, 1))[2] > 200
+    np.testing.assert_array_equal(img, cv2.imread(str(p))[:, :, ::-1])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_F6_every_exif_orientation_matches_opencv_imread(tmp_path, orientation, big_endian):
+    stored = np.random.default_rng(orientation).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    p = tmp_path / "o.jpg"
+    p.write_bytes(jpeg_with_orientation(stored, orientation, big_endian))
+    np.testing.assert_array_equal(read_image(p), cv2.imread(str(p))[:, :, ::-1])
+
+
+def test_F6_landmarks_of_a_sideways_photo_come_back_upright(tmp_path, capsys):
+    """The example photo stored sideways with orientation 6 gives the landmarks of the upright photo,
+    in the upright photo's coordinates (same face box, so only the pixels' storage differs)."""
+    ex = cv2.imread(EX)[:, :, ::-1]
+    (tmp_path / "up.jpg").write_bytes(jpeg_with_orientation(ex, 1, quality=100))
+    (tmp_path / "side.jpg").write_bytes(jpeg_with_orientation(np.rot90(ex, 1), 6, quality=100))
+    box = ["--box", 150, 130, 330, 350]
+    code, _, err = run(["detect", tmp_path / "up.jpg", tmp_path / "side.jpg", *box, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    up, side = (json.loads((tmp_path / "o" / f"{s}.json").read_text()) for s in ("up", "side"))
+    assert (side["width"], side["height"]) == (up["width"], up["height"])
+    d = np.abs(np.array(side["faces"][0]["landmarks"]) - np.array(up["faces"][0]["landmarks"]))
+    assert d.max() < 1.0, d.max()
+
+
+def test_F7_truncated_png_gives_one_line_without_codec_log_noise(tmp_path, capfd):
+    ok, buf = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8))
+    raw = buf.tobytes()
+    (tmp_path / "cut.png").write_bytes(raw[:len(raw) // 2])
+    bad_crc = bytearray(raw)
+    bad_crc[raw.index(b"IDAT") + 40] ^= 0xFF                         # IDAT: CRC error
+    (tmp_path / "crc.png").write_bytes(bytes(bad_crc))
+    for name in ("cut.png", "crc.png"):
+        code = cli.main(["detect", str(tmp_path / name), "--out", str(tmp_path / "o")])
+        out, err = capfd.readouterr()
+        assert_one_line_error(code, err, name, "PNG", "libpng")
+
+
+def test_F3_output_overflow_is_reported_not_warned(tmp_path, capfd):
+    """Finite weights that overflow float32 inside the network: an error line, no RuntimeWarnings,
+    no 'Out of range float values are not JSON compliant'."""
+    tensors, manifest = weights.load(S)
+    stem = next(k for k in sorted(tensors) if k.endswith("conv.weight"))
+    tensors[stem] = tensors[stem] * np.float32(1e36)
+    weights.save(tmp_path / "hot.safetensors", tensors, manifest)
+    code = cli.main(["detect", "--example", "--model", str(tmp_path / "hot.safetensors"),
+                     "--out", str(tmp_path / "o")])
+    out, err = capfd.readouterr()
+    assert_one_line_error(code, err, "NaN or inf")
+    assert not (tmp_path / "o").exists()
