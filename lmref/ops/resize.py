@@ -48,19 +48,41 @@ def _pair(v, name, kind):
     return tuple(kind(a) for a in vals)
 
 
-def nearest_source_index(n_in, n_out, scale=None):
-    """Source index of every output index, torch's legacy "nearest" rule (``nearest_idx``):
-    src = min(floor(dst * s), n_in - 1) computed in float32, with s = 1/scale_factor when a scale
-    factor reaches the kernel, else n_in/n_out; n_out == n_in copies and n_out == 2*n_in takes dst >> 1
-    (torch special-cases both, whatever the scale factor)."""
+# torch's CPU nearest kernel for NCHW input depends on the output size (``_use_channels_last_kernel_2d``
+# in ``cpu/UpSampleKernel.cpp``): with H_out + W_out <= 128 it runs the channels-last kernel, whose
+# index rule ``nearest_idx`` is float32 with two special cases for every dtype; above, the generic
+# kernel (``HelperInterpNearest``), whose rule runs in the op's math type (float64 for float64 input)
+# without special cases. (A channels-last tensor with C > 3 always takes the first; lmref's arrays
+# are NCHW.)
+NEAREST_SMALL_OUTPUT = 128
+
+
+def nearest_source_index(n_in, n_out, scale=None, opmath=None):
+    """Source index of every output index, torch's legacy "nearest" rule, src = min(floor(dst * s),
+    n_in - 1) with s = 1/scale_factor when a scale factor reaches the kernel, else n_in/n_out:
+
+    opmath None (``nearest_idx``, small outputs): s and dst * s in float32; n_out == n_in copies and
+        n_out == 2*n_in takes dst >> 1 (special cases, whatever the scale factor).
+    opmath float32 / float64 (the generic kernel): s and dst * s in that type, then ``floorf``: a
+        float64 product is rounded to float32 before the floor, so 82 * (2/164) = 1.0 gives 1 where the
+        float32 rule gives floor(0.99999994) = 0. No special cases.
+
+    Which one torch runs is :func:`nearest_opmath`'s rule."""
     dst = np.arange(n_out)
-    if n_out == n_in:
+    if opmath is None and n_out == n_in:
         return dst
-    if n_out == 2 * n_in:
+    if opmath is None and n_out == 2 * n_in:
         return dst >> 1
-    s = np.float32(1.0 / scale) if scale is not None else np.float32(n_in) / np.float32(n_out)
-    src = np.floor(dst.astype(np.float32) * s).astype(np.int64)     # float32 product, floorf
-    return np.minimum(src, n_in - 1)
+    dt = np.dtype(opmath or np.float32).type
+    s = dt(1.0 / scale) if scale is not None else dt(n_in) / dt(n_out)
+    src = np.floor((dst.astype(dt) * s).astype(np.float32))     # product in opmath, floorf
+    return np.minimum(src.astype(np.int64), n_in - 1)
+
+
+def nearest_opmath(dtype, out_h, out_w):
+    """The index arithmetic torch's CPU nearest kernel uses for an NCHW input of ``dtype`` resized to
+    out_h x out_w: None (``nearest_idx``, float32) when H_out + W_out <= 128, else the input dtype."""
+    return None if out_h + out_w <= NEAREST_SMALL_OUTPUT else np.dtype(dtype).type
 
 
 def linear_source_weights(n_in, n_out, align_corners, scale, dtype):
@@ -123,8 +145,10 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     whenever H * scale_factor is not an integer); with ``recompute_scale_factor=True`` it uses H/H_out.
     For bilinear with align_corners=True the scale is always (H-1)/(H_out-1).
 
-    nearest:  out[i, j] = x[min(floor(i * sh), H-1), min(floor(j * sw), W-1)] in float32 index
-              arithmetic (see :func:`nearest_source_index`).
+    nearest:  out[i, j] = x[min(floor(i * sh), H-1), min(floor(j * sw), W-1)], in float32 index
+              arithmetic with torch's two special cases when H_out + W_out <= 128, else in the input
+              dtype rounded to float32 before the floor, as torch's two CPU kernels do
+              (:func:`nearest_source_index`).
     bilinear: out[i, j] = l0h (l0w x[h0, w0] + l1w x[h0, w1]) + l1h (l0w x[h1, w0] + l1w x[h1, w1])
               with (h0, h1, l0h, l1h) from :func:`linear_source_weights`.
     align_corners: only for "bilinear" (None means False, torch's default); torch raises when it is
@@ -140,11 +164,13 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     H, W = x.shape[2:]
 
     if mode == "nearest" and _fast.ENABLED:                    # cached indices, gather W then H
-        rows, cols = _cached(nearest_source_index, H, oh, scales[0]), _cached(nearest_source_index, W, ow, scales[1])
+        om = nearest_opmath(x.dtype, oh, ow)
+        rows, cols = _cached(nearest_source_index, H, oh, scales[0], om), _cached(nearest_source_index, W, ow, scales[1], om)
         return x.take(cols, axis=3).take(rows, axis=2)         # [B, C, H, W] -> [B, C, H, W_out] -> [B, C, H_out, W_out]
     if mode == "nearest":
-        rows = nearest_source_index(H, oh, scales[0])          # [H_out]
-        cols = nearest_source_index(W, ow, scales[1])          # [W_out]
+        om = nearest_opmath(x.dtype, oh, ow)                   # which of torch's two index rules
+        rows = nearest_source_index(H, oh, scales[0], om)      # [H_out]
+        cols = nearest_source_index(W, ow, scales[1], om)      # [W_out]
         return x[:, :, rows[:, None], cols[None, :]]           # [B, C, H, W] -> [B, C, H_out, W_out]
 
     align = bool(align_corners)
