@@ -83,6 +83,34 @@ def test_star_soft_argmax_with_stars_float32_grid_in_float64():
     assert_close(soft_argmax(hm), star_get_coords_from_heatmap(torch.from_numpy(hm)), rtol=1e-6, atol=1e-7)
 
 
+def grid_read_through_soft_argmax(n, dtype):
+    """soft_argmax's grid X_0..X_{n-1} and Y_0..Y_{n-1}, read through the op itself: map j holds a
+    single 1 at column j (row j), whose expectation is X_j (Y_j) exactly."""
+    eye = np.eye(n, dtype=dtype)
+    along_w = np.zeros((1, n, 2, n), dtype)
+    along_w[0, :, 0, :] = eye                                   # map j: 1 at (0, j)
+    along_h = np.zeros((1, n, n, 2), dtype)
+    along_h[0, :, :, 0] = eye                                   # map i: 1 at (i, 0)
+    return soft_argmax(along_w)[0, :, 0], soft_argmax(along_h)[0, :, 1]
+
+
+def test_soft_argmax_grid_every_size_up_to_256():
+    """The grid in both dtypes for every map size 2..256: float32 is STAR's grid bit for bit
+    (``arange(n).float() / (n - 1) * 2 - 1``); float64 is the same formula in float64, as torch_impl's
+    AAM head builds it, and differs from STAR's float32-built grid by at most 6e-8 (the one deviation
+    from STAR's code, stated in lmref.ops.heatmap)."""
+    worst = 0.0
+    for n in range(2, 257):
+        star32 = (torch.arange(n).float() / (n - 1) * 2 - 1).numpy()
+        own64 = (torch.arange(n, dtype=torch.float64) / (n - 1) * 2 - 1).numpy()
+        for dtype, expected in ((np.float32, star32), (np.float64, own64)):
+            xs, ys = grid_read_through_soft_argmax(n, dtype)
+            np.testing.assert_array_equal(xs, expected, err_msg=f"{dtype.__name__} grid along w, n={n}")
+            np.testing.assert_array_equal(ys, expected, err_msg=f"{dtype.__name__} grid along h, n={n}")
+        worst = max(worst, np.abs(own64 - star32.astype(np.float64)).max())
+    assert 0 < worst <= 6e-8
+
+
 def test_star_soft_argmax_clamp_and_point_masses():
     hm = np.zeros((1, 3, 5, 9))
     hm[0, 1, 4, 8] = 1.0                              # all mass in the last pixel -> (+1, +1)

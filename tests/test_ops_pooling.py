@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmref.ops import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from lmref.ops.pooling import adaptive_bins
 from lmref.trace import trace
 
 DTYPES = st.sampled_from([np.float32, np.float64])
@@ -74,6 +75,46 @@ def test_adaptive_avg_pool2d_matches_torch(H, W, oh, ow, kind, dtype, seed):
     x = np.random.default_rng(seed).standard_normal((2, 3, H, W)).astype(dtype)
     out = {"int": oh, "pair": (oh, ow), "none_h": (None, ow), "none_w": (oh, None)}[kind]
     assert_close(adaptive_avg_pool2d(x, out), F.adaptive_avg_pool2d(torch.from_numpy(x), out))
+
+
+# Every (input, output) size pair up to 256: torch's bins come from integer arithmetic in any dtype
+# (``AdaptivePooling.h``), so one float64 run of each pair on a column 0, 1, ..., n-1 (and its squares)
+# reads them back exactly: a bin [s, e) has mean (s + e - 1)/2 and mean square sum(k^2)/(e - s).
+MAX_SIZE = 256
+
+
+def bin_moments(starts, ends):
+    """Mean of k and of k^2 over each bin [s, e) of 0, 1, 2, ... (exact integers, then one division,
+    as torch's sum-then-divide rounds) -> [2, n_bins]."""
+    sq = lambda n: (n - 1) * n * (2 * n - 1) // 6                 # noqa: E731  sum of k^2, k < n
+    count = ends - starts
+    total = (starts + ends - 1) * count // 2                      # sum of k over the bin
+    return np.stack([total / count, (sq(ends) - sq(starts)) / count])
+
+
+def test_adaptive_bins_every_size_pair_up_to_256():
+    columns = [torch.stack([torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64) ** 2])
+               .reshape(1, 2, n, 1) for n in range(MAX_SIZE + 1)]
+    bad = []
+    for n_in in range(1, MAX_SIZE + 1):
+        for n_out in range(1, MAX_SIZE + 1):
+            expected = F.adaptive_avg_pool2d(columns[n_in], (n_out, 1)).numpy()[0, :, :, 0]
+            if not np.array_equal(bin_moments(*adaptive_bins(n_in, n_out)), expected):
+                bad.append((n_in, n_out))
+    assert not bad, f"{len(bad)} (n_in, n_out) size pairs have other bins than torch's, e.g. {bad[:8]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adaptive_avg_pool2d_every_size_pair_up_to_256(dtype):
+    """The whole op (every fast path included) on random data, every size pair on H and on W."""
+    x = np.random.default_rng(0).standard_normal((1, 2, MAX_SIZE, 3)).astype(dtype)
+    for n_in in range(1, MAX_SIZE + 1):
+        xs = np.ascontiguousarray(x[:, :, :n_in])
+        xt = np.ascontiguousarray(xs.transpose(0, 1, 3, 2))
+        for n_out in range(1, MAX_SIZE + 1):
+            assert_close(adaptive_avg_pool2d(xs, (n_out, 2)), F.adaptive_avg_pool2d(torch.from_numpy(xs), (n_out, 2)))
+            assert_close(adaptive_avg_pool2d(xt, (2, n_out)), F.adaptive_avg_pool2d(torch.from_numpy(xt), (2, n_out)))
 
 
 def test_adaptive_avg_pool2d_overlapping_bins_by_hand():
