@@ -150,6 +150,7 @@ class Tensor:
     name: str
     shape: list
     dtype: str
+    buffer: int = 0     # index into the model's buffers (0: no data, an activation)
 
 
 @dataclass
@@ -261,7 +262,8 @@ def _parse(data, path):
         for i, t in enumerate(buf.tables(g, 0)):
             kind = buf.scalar(t, 1, "b")
             tensors.append(Tensor(i, buf.string(t, 3), buf.ints(t, 0),
-                                  TENSOR_TYPES[kind] if 0 <= kind < len(TENSOR_TYPES) else f"type{kind}"))
+                                  TENSOR_TYPES[kind] if 0 <= kind < len(TENSOR_TYPES) else f"type{kind}",
+                                  buf.scalar(t, 2, "I")))
         ops = []
         for o in buf.tables(g, 3):
             k = buf.scalar(o, 0, "I")
@@ -559,7 +561,7 @@ def port_tensors(bundle, facts, values, outputs, mapping=None, auto_map=True, re
     if isinstance(mapping, (str, os.PathLike)):
         mapping = read_mapping(mapping)
     elif mapping:
-        mapping = _parse_mapping({k: v if isinstance(v, str) else {"name": v[0], "transpose": v[1]}
+        mapping = _parse_mapping({k: v if isinstance(v, str) else {"name": v[0], "transpose": v[1] and list(v[1])}
                                   for k, v in mapping.items()})
     sig = next(iter(facts.signatures.values()), None)
     tensors = facts.subgraphs[sig["subgraph"] if sig else 0]["tensors"]
