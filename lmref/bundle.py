@@ -25,6 +25,12 @@ The scale-relative test is used because an elementwise relative test fails on va
 zero (every activation map has some), while an absolute test means nothing without the scale.
 Ops are checked in execution order; the first failing one is where a port diverges.
 
+Reading is bounded: a ``.npy`` header (shape and dtype) is read and checked before its data, so a
+tensor larger than ``MAX_TENSOR_BYTES``, larger than the bytes its file holds (a header claiming
+10^10 elements), or larger than what is left of a read's ``max_bytes`` budget (a zip bomb of many
+members) is refused before any memory is allocated for it; member paths named in ``index.json`` must
+stay inside the bundle. Written files and directories get the permissions the umask gives.
+
 The onnxruntime path (optional: needs ``onnx`` and ``onnxruntime``): ``run_onnx`` feeds the
 bundle's input to an ONNX graph, exposes the intermediate values a mapping names (or that
 ``suggest_onnx_mapping`` finds by module path) as extra graph outputs, and returns them under the
@@ -32,6 +38,7 @@ bundle's names, ready for ``compare``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -41,21 +48,27 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import __version__
+from ._files import publish_mode
 from .trace import trace
 
 __all__ = ["BundleError", "Entry", "Bundle", "record", "write", "load", "random_input",
-           "read_tensors", "read_mapping", "compare", "Report", "format_report", "DEFAULT_TOL",
+           "read_tensors", "read_npy", "read_mapping", "compare", "check_tolerance", "Report", "format_report", "DEFAULT_TOL",
            "expose_onnx_values", "suggest_onnx_mapping", "run_onnx", "FORMAT", "VERSION"]
 
 FORMAT = "lmref-golden-bundle"
 VERSION = 1
 DTYPES = ("float64", "float32")
 _SUFFIX = {"float64": "f64", "float32": "f32"}
+MAX_TENSOR_BYTES = 1 << 30      # one tensor of a bundle or a port: 1 GiB (a 256x256 student's largest is 8 MiB)
+MAX_READ_BYTES = 4 << 30        # all tensors of one read_tensors call, unless max_bytes says otherwise
+MAX_JSON_BYTES = 64 << 20       # index.json, manifest.json, a mapping file
+_MEMBER = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")   # a member path: relative, plain names
 
 # Default tolerances by the dtype the port computed in (scale-relative, see the module doc).
 # float32: measured on the MobileViT-v2 student (docs/golden-bundle.md): lmref's own float32 run and
@@ -144,11 +157,7 @@ class Bundle:
         if key not in self._arrays:
             if self._reader is None:
                 raise BundleError(f"bundle: no {dtype} array for {e.name!r}")
-            a = self._reader(e.files[dtype])
-            if list(a.shape) != list(e.shape) or a.dtype != np.dtype(dtype):
-                raise BundleError(f"{self.path}: {e.files[dtype]} holds {a.dtype} {list(a.shape)}, "
-                                  f"index.json says {dtype} {e.shape}")
-            self._arrays[key] = a
+            self._arrays[key] = self._reader(e.files[dtype], (e.shape, dtype))   # shape checked before reading
         return self._arrays[key]
 
     @property
@@ -223,6 +232,18 @@ def _run(model, x):
     return rows, _output_dict(out)
 
 
+def _first_non_finite(run, dtype):
+    """Raise BundleError naming the first traced op (execution order) whose output holds NaN or inf:
+    a golden reference of non-finite values would hide an overflow instead of showing where it is."""
+    rows, outputs = run
+    named = [(r[0], r[1], r[6]) for r in rows] + [(k, None, a) for k, a in outputs.items()]
+    for name, opname, a in named:
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise BundleError(f"the {dtype} run gives NaN or inf first at {name}"
+                              f"{' (' + opname + ')' if opname else ''}: this input overflows the model "
+                              f"in {dtype}; no bundle written")
+
+
 def _safe_id(key):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
 
@@ -248,10 +269,16 @@ def record(model, x, source=None, weights_path=None):
     x64 = x.astype(np.float64)
     if not np.all(np.isfinite(x64)):
         raise BundleError("input: contains NaN or inf")
+    big = float(np.max(np.abs(x64))) if x64.size else 0.0
+    if big > float(np.finfo(np.float32).max):
+        raise BundleError(f"input: values up to {big:.3g} do not fit float32 (max "
+                          f"{np.finfo(np.float32).max:.3g}); the bundle's float32 run needs them")
     runs = {}
     for dt in DTYPES:
         m = weights.Model(params, wmanifest, dtype=np.dtype(dt))
-        runs[dt] = _run(m, x64.astype(dt))
+        with np.errstate(all="ignore"):               # an overflow is reported by _first_non_finite
+            runs[dt] = _run(m, x64.astype(dt))
+        _first_non_finite(runs[dt], dt)
     (rows64, out64), (rows32, out32) = runs["float64"], runs["float32"]
     names64 = [r[0] for r in rows64]
     if names64 != [r[0] for r in rows32] or list(out64) != list(out32):
@@ -366,6 +393,7 @@ def write(bundle, path):
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
                 for member, data in _members(bundle):
                     z.writestr(member, data)
+            publish_mode(tmp)                               # mkstemp made it 0600
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -379,6 +407,7 @@ def write(bundle, path):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with open(target, "wb") as f:
                     f.write(data)
+            publish_mode(tmp)                               # mkdtemp made it 0700
             os.rename(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -387,43 +416,142 @@ def write(bundle, path):
     return path
 
 
-def _read_npy(data, where):
+class _Budget:
+    """Bytes a read may still allocate for tensors (``max_bytes``), shared by its members."""
+
+    def __init__(self, max_bytes):
+        self.left = MAX_READ_BYTES if max_bytes is None else int(max_bytes)
+
+    def take(self, nbytes, where):
+        if nbytes > self.left:
+            raise BundleError(f"{where}: {nbytes:,} more bytes would exceed this read's limit (max_bytes "
+                              f"{self.left:,} left); a zip bomb, or pass a larger max_bytes")
+        self.left -= nbytes
+
+
+def _npy_header(f, size, where):
+    """Read a .npy header from the file object f (``size`` bytes in all) -> (shape, fortran, dtype,
+    nbytes), checked: a numeric dtype, and a data part the file really holds. Nothing of the data is
+    read, so a header claiming 10^10 elements costs nothing. The file's content is never echoed."""
+    fmt = np.lib.format
     try:
-        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise BundleError(f"{where}: not a readable .npy array ({e})") from None
+        version = fmt.read_magic(f)
+        reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"format version {version}")
+        shape, fortran, dtype = reader(f)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        msg = str(e) if "version" in str(e) else "no valid .npy header"
+        raise BundleError(f"{where}: not a .npy array ({msg})") from None
+    if dtype.kind not in "fiub" or dtype.hasobject or dtype.fields is not None:
+        raise BundleError(f"{where}: dtype {dtype} is not a plain numeric dtype")
+    nbytes = int(np.prod(shape, dtype=object) or 0) * dtype.itemsize if shape else dtype.itemsize
+    if nbytes > size - f.tell():
+        raise BundleError(f"{where}: the header says {dtype} {list(shape)} ({nbytes:,} bytes) but the file "
+                          f"holds {max(size - f.tell(), 0):,} bytes of data: truncated or forged")
+    if nbytes > MAX_TENSOR_BYTES:
+        raise BundleError(f"{where}: {dtype} {list(shape)} is {nbytes:,} bytes, more than the "
+                          f"{MAX_TENSOR_BYTES:,} a tensor may have (MAX_TENSOR_BYTES)")
+    return tuple(shape), fortran, dtype, nbytes
 
 
-def _opener(path):
-    """member path -> bytes, for a bundle directory or zip."""
-    if os.path.isdir(path):
-        def read(member):
-            target = os.path.join(path, *member.split("/"))
+def _read_npy(f, size, where, budget=None, expect=None):
+    """One array from the .npy in file object f of ``size`` bytes. expect: (shape, dtype) the array
+    must have (checked from the header, before reading the data); budget: a _Budget to charge."""
+    shape, fortran, dtype, nbytes = _npy_header(f, size, where)
+    if expect is not None and (list(shape) != list(expect[0]) or dtype != np.dtype(expect[1])):
+        raise BundleError(f"{where}: holds {dtype} {list(shape)}, index.json says {expect[1]} {list(expect[0])}")
+    if budget is not None:
+        budget.take(nbytes, where)
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise BundleError(f"{where}: truncated: {len(data):,} of {nbytes:,} data bytes")
+    a = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return a.astype(dtype.newbyteorder("="), copy=True)                  # own, writable, native order
+
+
+def read_npy(path, max_bytes=MAX_TENSOR_BYTES):
+    """One .npy file -> ndarray, its header checked before the data is read (a numeric dtype, data
+    the file really holds, at most ``max_bytes``); never unpickles, never echoes the file's bytes."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return _read_npy(f, os.fstat(f.fileno()).st_size, path, _Budget(max_bytes))
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory, not a .npy file") from None
+
+
+def _plain_member(member):
+    return isinstance(member, str) and bool(_MEMBER.fullmatch(member)) and ".." not in member.split("/")
+
+
+def _member_path(root, member, strict=True):
+    """The file of a directory's member, which must stay inside the directory: (strict, for paths
+    read from index.json) a relative path of plain names, no '..', no absolute path; and, symlinks
+    resolved, a file under root."""
+    if strict and not _plain_member(member):
+        raise BundleError(f"{root}: member path {str(member)[:100]!r} is not a plain relative path inside the bundle")
+    target = os.path.join(root, *member.split("/"))
+    real, base = os.path.realpath(target), os.path.realpath(root)
+    if os.path.commonpath([real, base]) != base:
+        raise BundleError(f"{root}: member {member!r} leads outside the bundle (a symlink to {real!r})")
+    return target
+
+
+class _Opener:
+    """Members of a bundle directory or zip: ``bytes(member, limit)`` for the JSON files,
+    ``array(member, expect)`` for a .npy member, both with their sizes checked before reading.
+    strict: member names come from an index and must be plain relative paths (``_member_path``)."""
+
+    def __init__(self, path, strict=True):
+        self.path, self.strict = path, strict
+        self.zip = None
+        if not os.path.isdir(path):
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError):
+                raise BundleError(f"{path}: not a bundle directory or .npz (zip) file") from None
+
+    @contextlib.contextmanager
+    def open(self, member):
+        """-> (file object, size in bytes) of a member."""
+        if self.zip is None:
+            target = _member_path(self.path, member, self.strict)
             try:
                 with open(target, "rb") as f:
-                    return f.read()
-            except FileNotFoundError:
-                raise BundleError(f"{path}: missing {member}") from None
-        return read
-    try:
-        z = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise BundleError(f"{path}: not a bundle directory or .npz (zip) file") from None
-
-    def read(member):
+                    yield f, os.fstat(f.fileno()).st_size
+            except (FileNotFoundError, IsADirectoryError):
+                raise BundleError(f"{self.path}: missing {member}") from None
+            return
+        if self.strict and not _plain_member(member):
+            raise BundleError(f"{self.path}: member path {str(member)[:100]!r} is not a plain relative path")
         try:
-            return z.read(member)
+            info = self.zip.getinfo(member)
         except KeyError:
-            raise BundleError(f"{path}: missing member {member}") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise BundleError(f"{path}: member {member} is corrupted ({e})") from None
-    return read
+            raise BundleError(f"{self.path}: missing member {member}") from None
+        try:
+            with self.zip.open(info) as f:
+                yield f, info.file_size
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as e:
+            raise BundleError(f"{self.path}: member {member} is corrupted ({e})") from None
+
+    def bytes(self, member, limit=MAX_JSON_BYTES):
+        with self.open(member) as (f, size):
+            if size > limit:
+                raise BundleError(f"{self.path}: {member} is {size:,} bytes (limit {limit:,})")
+            return f.read(size)
+
+    def array(self, member, expect=None, budget=None):
+        with self.open(member) as (f, size):
+            return _read_npy(f, size, f"{self.path}:{member}", budget, expect)
 
 
-def _json_member(read, member, path):
+def _json_member(opener, member, path):
     try:
-        return json.loads(read(member).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+        return json.loads(opener.bytes(member).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BundleError(f"{path}: {member} is not valid JSON ({e})") from None
 
 
@@ -432,9 +560,9 @@ def load(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BundleError(f"{path}: no such file or directory")
-    read = _opener(path)
-    index = _json_member(read, "index.json", path)
-    manifest = _json_member(read, "manifest.json", path)
+    opener = _Opener(path)
+    index = _json_member(opener, "index.json", path)
+    manifest = _json_member(opener, "manifest.json", path)
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise BundleError(f"{path}: index.json is not a {FORMAT} index")
     if index.get("version") != VERSION:
@@ -444,53 +572,75 @@ def load(path):
     for i, d in enumerate(index.get("entries", [])):
         if not isinstance(d, dict) or not {"id", "name", "kind", "shape", "files"} <= set(d) or set(d) - fields:
             raise BundleError(f"{path}: index.json entry {i} is malformed: {str(d)[:200]}")
+        files = d["files"]
+        if (not isinstance(files, dict) or set(files) != set(DTYPES)
+                or not all(_plain_member(m) for m in files.values())):
+            raise BundleError(f"{path}: index.json entry {i} ({str(d.get('name'))[:80]!r}): files must map "
+                              f"{' and '.join(DTYPES)} to plain relative member paths inside the bundle, "
+                              f"got {str(files)[:200]}")
+        if not isinstance(d["shape"], list) or not all(isinstance(n, int) and n >= 0 for n in d["shape"]):
+            raise BundleError(f"{path}: index.json entry {i}: shape must be a list of non-negative ints")
         entries.append(Entry(**d))
-    return Bundle(manifest, entries, reader=lambda member: _read_npy(read(member), f"{path}:{member}"),
-                  path=path)
+    return Bundle(manifest, entries, reader=opener.array, path=path)
 
 
 # ---------------------------------------------------------------------------------------------
 # another runtime's tensors
 # ---------------------------------------------------------------------------------------------
 
-def read_tensors(path):
+def read_tensors(path, max_bytes=None):
     """A port's tensors -> {name: ndarray}. ``path`` is
     * a bundle (directory with index.json, or .npz with index.json): its float32 tensors by name
       (use ``load`` and ``Bundle.array`` for the float64 ones);
     * an .npz of named arrays (``np.savez(path, **{name: array})``; names may contain ':' and '/');
     * a directory of .npy files: the name of each is its path relative to the directory without
-      ``.npy`` (so ``op0012.npy`` matches the bundle entry with id op0012)."""
+      ``.npy`` (so ``op0012.npy`` matches the bundle entry with id op0012); files that are symlinks
+      to outside the directory are refused.
+    max_bytes: the most all tensors together may take (default MAX_READ_BYTES); every header is
+    checked against it before any tensor is read (``lmref compare`` passes about the bundle's size)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BundleError(f"{path}: no such file or directory")
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "index.json")):
-            b = load(path)
-            return {e.name: b.array(e.id, "float32") for e in b.entries}
+    budget = _Budget(max_bytes)
+    if os.path.exists(os.path.join(path, "index.json")) or _zip_has(path, "index.json"):
+        b = load(path)
         out = {}
+        for e in b.entries:
+            budget.take(4 * int(np.prod(e.shape, dtype=object)), f"{path}: {e.name}")
+            out[e.name] = b.array(e.id, "float32")
+        return out
+    opener = _Opener(path, strict=False)
+    if opener.zip is None:
+        members = []
         for root, _, files in os.walk(path):
             for fn in sorted(files):
                 if fn.endswith(".npy"):
-                    full = os.path.join(root, fn)
-                    name = os.path.relpath(full, path)[:-4].replace(os.sep, "/")
-                    with open(full, "rb") as f:
-                        out[name] = _read_npy(f.read(), full)
-        if not out:
+                    members.append(os.path.relpath(os.path.join(root, fn), path).replace(os.sep, "/"))
+        if not members:
             raise BundleError(f"{path}: no .npy files in the directory")
-        return out
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except zipfile.BadZipFile:
-        raise BundleError(f"{path}: not an .npz file or a directory of .npy files") from None
-    if "index.json" in names:
-        b = load(path)
-        return {e.name: b.array(e.id, "float32") for e in b.entries}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
-        raise BundleError(f"{path}: cannot read the arrays ({e})") from None
+        names = {m: m[:-4] for m in members}
+    else:
+        names = {m: m[:-4] for m in opener.zip.namelist() if m.endswith(".npy")}   # np.savez's layout
+        if not names:
+            raise BundleError(f"{path}: no .npy members in the .npz file")
+    _charge_headers(opener, names, budget, path)
+    return {name: opener.array(member) for member, name in names.items()}
+
+
+def _zip_has(path, member):
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return member in z.namelist()
+
+
+def _charge_headers(opener, names, budget, path):
+    """Read every member's header first and charge its size, so that a file whose tensors together
+    exceed the budget is refused before any of them is read."""
+    total = _Budget(budget.left)
+    for member in names:
+        with opener.open(member) as (f, size):
+            total.take(_npy_header(f, size, f"{path}:{member}")[3], f"{path}:{member}")
 
 
 def read_mapping(path):
@@ -498,11 +648,16 @@ def read_mapping(path):
     "transpose": [axes]}} (the port's tensor is transposed by ``axes`` to the bundle's layout, e.g.
     [0, 3, 1, 2] for an NHWC port). -> {bundle name: (other name, axes or None)}"""
     try:
-        with open(os.fspath(path), encoding="utf-8") as f:
-            raw = json.load(f)
+        with open(os.fspath(path), "rb") as f:
+            text = f.read(MAX_JSON_BYTES + 1)
+        if len(text) > MAX_JSON_BYTES:
+            raise BundleError(f"{path}: a mapping file of more than {MAX_JSON_BYTES:,} bytes")
+        raw = json.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path}: no such mapping file") from None
-    except (UnicodeDecodeError, ValueError) as e:
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory, not a mapping file") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BundleError(f"{path}: not a JSON mapping file ({e})") from None
     return _parse_mapping(raw, path)
 
@@ -581,6 +736,18 @@ def _match_shape(val, shape):
     return None
 
 
+def check_tolerance(value, name):
+    """A tolerance as a float: finite and >= 0 (inf would pass any port, NaN none, a negative one
+    none either), else BundleError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise BundleError(f"{name}: expected a number, got {value!r}") from None
+    if not (np.isfinite(v) and v >= 0):
+        raise BundleError(f"{name}: must be a finite number >= 0, got {value!r}")
+    return v
+
+
 def compare(bundle, other, mapping=None, reference="float64", rtol=None, atol=None, only=None):
     """Compare a port's tensors with the bundle, entry by entry in execution order.
 
@@ -604,8 +771,8 @@ def compare(bundle, other, mapping=None, reference="float64", rtol=None, atol=No
     dts = {np.asarray(a).dtype for a in other.values() if np.asarray(a).dtype.kind == "f"}
     port = "float64" if dts == {np.dtype(np.float64)} else ("float16" if dts == {np.dtype(np.float16)} else "float32")
     tol = DEFAULT_TOL[port]
-    rtol = tol["rtol"] if rtol is None else float(rtol)
-    atol = tol["atol"] if atol is None else float(atol)
+    rtol = tol["rtol"] if rtol is None else check_tolerance(rtol, "rtol")
+    atol = tol["atol"] if atol is None else check_tolerance(atol, "atol")
     rows = []
     for e in bundle.entries:
         if only is not None and e.kind not in only:

@@ -2,9 +2,12 @@
 
 Every subcommand has ``--help`` with examples. Errors print one line, ``lmref: error: <what>``, to
 stderr and exit with status 2 (bad input or usage) or 1 (the command ran and found a failure:
-``compare`` out of tolerance, ``detect --keep-going`` with images that failed). Output files are
-written to a staging directory or temporary name first, so a failed command leaves nothing
-half-written behind.
+``compare`` out of tolerance, ``detect --keep-going`` with images that failed). Every error class
+is caught (``MemoryError`` and ``cv2.error`` included; ``LMREF_DEBUG=1`` shows the traceback of an
+unexpected one), and a closed stdout (``lmref info student | head -1``) ends the command quietly.
+
+Output files are written to a staging directory or temporary name first and moved into place all
+or none, with the permissions the umask gives; an output never replaces an input file.
 """
 from __future__ import annotations
 
@@ -18,10 +21,14 @@ import tempfile
 
 import numpy as np
 
+from ._files import atomic_write, publish_mode
+
 __all__ = ["main", "build_parser", "CLIError"]
 
 EXIT_FAIL = 1       # ran, and the result is a failure (compare out of tolerance, ...)
 EXIT_USAGE = 2      # bad input: missing file, not an image, no face, wrong model ...
+EXIT_PIPE = 141     # stdout closed by its reader: 128 + SIGPIPE, what a shell reports for cat or grep
+MAX_TRACE_BATCH = 16    # a bundle keeps every op output twice (float64, float32): the student at 96 px is 40 MB a face
 
 
 class CLIError(Exception):
@@ -47,12 +54,30 @@ class _Parser(argparse.ArgumentParser):
 # staging: outputs appear in --out only when everything was written
 # ---------------------------------------------------------------------------------------------
 
-class _Staging:
-    """A temporary directory inside ``out``; ``commit()`` moves its files into ``out``; leaving the
-    block without commit (an error) removes it, and ``out`` too if this run created it."""
+def _refuse_input(target, protect):
+    """CLIError if writing ``target`` would replace one of the input files in ``protect`` (or an
+    existing file inside an input directory there): an output never overwrites what it was made from."""
+    if not os.path.lexists(target):
+        return
+    for p in protect:
+        if not p or not os.path.exists(p):
+            continue
+        if os.path.isdir(p):
+            inside = os.path.commonpath([os.path.realpath(target), os.path.realpath(p)]) == os.path.realpath(p)
+        else:
+            inside = os.path.samefile(target, p)
+        if inside:
+            raise CLIError(f"{target}: writing it would replace the input {p}; choose another --out")
 
-    def __init__(self, out):
+
+class _Staging:
+    """A temporary directory inside ``out``; ``commit()`` moves its files into ``out``, all or none;
+    leaving the block without commit (an error) removes it, and ``out`` too if this run created it.
+    protect: input files and directories that no output may replace (``_refuse_input``)."""
+
+    def __init__(self, out, protect=()):
         self.out = os.path.abspath(out)
+        self.protect = list(protect)
         self.created = False
 
     def __enter__(self):
@@ -69,17 +94,40 @@ class _Staging:
         return self
 
     def path(self, name):
+        _refuse_input(os.path.join(self.out, name), self.protect)
         self.files.append(name)
         return os.path.join(self.tmp, name)
 
     def commit(self):
-        written = []
-        for name in self.files:
-            src = os.path.join(self.tmp, name)
-            if os.path.exists(src):
-                os.replace(src, os.path.join(self.out, name))
-                written.append(os.path.join(self.out, name))
-        return written
+        """Move the staged files into ``out`` -> their paths. All or none: every target is checked
+        first (a directory, or an input, under an output's name is refused); files already there
+        are moved aside into the staging directory, and if a rename fails part-way the new files
+        are removed and the old ones put back. Modes follow the umask (mkstemp/mkdtemp made them
+        private)."""
+        moves = [(os.path.join(self.tmp, n), os.path.join(self.out, n)) for n in self.files
+                 if os.path.exists(os.path.join(self.tmp, n))]
+        for _, dst in moves:
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                raise CLIError(f"{dst}: exists and is a directory; nothing was written")
+            _refuse_input(dst, self.protect)
+        aside = tempfile.mkdtemp(prefix="replaced-", dir=self.tmp)
+        done, kept = [], []
+        try:
+            for i, (src, dst) in enumerate(moves):
+                publish_mode(src)
+                if os.path.lexists(dst):
+                    os.replace(dst, os.path.join(aside, str(i)))
+                    kept.append((os.path.join(aside, str(i)), dst))
+                os.replace(src, dst)
+                done.append(dst)
+        except OSError as e:
+            for dst in done:
+                os.remove(dst)
+            for old, dst in kept:
+                os.replace(old, dst)
+            raise CLIError(f"--out {self.out}: moving the results into place failed ({e.strerror or e}); "
+                           "nothing was written and the files that were there are unchanged") from None
+        return done
 
     def __exit__(self, exc_type, exc, tb):
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -92,13 +140,19 @@ class _Staging:
 
 
 def _unique_stems(paths):
-    """Output stems for input paths: the file stem, with -2, -3 ... for repeated stems."""
-    seen, stems = {}, []
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0] or "image"
-        k = seen.get(stem, 0) + 1
-        seen[stem] = k
-        stems.append(stem if k == 1 else f"{stem}-{k}")
+    """Output stems for input paths: the file stem; a stem already taken gets -2, -3 ... skipping
+    the stems other inputs have themselves (foo.jpg foo.png foo-2.jpg -> foo, foo-3, foo-2).
+    Stems are compared case-insensitively, as macOS and Windows file systems compare names."""
+    natural = [os.path.splitext(os.path.basename(p))[0] or "image" for p in paths]
+    reserved = {s.casefold() for s in natural}
+    taken, stems = set(), []
+    for stem in natural:
+        name, k = stem, 1
+        while name.casefold() in taken or (k > 1 and name.casefold() in reserved):
+            k += 1
+            name = f"{stem}-{k}"
+        taken.add(name.casefold())
+        stems.append(name)
     return stems
 
 
@@ -111,6 +165,39 @@ def _dumps(obj):
 def _write_json(path, obj):
     with open(path, "w", encoding="utf-8") as f:
         f.write(_dumps(obj) + "\n")
+
+
+def _int_in(lo, hi=None):
+    """argparse type: an int in [lo, hi] (hi None: no upper bound)."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            want = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"expected an integer {want}, got {v}")
+        return v
+    return parse
+
+
+def _tolerance(text):
+    """argparse type: a finite number >= 0 (``lmref.bundle.check_tolerance``)."""
+    from .bundle import BundleError, check_tolerance
+    try:
+        return check_tolerance(text, "tolerance")
+    except BundleError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +268,11 @@ def cmd_detect(args):
     if args.detector == "none" and boxes is None:
         raise CLIError("--detector none needs --box or --boxes")
     stems = _unique_stems(images)
+    protect = [*images, args.boxes, lm.model_path]
+    suffixes = (".json", ".png") + ((".maps.png",) if args.show_heatmaps else ())
+    for stem in stems:                               # before anything runs: no output replaces an input
+        for suffix in suffixes:
+            _refuse_input(os.path.join(args.out, stem + suffix), protect)
 
     # read every image and find its boxes first: bad input is reported before anything runs
     loaded, errors = [], []
@@ -201,7 +293,7 @@ def cmd_detect(args):
                              keep_maps=args.show_heatmaps)
     info = _model_info(lm.model_path, lm.model)
     out_dir = args.out
-    with _Staging(out_dir) as st:
+    with _Staging(out_dir, protect) as st:
         figures = []
         for (path, stem, img, b), faces in zip(loaded, results):
             H, W = img.shape[:2]
@@ -341,16 +433,15 @@ def cmd_trace(args):
         source = {"image": os.path.abspath(args.input), "box": faces[0].box.tolist(),
                   "matrix": faces[0].matrix.tolist()}
     elif args.input_array is not None:
-        try:
-            x = np.load(args.input_array, allow_pickle=False)
-        except FileNotFoundError:
-            raise CLIError(f"--input-array {args.input_array}: no such file") from None
-        except (ValueError, OSError) as e:
-            raise CLIError(f"--input-array {args.input_array}: not a .npy array ({e})") from None
+        x = bundle.read_npy(args.input_array)        # header checked before the data is read
         spec = model.manifest["input"]
         want = [spec["channels"], *spec["size"]]
         if x.ndim != 4 or list(x.shape[1:]) != want:
             raise CLIError(f"--input-array: expected [B, {', '.join(map(str, want))}], got {list(x.shape)}")
+        if not 1 <= x.shape[0] <= MAX_TRACE_BATCH:
+            raise CLIError(f"--input-array: a batch of {x.shape[0]}; a bundle holds 1 to {MAX_TRACE_BATCH}")
+        if x.dtype.kind not in "fiu":
+            raise CLIError(f"--input-array: dtype {x.dtype}; expected real numbers")
         source = {"array": os.path.abspath(args.input_array)}
     else:
         seed = 0 if args.random is None else args.random
@@ -385,6 +476,8 @@ Pass: max|port - ref| <= atol + rtol * max|ref| for every compared tensor. Exit 
 
 def cmd_compare(args):
     from . import bundle
+    if args.json:                                    # the report never replaces what it compares
+        _refuse_input(args.json, [args.bundle, args.other, args.map])
     b = bundle.load(args.bundle)
     mapping = bundle.read_mapping(args.map) if args.map else None
     if args.other.endswith(".onnx"):
@@ -396,8 +489,9 @@ def cmd_compare(args):
         other, used, facts, info = litert.run_litert(args.other, b, mapping, auto_map=not args.no_auto_map)
         mapping = None
         print(litert.describe(facts, used, info, b))
-    else:
-        other = bundle.read_tensors(args.other)
+    else:   # a port's tensors can need at most the bundle's float64 size; leave it twice that
+        budget = 2 * sum(8 * int(np.prod(e.shape, dtype=np.int64)) for e in b.entries) + (64 << 20)
+        other = bundle.read_tensors(args.other, max_bytes=budget)
     report = bundle.compare(b, other, mapping, reference=args.reference, rtol=args.rtol, atol=args.atol)
     print(bundle.format_report(report, verbose=args.verbose))
     if args.json:
@@ -408,15 +502,7 @@ def cmd_compare(args):
 
 
 def _write_json_atomic(path, obj):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".lmref-", suffix=".json", dir=d)
-    os.close(fd)
-    try:
-        _write_json(tmp, obj)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    atomic_write(path, (_dumps(obj) + "\n").encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,7 +644,8 @@ def cmd_eval(args):
                    dtype=np.float64 if args.dtype == "float64" else np.float32, batch_size=args.batch_size)
     print(eval_summary(res))
     if args.out:
-        with _Staging(args.out) as st:
+        model_file = res["model"] if isinstance(res["model"], str) else None
+        with _Staging(args.out, protect=[args.data if os.path.isdir(args.data) else None, model_file]) as st:
             _write_json(st.path("metrics.json"), {k: v for k, v in res.items() if not k.startswith("_")})
             with open(st.path("nme.csv"), "w", encoding="utf-8") as f:
                 f.write("image,nme\n")
@@ -606,14 +693,14 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     d.add_argument("--boxes", metavar="FILE.json", help="boxes per image: {image: [[x0, y0, x1, y1], ...]}")
     d.add_argument("--detector", choices=("haar", "none"), default="haar",
                    help="face detector when no boxes are given (default: OpenCV's Haar cascade)")
-    d.add_argument("--max-faces", type=int, default=0, metavar="N", help="keep the N largest faces (0: all)")
+    d.add_argument("--max-faces", type=_int_in(0), default=0, metavar="N", help="keep the N largest faces (0: all)")
     d.add_argument("--show-heatmaps", action="store_true",
                    help="also write <stem>.maps.png: heatmaps, point maps and edge maps of one face")
-    d.add_argument("--face", type=int, default=0, metavar="K", help="the face --show-heatmaps draws (default 0)")
+    d.add_argument("--face", type=_int_in(0), default=0, metavar="K", help="the face --show-heatmaps draws (default 0)")
     d.add_argument("--keep-going", action="store_true",
                    help="write results for the images that work and report the others (exit status 1)")
     d.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    d.add_argument("--batch-size", type=int, default=8, metavar="B", help="faces per model call (default 8)")
+    d.add_argument("--batch-size", type=_int_in(1), default=8, metavar="B", help="faces per model call (default 8)")
     d.set_defaults(func=cmd_detect)
 
     m = sub.add_parser("models", help="list the shipped models", formatter_class=_formatter,
@@ -624,7 +711,7 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     i = sub.add_parser("info", help="architecture, manifest, params and MACs per layer",
                        formatter_class=_formatter, description="Describe a weights file.", epilog=INFO_EXAMPLES)
     i.add_argument("file", metavar="FILE", help="a weights file or a shipped model name")
-    i.add_argument("--depth", type=int, default=None, metavar="N",
+    i.add_argument("--depth", type=_int_in(1), default=None, metavar="N",
                    help="group layers by the first N parts of their names (default: every scope)")
     i.set_defaults(func=cmd_info)
 
@@ -637,7 +724,8 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     src.add_argument("--random", type=int, metavar="SEED", help="random pixels from SEED (the default, seed 0)")
     src.add_argument("--input-array", metavar="X.npy", help="a normalised model input [B, C, H, W]")
     t.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="face box for --input")
-    t.add_argument("--batch", type=int, default=1, metavar="B", help="batch size of a --random input (default 1)")
+    t.add_argument("--batch", type=_int_in(1, MAX_TRACE_BATCH), default=1, metavar="B",
+                   help=f"batch size of a --random input, 1 to {MAX_TRACE_BATCH} (default 1)")
     t.add_argument("--out", required=True, metavar="BUNDLE", help="output: a directory, or a file ending in .npz")
     t.set_defaults(func=cmd_trace)
 
@@ -648,8 +736,8 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     c.add_argument("bundle", metavar="BUNDLE", help="a bundle written by 'lmref trace'")
     c.add_argument("other", metavar="OTHER", help=".onnx or .tflite model, .npz, directory of .npy, or another bundle")
     c.add_argument("--map", metavar="FILE.json", help="mapping {bundle name: other name}")
-    c.add_argument("--rtol", type=float, help="relative tolerance, scaled by max|ref| (default 1e-4 for float32 ports)")
-    c.add_argument("--atol", type=float, help="absolute tolerance (default 1e-6 for float32 ports)")
+    c.add_argument("--rtol", type=_tolerance, help="relative tolerance, scaled by max|ref| (default 1e-4 for float32 ports)")
+    c.add_argument("--atol", type=_tolerance, help="absolute tolerance (default 1e-6 for float32 ports)")
     c.add_argument("--reference", choices=("float64", "float32"), default="float64",
                    help="the bundle's run to compare against (default float64)")
     c.add_argument("--no-auto-map", action="store_true", help="ONNX: compare graph outputs and --map pairs only")
@@ -664,15 +752,15 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     e.add_argument("--data", required=True, metavar="DIR|synthetic",
                    help="a 300W-style directory (images + .pts), a WFLW directory, or 'synthetic'")
     e.add_argument("--split", default="test", help="WFLW annotation split or synthetic split (default test)")
-    e.add_argument("--n", type=int, default=100, help="synthetic: number of faces (default 100)")
+    e.add_argument("--n", type=_int_in(1), default=100, help="synthetic: number of faces (default 100)")
     e.add_argument("--seed", type=int, default=None, help="synthetic: seed (default: the test split's)")
-    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N faces (0: all)")
+    e.add_argument("--limit", type=_int_in(0), default=0, help="evaluate only the first N faces (0: all)")
     e.add_argument("--boxes", choices=("gt", "detector"), default="gt", help="face boxes (default gt)")
-    e.add_argument("--thr", type=float, default=0.1, help="failure threshold for FR and AUC (default 0.1)")
+    e.add_argument("--thr", type=_positive_float, default=0.1, help="failure threshold for FR and AUC (default 0.1)")
     e.add_argument("--norm", default=None, help="NME normaliser (default: the layout's, inter-ocular)")
     e.add_argument("--out", metavar="DIR", help="write metrics.json, nme.csv and ced.png here")
     e.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    e.add_argument("--batch-size", type=int, default=8, metavar="B")
+    e.add_argument("--batch-size", type=_int_in(1), default=8, metavar="B")
     e.set_defaults(func=cmd_eval)
     return p
 
@@ -689,24 +777,63 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    try:
+        code = _run(args)
+        sys.stdout.flush()                          # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_stdout()
+
+
+def _error(message, code=EXIT_USAGE):
+    """Print ``lmref: error: <message>`` as one line (a multi-line message is joined) -> code."""
+    text = re.sub(r"\s*\n\s*", " ", str(message).strip())
+    try:
+        print(f"lmref: error: {text}", file=sys.stderr)
+    except (OSError, ValueError):                  # stderr closed too: nothing left to tell
+        pass
+    return code
+
+
+def _run(args):
+    """Run a subcommand; every exception becomes one error line and an exit status."""
     from .bundle import BundleError
     from .detect import DetectError
     from .weights import WeightsError
     try:
         return args.func(args)
+    except BrokenPipeError:
+        raise
     except CLIError as e:
-        print(f"lmref: error: {e}", file=sys.stderr)
-        return e.code
+        return _error(e, e.code)
     except (DetectError, WeightsError, BundleError) as e:
-        print(f"lmref: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(e)
+    except MemoryError:
+        return _error("out of memory: the input, the batch or the model is too large for this machine")
     except (ValueError, TypeError, KeyError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"lmref: error: {type(e).__name__}: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(f"{type(e).__name__}: {msg}")
     except KeyboardInterrupt:
         print("lmref: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:                          # cv2.error, and anything not foreseen
+        if os.environ.get("LMREF_DEBUG"):
+            raise
+        if type(e).__module__ == "cv2" and type(e).__name__ == "error":
+            return _error(f"OpenCV: {getattr(e, 'err', None) or e}")
+        return _error(f"unexpected {type(e).__name__}: {e} (please report it; LMREF_DEBUG=1 shows the traceback)")
+
+
+def _closed_stdout():
+    """stdout's reader went away (``lmref info student | head -1``): stop quietly, as cat and grep
+    do. stdout is pointed at /dev/null so the interpreter's final flush cannot complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":

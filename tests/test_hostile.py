@@ -3,6 +3,7 @@ and the closed pipe. Each builds the bad input the review used (from the shipped
 the shipped example photo ``EX``), runs the library or the ``lmref`` command on it, and checks the
 careful answer: one line ``lmref: error: ...`` with exit status 2, nothing half-written, no
 traceback, no log noise, and numbers that never hide an overflow."""
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zipfile
 import zlib
 
@@ -292,3 +294,244 @@ def test_F3_output_overflow_is_reported_not_warned(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert_one_line_error(code, err, "NaN or inf")
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs: F8 - F12
+# ---------------------------------------------------------------------------------------------
+
+BOX = ["--box", 150, 130, 330, 350]          # a face box on EX: no detector run needed
+
+
+def test_F8_a_commit_that_fails_part_way_leaves_nothing_and_restores_what_was_there(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o"
+    (out / "example.png").mkdir(parents=True)                  # the PNG's name is taken by a directory
+    code, _, err = run(["detect", "--example", *BOX, "--out", out], capsys)
+    assert_one_line_error(code, err, "is a directory")
+    assert sorted(os.listdir(out)) == ["example.png"]          # no example.json left behind
+    os.rmdir(out / "example.png")
+    (out / "example.json").write_text("old result\n")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):                             # the second file's rename fails
+        if os.fspath(dst) == os.fspath(out / "example.png"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    code, _, err = run(["detect", "--example", *BOX, "--out", out], capsys)
+    assert_one_line_error(code, err, "nothing was written")
+    assert sorted(os.listdir(out)) == ["example.json"]         # no staging directory, no new PNG
+    assert (out / "example.json").read_text() == "old result\n"
+
+
+def test_F9_an_output_never_replaces_an_input(tmp_path, capsys):
+    ph = tmp_path / "ph"
+    ph.mkdir()
+    shutil.copy(EX, ph / "example.png")                        # a JPEG named .png: still read by signature
+    before = (ph / "example.png").read_bytes()
+    code, _, err = run(["detect", ph / "example.png", *BOX, "--out", ph], capsys)
+    assert_one_line_error(code, err, "would replace the input")
+    assert (ph / "example.png").read_bytes() == before and sorted(os.listdir(ph)) == ["example.png"]
+    # the same file through another name (a symlink) is the same input
+    (tmp_path / "link.png").symlink_to(ph / "example.png")
+    code, _, err = run(["detect", tmp_path / "link.png", *BOX, "--out", ph], capsys)
+    assert code == 0                                           # link.png/.json do not replace example.png
+    (tmp_path / "o").mkdir()                                   # the --boxes file is an input too
+    (tmp_path / "o" / "example.json").write_text(json.dumps({"example.png": [[150, 130, 330, 350]]}))
+    code, _, err = run(["detect", ph / "example.png", "--boxes", tmp_path / "o" / "example.json",
+                        "--out", tmp_path / "o"], capsys)
+    assert_one_line_error(code, err, "would replace the input", "example.json")
+    # compare --json onto the bundle it reads
+    code, _, err = run(["trace", "stud5", "--out", tmp_path / "b.npz"], capsys)
+    size = (tmp_path / "b.npz").stat().st_size
+    code, _, err = run(["compare", tmp_path / "b.npz", tmp_path / "b.npz", "--json", tmp_path / "b.npz"], capsys)
+    assert_one_line_error(code, err, "would replace the input")
+    assert (tmp_path / "b.npz").stat().st_size == size
+
+
+def test_F10_every_image_gets_its_own_stem(tmp_path, capsys):
+    for name in ("foo.jpg", "foo.png", "foo-2.jpg", "FOO.jpeg"):
+        shutil.copy(EX, tmp_path / name)
+    names = ["foo.jpg", "foo.png", "foo-2.jpg", "FOO.jpeg"]
+    code, out, err = run(["detect", *[tmp_path / n for n in names], *BOX, "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    files = sorted(os.listdir(tmp_path / "o"))
+    assert files == sorted(f"{s}.{e}" for s in ("foo", "foo-3", "foo-2", "FOO-4") for e in ("json", "png"))
+    images = {s: json.loads((tmp_path / "o" / f"{s}.json").read_text())["image"]
+              for s in ("foo", "foo-3", "foo-2", "FOO-4")}
+    assert images == {s: str(tmp_path / n) for s, n in zip(("foo", "foo-3", "foo-2", "FOO-4"), names)}
+    assert cli._unique_stems(["a/x.png", "b/x.png", "x-2.png", "x-3.png"]) == ["x", "x-4", "x-2", "x-3"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["detect", "--example", "--max-faces", "-1"], ["--max-faces", ">= 0", "-1"]),
+    (["detect", "--example", "--batch-size", "0"], ["--batch-size", ">= 1"]),
+    (["detect", "--example", "--face", "-2"], ["--face", ">= 0"]),
+    (["eval", "--data", "synthetic", "--thr", "nan"], ["--thr", "> 0"]),
+])
+def test_F11_counts_are_validated(tmp_path, capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        cli.main([*argv, "--out", str(tmp_path / "o")])
+    assert_one_line_error(e.value.code, capsys.readouterr().err, *words)
+    assert not (tmp_path / "o").exists()
+
+
+def modes(root):
+    """{relative path: permission bits} of root and everything under it."""
+    out = {".": stat.S_IMODE(os.stat(root).st_mode)}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            out[os.path.relpath(p, root)] = stat.S_IMODE(os.stat(p).st_mode)
+    return out
+
+
+@pytest.mark.parametrize("mask", [0o027])          # not the usual 0o022: the modes must follow it
+def test_F12_file_modes_follow_the_umask(tmp_path, capsys, mask):
+    old = os.umask(mask)
+    try:
+        assert run(["detect", "--example", *BOX, "--out", tmp_path / "o"], capsys)[0] == 0
+        assert run(["trace", "stud5", "--out", tmp_path / "b.npz"], capsys)[0] == 0
+        assert run(["trace", "stud5", "--out", tmp_path / "bdir"], capsys)[0] == 0
+        run(["compare", tmp_path / "b.npz", tmp_path / "bdir", "--json", tmp_path / "r.json"], capsys)
+    finally:
+        os.umask(old)
+    f, d = 0o666 & ~mask, 0o777 & ~mask
+    assert modes(tmp_path / "o") == {".": d, "example.json": f, "example.png": f}
+    bdir = modes(tmp_path / "bdir")
+    assert bdir.pop(".") == d and bdir.pop("tensors") == d and set(bdir.values()) == {f}
+    assert stat.S_IMODE((tmp_path / "b.npz").stat().st_mode) == f
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == f
+
+
+# ---------------------------------------------------------------------------------------------
+# bundles and arrays: F13 - F18
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile_bundle")
+    assert cli.main(["trace", "stud5", "--random", "0", "--out", str(d / "b")]) == 0
+    return d / "b"
+
+
+@pytest.mark.parametrize("flag, value", [("--rtol", "inf"), ("--rtol", "-1"), ("--atol", "nan"), ("--atol", "1e999")])
+def test_F13_tolerances_are_finite_and_not_negative(bundle_dir, capsys, flag, value):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compare", str(bundle_dir), str(bundle_dir), flag, value])
+    assert_one_line_error(e.value.code, capsys.readouterr().err, flag, "finite number >= 0")
+    b = B.load(bundle_dir)
+    out = {n: b.array(n, "float32") + 0.5 for n in b.names("output")}    # a 0.5 px error
+    with pytest.raises(B.BundleError, match="finite number >= 0"):
+        B.compare(b, out, rtol=float("inf"))
+    assert not B.compare(b, out, rtol=1e-3).ok                              # a finite one sees the error
+
+
+def test_F14_bundle_member_paths_stay_inside_the_bundle(bundle_dir, tmp_path, capsys):
+    evil = tmp_path / "evil"
+    shutil.copytree(bundle_dir, evil)
+    index = json.loads((evil / "index.json").read_text())
+    index["entries"][1]["files"]["float32"] = "../../../../../etc/passwd"
+    (evil / "index.json").write_text(json.dumps(index))
+    for argv in (["compare", bundle_dir, evil], ["compare", evil, bundle_dir]):
+        code, out, err = run(argv, capsys)
+        assert_one_line_error(code, err, "member path", "inside the bundle")
+        assert "root:" not in out + err
+    # a member that is a symlink out of the bundle
+    shutil.rmtree(evil)
+    shutil.copytree(bundle_dir, evil)
+    victim = evil / "tensors" / "op0000.f32.npy"
+    victim.unlink()
+    victim.symlink_to("/etc/passwd")
+    code, out, err = run(["compare", bundle_dir, evil], capsys)
+    assert_one_line_error(code, err, "leads outside the bundle")
+    assert "root:" not in out + err
+
+
+def npy_header(shape, dtype="<f4"):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_F15_zip_bomb_npz_is_refused_from_its_headers(bundle_dir, tmp_path, capsys):
+    """Two members of 60 MB of zeros each, deflated to ~0.5 MB: more than compare allows for a port
+    of this bundle (twice its float64 size, 26 MB, + 64 MiB); refused with no big allocation."""
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for k in range(2):
+            with z.open(f"t{k}.npy", "w", force_zip64=True) as f:
+                f.write(npy_header((15_000_000,)))
+                for _ in range(15):
+                    f.write(bytes(4_000_000))
+    assert bomb.stat().st_size < 1_000_000
+    tracemalloc.start()
+    code, _, err = run(["compare", bundle_dir, bomb], capsys)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert_one_line_error(code, err, "exceed this read's limit")
+    assert peak < 30e6, peak                                   # the bundle's index, not 200 MB
+    with pytest.raises(B.BundleError, match="limit"):
+        B.read_tensors(bomb, max_bytes=100_000_000)
+    assert sorted(B.read_tensors(bomb, max_bytes=130_000_000)) == ["t0", "t1"]   # a real budget reads it
+
+
+def test_F16_npy_header_claiming_more_than_the_file_holds(tmp_path, capsys):
+    (tmp_path / "x.npy").write_bytes(npy_header((10**10,)))  # 40 GB claimed, no data
+    tracemalloc.start()
+    code, _, err = run(["trace", "student", "--input-array", tmp_path / "x.npy", "--out", tmp_path / "b"], capsys)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert_one_line_error(code, err, "10000000000", "truncated or forged")
+    assert peak < 50e6 and not (tmp_path / "b").exists()
+    (tmp_path / "port").mkdir()
+    os.replace(tmp_path / "x.npy", tmp_path / "port" / "x.npy")
+    with pytest.raises(B.BundleError, match="truncated or forged"):
+        B.read_tensors(tmp_path / "port")
+    (tmp_path / "port" / "x.npy").write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")   # never echoed
+    with pytest.raises(B.BundleError) as e:
+        B.read_tensors(tmp_path / "port")
+    assert "root:" not in str(e.value).replace(str(tmp_path), "")
+
+
+def test_F17_trace_batch_is_limited_and_memory_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["trace", "student", "--batch", "100000", "--out", str(tmp_path / "b")])
+    assert_one_line_error(e.value.code, capsys.readouterr().err, "--batch", f"between 1 and {cli.MAX_TRACE_BATCH}")
+    np.save(tmp_path / "x.npy", np.zeros((cli.MAX_TRACE_BATCH + 1, 3, 96, 96), np.float32))
+    code, _, err = run(["trace", "student", "--input-array", tmp_path / "x.npy", "--out", tmp_path / "b"], capsys)
+    assert_one_line_error(code, err, "batch of 17")
+    # whatever still runs out of memory, or fails inside OpenCV, or anywhere: one line, exit 2
+    for exc, words in ((MemoryError(), ["out of memory"]),
+                       (cv2.error("OpenCV(4.x) foo.cpp:1: error: (-215:Assertion failed) size.width>0\n"),
+                        ["OpenCV"]),
+                       (ZeroDivisionError("division by zero"), ["unexpected ZeroDivisionError"])):
+        def boom(*a, exc=exc, **k):
+            raise exc
+        monkeypatch.setattr(B, "record", boom)
+        code, _, err = run(["trace", "student", "--out", tmp_path / "b"], capsys)
+        assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "b").exists()
+
+
+def test_F18_an_input_that_overflows_the_model_writes_no_bundle(tmp_path, capsys):
+    for value, words in ((1e300, ["do not fit float32"]), (1e30, ["float32 run gives NaN or inf first at"])):
+        np.save(tmp_path / "x.npy", np.full((1, 3, 96, 96), value))
+        code, _, err = run(["trace", "student", "--input-array", tmp_path / "x.npy", "--out", tmp_path / "b"], capsys)
+        assert_one_line_error(code, err, *words)
+        assert not (tmp_path / "b").exists() and "RuntimeWarning" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# a closed pipe
+# ---------------------------------------------------------------------------------------------
+
+def test_closed_stdout_is_a_quiet_exit():
+    """``lmref info student | head -1``: the reader goes away. The read end is closed before lmref
+    writes, so the write fails every time (not only when the output outgrows the pipe buffer)."""
+    p = subprocess.Popen([sys.executable, "-m", "lmref.cli", "info", "student"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == cli.EXIT_PIPE and err == "", err
