@@ -283,6 +283,24 @@ def test_compare_command_on_a_tflite_file(tiny_student, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["ok"] is True
 
 
+def test_dump_from_another_process_pairs_as_in_process(tiny_student, tmp_path):
+    """The path of a runtime in another Python (tflite-runtime 2.11 on CPython <= 3.9): dump every
+    tensor to an .npz in a subprocess, pair and compare here -- the same pairs and values."""
+    d, _, b = tiny_student
+    np.save(tmp_path / "x.npy", b.array("input", "float32"))
+    r = subprocess.run([sys.executable, "-m", "lmref.ports.litert", "dump", str(d / "s.tflite"), str(tmp_path / "x.npy"),
+                        str(tmp_path / "dump.npz")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.startswith("ai_edge_litert"), r.stderr
+    values, outputs, info = litert.load_dump(tmp_path / "dump.npz")
+    port_a, pairs_a = litert.port_tensors(b, litert.read(d / "s.tflite"), values, outputs)
+    port_b, pairs_b, _, _ = litert.run_litert(d / "s.tflite", b)
+    assert pairs_a == pairs_b and set(port_a) == set(port_b)
+    for k in port_a:
+        np.testing.assert_array_equal(port_a[k], port_b[k])
+    with pytest.raises(BundleError, match="not a LiteRT tensor dump"):
+        litert.load_dump(d / "s.tflite")
+
+
 def test_mapping_by_hand_and_its_errors(tiny_student):
     d, _, b = tiny_student
     facts = litert.read(d / "s.tflite")
