@@ -1,11 +1,18 @@
-"""LiteRT (TFLite) ports: the static facts and the TFLite 2.11 gate (lmref.ports.litert, standard
-library only) on the committed tiny unfold/fold files; the reader against LiteRT's own schema code
-and on hostile bytes; conversion with litert-torch and the op-by-op comparison with a golden bundle
-(the [litert] extra, which ``dev`` includes); the shipped student in both forms (slow).
+"""LiteRT (TFLite) ports.
+
+Always run (no extra needed): the static facts and the TFLite 2.11 gate (lmref.ports.litert,
+standard library only) on the committed tiny unfold/fold files, the reader on hostile bytes, the
+error without a runtime.
+
+Slow, and they need the [litert] extra (``pip install -e ".[dev,litert]"`` in a fresh venv; CI does
+not install it, see README "LiteRT"): the reader against LiteRT's own schema code, conversion with
+litert-torch, a random student compared op by op in ai-edge-litert (and a broken one failing where
+it was broken), the shipped student in both forms. Without the extra they fail, saying so.
 
 The committed files ``tests/data/litert/patches_rank{5,6}.tflite`` (6 KB and 3 KB) are
 ``torch_impl.port.TinyPatches`` converted by ``python -m torch_impl.port tiny tests/data/litert``.
 """
+import importlib.util
 import json
 import subprocess
 import sys
@@ -23,6 +30,13 @@ from lmref.ports import litert
 DATA = Path(__file__).resolve().parent / "data" / "litert"
 RANK5, RANK6 = DATA / "patches_rank5.tflite", DATA / "patches_rank6.tflite"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _need_litert():
+    missing = [m for m in ("litert_torch", "ai_edge_litert") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.fail(f"needs the [litert] extra ({', '.join(missing)} not installed): "
+                    "pip install -e '.[dev,litert]' in a fresh venv", pytrace=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,12 +111,24 @@ def test_lmref_side_imports_no_torch_and_no_runtime():
     subprocess.run([sys.executable, "-c", code, str(RANK6)], check=True, cwd=REPO)
 
 
+def test_running_without_a_runtime_says_what_to_install(monkeypatch):
+    def no_module(name, *a, **k):
+        raise ImportError(f"No module named {name!r}")
+    monkeypatch.setattr(litert.importlib, "import_module", no_module)
+    with pytest.raises(BundleError, match=r"needs ai-edge-litert \(pip install ai-edge-litert"):
+        litert.invoke(RANK5, np.zeros((1, 2, 4, 4), np.float32))
+    with pytest.raises(BundleError, match="runtime: expected one of"):
+        litert._interpreter("onnxruntime")
+
+
 # ---------------------------------------------------------------------------------------------
 # the reader: against LiteRT's generated schema code, and on hostile bytes
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [RANK5, RANK6], ids=["rank5", "rank6"])
 def test_reader_agrees_with_litert_schema_code(path):
+    _need_litert()
     from ai_edge_litert import schema_py_generated as schema
     buf = path.read_bytes()
     m = schema.Model.GetRootAsModel(buf, 0)
@@ -161,10 +187,12 @@ def test_reader_on_corrupted_bytes(flips, tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------
-# conversion (litert-torch) and comparison (ai-edge-litert)
+# conversion (litert-torch) and comparison (ai-edge-litert): slow, need the [litert] extra
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fresh_tiny_conversion_has_the_committed_facts(tmp_path):
+    _need_litert()
     from torch_impl.port import facts_path, write_tiny
     fresh = write_tiny(tmp_path)
     for form in ("rank5", "rank6"):
@@ -174,7 +202,9 @@ def test_fresh_tiny_conversion_has_the_committed_facts(tmp_path):
             assert fresh[form][key] == committed[key], (form, key)
 
 
+@pytest.mark.slow
 def test_tiny_files_run_and_agree_with_torch():
+    _need_litert()
     import torch
 
     from torch_impl.port import TinyPatches
@@ -191,6 +221,7 @@ def test_tiny_files_run_and_agree_with_torch():
 def tiny_student(tmp_path_factory):
     """A random-weight student (64x64, rank-5 patches, randomised norms), its golden bundle and its
     LiteRT conversion."""
+    _need_litert()
     from tests._student import export_student
     from torch_impl.port import convert_litert
     d = tmp_path_factory.mktemp("litert_student")
@@ -205,6 +236,7 @@ def _manifest(path):
     return weights.load(path)[1]
 
 
+@pytest.mark.slow
 def test_converted_student_facts(tiny_student):
     d, facts, _ = tiny_student
     assert facts["max_tensor_rank"] == 5 and facts["fits_tflite_2.11"] and facts["source"]["patches"] == "rank5"
@@ -213,6 +245,7 @@ def test_converted_student_facts(tiny_student):
                                      "features"}
 
 
+@pytest.mark.slow
 def test_student_port_agrees_op_by_op(tiny_student):
     d, _, b = tiny_student
     port, pairs, facts, info = litert.run_litert(d / "s.tflite", b)
@@ -241,6 +274,7 @@ def _filter_span(path, facts, tensor_index):
     return start, n // 4
 
 
+@pytest.mark.slow
 def test_broken_port_fails_at_the_layer_that_was_changed(tiny_student, tmp_path):
     """One conv's weights x1.01 inside the .tflite: everything before passes, the first failure is
     that block's BatchNorm (folded into the conv), as for the ONNX port in tutorial 04."""
@@ -263,6 +297,7 @@ def test_broken_port_fails_at_the_layer_that_was_changed(tiny_student, tmp_path)
     assert ok_before and all(r["status"] == "ok" for r in ok_before)
 
 
+@pytest.mark.slow
 def test_swapped_xy_port_fails_at_the_outputs(tiny_student):
     """The onnx2tf failure mode: landmarks with x and y swapped (heatmaps right) fail by name."""
     d, _, b = tiny_student
@@ -272,6 +307,7 @@ def test_swapped_xy_port_fails_at_the_outputs(tiny_student):
     assert [r["name"] for r in report.failures] == ["landmarks"]
 
 
+@pytest.mark.slow
 def test_compare_command_on_a_tflite_file(tiny_student, tmp_path):
     d, _, b = tiny_student
     bundle.write(b, tmp_path / "s.bundle")
@@ -283,6 +319,7 @@ def test_compare_command_on_a_tflite_file(tiny_student, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["ok"] is True
 
 
+@pytest.mark.slow
 def test_dump_from_another_process_pairs_as_in_process(tiny_student, tmp_path):
     """The path of a runtime in another Python (tflite-runtime 2.11 on CPython <= 3.9): dump every
     tensor to an .npz in a subprocess, pair and compare here -- the same pairs and values."""
@@ -301,6 +338,7 @@ def test_dump_from_another_process_pairs_as_in_process(tiny_student, tmp_path):
         litert.load_dump(d / "s.tflite")
 
 
+@pytest.mark.slow
 def test_mapping_by_hand_and_its_errors(tiny_student):
     d, _, b = tiny_student
     facts = litert.read(d / "s.tflite")
@@ -322,6 +360,7 @@ def test_mapping_by_hand_and_its_errors(tiny_student):
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["rank5", "rank6"])
 def test_shipped_student_both_forms(form, tmp_path):
+    _need_litert()
     from lmref.detect import resolve_model
     from torch_impl.port import convert_litert
     facts = convert_litert("student", tmp_path / "s.tflite", patches=form)
