@@ -1,21 +1,44 @@
 """Shared test settings.
 
-Hypothesis profiles: ``ci`` (default; few examples so the suite stays fast on 2 cores) and ``slow``
+Hypothesis profiles: ``ci`` (default: few examples so the suite stays fast on 2 cores) and ``slow``
 (many examples), chosen with ``pytest --slow`` or ``HYPOTHESIS_PROFILE=slow``. Tests marked
 ``@pytest.mark.slow`` run only with ``--slow``.
+
+Every run draws new hypothesis examples, from one seed printed at the top of the run
+("hypothesis seed N"): a property test explores a little more of its space each time instead of
+re-running the same 12 examples. A failure replays with that seed:
+
+    LMREF_HYPOTHESIS_SEED=N python -m pytest tests/test_ops_conv.py
+
+(``pytest --hypothesis-seed=N`` works too; a failing example is also printed and kept in the local
+example database, which re-tries it first on the next run). ``LMREF_HYPOTHESIS_EXAMPLES=K`` sets the
+number of examples per property test; ``LMREF_HYPOTHESIS_DERANDOMIZE=1`` brings back fixed examples
+(each test's own, the same on every run). Why per-run seeds rather than more fixed examples:
+``benchmarks/results/property_exploration.md``.
 """
 import os
+import random
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+SEED_ENV = "LMREF_HYPOTHESIS_SEED"
+CI_EXAMPLES = 12
+
+
+def _env_int(name, default):
+    v = os.environ.get(name, "").strip()
+    return int(v) if v else default
+
+
 settings.register_profile(
-    "ci", max_examples=12, deadline=None, derandomize=True,
+    "ci", max_examples=_env_int("LMREF_HYPOTHESIS_EXAMPLES", CI_EXAMPLES), deadline=None, print_blob=True,
+    derandomize=os.environ.get("LMREF_HYPOTHESIS_DERANDOMIZE", "") not in ("", "0"),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "slow", max_examples=300, deadline=None,
+    "slow", max_examples=300, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -24,9 +47,32 @@ def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="run slow tests and many hypothesis examples")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     slow = config.getoption("--slow") or os.environ.get("HYPOTHESIS_PROFILE") == "slow"
     settings.load_profile("slow" if slow else "ci")
+    if config.getoption("hypothesis_seed", None) is None:      # the hypothesis plugin reads it after this hook
+        config.option.hypothesis_seed = str(_env_int(SEED_ENV, random.SystemRandom().randrange(2 ** 32)))
+
+
+def _seed_line(config):
+    if settings.default.derandomize:
+        return f"hypothesis: fixed examples per test ({settings.default.max_examples} each)"
+    seed = config.getoption("hypothesis_seed", None)
+    return (f"hypothesis seed {seed} ({settings.default.max_examples} examples per property test); "
+            f"replay: {SEED_ENV}={seed} python -m pytest ...")
+
+
+def pytest_sessionstart(session):
+    """The seed line first, also under -q (which hides pytest's report header)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(_seed_line(session.config))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if exitstatus == pytest.ExitCode.TESTS_FAILED:
+        terminalreporter.write_line(_seed_line(config))
 
 
 def pytest_collection_modifyitems(config, items):
