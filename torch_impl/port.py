@@ -20,11 +20,13 @@ import argparse
 import hashlib
 import importlib
 import json
+import logging
 import os
 import re
 import sys
 import tempfile
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -60,17 +62,29 @@ def torch_model(path, patches=None):
     return model, manifest
 
 
-def _convert(model, x, out):
-    """litert-torch: model(x) -> a .tflite at ``out`` (written under a temporary name, then moved)."""
+def _import_quietly():
+    """litert_torch, without its progress lines and the log lines of what it loads (absl, torchao's
+    optional CUDA kernels, torch's pytree notices): the port prints its own summary."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import litert_torch
     except ImportError as e:
         raise SystemExit(f"{EXTRA_HINT} ({e})") from None
+    return litert_torch
+
+
+def _convert(model, x, out):
+    """litert-torch: model(x) -> a .tflite at ``out`` (written under a temporary name, then moved)."""
+    litert_torch = _import_quietly()
     out = os.fspath(out)
     fd, tmp = tempfile.mkstemp(prefix=".lmref-port-", suffix=".tflite", dir=os.path.dirname(os.path.abspath(out)))
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")             # deprecation notices from inside torch.export
             litert_torch.convert(model.eval(), (x,)).export(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)

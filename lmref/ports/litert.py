@@ -603,7 +603,7 @@ def run_litert(model, bundle, mapping=None, auto_map=True, runtime=None):
 def describe(facts, pairs=None, info=None, bundle=None):
     """One or two lines for a person: the file's static facts and what was paired."""
     ops = ", ".join(f"{n} v{v}" for n, v in facts.op_codes if v > 1)
-    line = (f"{facts.path}: max tensor rank {facts.max_rank}, min runtime {facts.min_runtime_version}, "
+    line = (f"{os.path.basename(facts.path)}: max tensor rank {facts.max_rank}, min runtime {facts.min_runtime_version}, "
             f"{len(facts.op_codes)} op codes (versions > 1: {ops or 'none'})")
     if pairs is not None:
         n_ops = sum(e.kind == "op" and e.parent is None for e in bundle.entries) if bundle is not None else None
