@@ -46,6 +46,20 @@ sys.path.insert(0, "tests")
 mod = __import__(sys.argv[1])
 configs = json.loads(sys.argv[2])
 tests = [getattr(mod, n) for n in dir(mod) if n.startswith("test_") and hasattr(getattr(mod, n), "hypothesis")]
+
+
+def parametrized(fn):
+    """The keyword arguments of every pytest.mark.parametrize combination of fn ([{}] if none)."""
+    combos = [{}]
+    for m in getattr(fn, "pytestmark", []):
+        if m.name != "parametrize":
+            continue
+        names = [n.strip() for n in m.args[0].split(",")] if isinstance(m.args[0], str) else list(m.args[0])
+        values = [v.values if hasattr(v, "values") else (v,) if len(names) == 1 else v for v in m.args[1]]
+        combos = [{**c, **dict(zip(names, v))} for c in combos for v in values]
+    return combos
+
+
 out = []
 for c in configs:
     t0, caught = time.time(), []
@@ -54,10 +68,12 @@ for c in configs:
             max_examples=c["n"], derandomize=c["seed"] is None, database=None, deadline=None,
             phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
         fn._hypothesis_internal_use_seed = c["seed"]
-        try:
-            fn()
-        except Exception:
-            caught.append(fn.__name__)
+        for kwargs in parametrized(fn):
+            try:
+                fn(**kwargs)
+            except Exception:
+                caught.append(fn.__name__)
+                break
     out.append({**c, "caught": caught, "seconds": time.time() - t0})
 print("RESULT " + json.dumps({"tests": [f.__name__ for f in tests], "runs": out}))
 '''
@@ -79,6 +95,7 @@ def main(argv=None):
     ap.add_argument("--fixed", default="12,60", help="example counts of the fixed-example runs")
     ap.add_argument("--only", help="comma-separated mutant ids")
     ap.add_argument("--out", default=os.path.join(RESULTS, "property_exploration.md"))
+    ap.add_argument("--label", default="", help="a title suffix for the report")
     args = ap.parse_args(argv)
     fixed = [int(n) for n in args.fixed.split(",")]
     mutants = [m for m in MUTANTS if m.file in PROPERTY_TESTS and (not args.only or m.id in args.only.split(","))]
@@ -87,10 +104,13 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory(prefix="lmref-explore-") as tmp:
         copy = make_copy(os.path.join(tmp, "repo"))
-        for module in sorted({PROPERTY_TESTS[m.file] for m in mutants}):   # unmutated: nothing is caught
-            base = probe(copy, module, configs[:1])
-            if base["runs"][0]["caught"]:
-                raise SystemExit(f"{module}: property tests fail unmutated: {base['runs'][0]['caught']}")
+        cost = {c["name"].split(" seed")[0]: 0.0 for c in configs}        # unmutated: nothing is caught,
+        for module in sorted({PROPERTY_TESTS[m.file] for m in mutants}):   # and what each setting costs
+            base = probe(copy, module, configs[:len(fixed) + 1])
+            for r in base["runs"]:
+                if r["caught"]:
+                    raise SystemExit(f"{module}: property tests fail unmutated ({r['name']}): {r['caught']}")
+                cost[r["name"].split(" seed")[0]] += r["seconds"]
         for m in mutants:
             original = apply(copy, m)
             try:
@@ -108,27 +128,26 @@ def main(argv=None):
             rows.append(row)
             print(f"{m.id:34s} " + " ".join(f"fixed-{n} {'X' if row[f'fixed_{n}'] else '.'}" for n in fixed)
                   + f"  fresh-12 {row['fresh_rate']:.0%}  ({time.time() - t0:.0f} s)", flush=True)
-    write_report(rows, fixed, args.seeds, args.out)
+    write_report(rows, fixed, args.seeds, args.out, cost, args.label)
 
 
-def write_report(rows, fixed, seeds, out):
+def write_report(rows, fixed, seeds, out, cost, label):
     n = len(rows)
     caught_fixed = {k: sum(r[f"fixed_{k}"] for r in rows) for k in fixed}
     expected_fresh = sum(r["fresh_rate"] for r in rows)
     ever_fresh = sum(r["fresh_rate"] > 0 for r in rows)
-    t_fixed = {k: sum(r[f"fixed_{k}_s"] for r in rows) / n for k in fixed}
-    t_fresh = sum(r["fresh_s"] for r in rows) / n
+    modules = sorted({r["module"] for r in rows})
     def after(k):
         return sum(1 - (1 - r["fresh_rate"]) ** k for r in rows)
-    lines = ["# Fixed or fresh hypothesis examples", "",
+    lines = [f"# Fixed or fresh hypothesis examples{': ' + label if label else ''}", "",
              f"`python -m benchmarks.property_exploration --seeds {seeds} --fixed {','.join(map(str, fixed))}`: "
              f"the {n} mutants of lmref/ops in `benchmarks/mutation.py`, each against the property tests "
-             "(`@given`) of its op's test file only.", "",
-             "| setting | mutants caught by one run | seconds per mutant's property tests (mean) |",
-             "| --- | --- | --- |"]
-    lines += [f"| fixed examples, {k} per test | {caught_fixed[k]} of {n} | {t_fixed[k]:.1f} |" for k in fixed]
+             f"(`@given`) of its op's test file only ({', '.join(modules)}). Seconds: all those property "
+             "tests once, unmutated, on this busy 2-core machine.", "",
+             "| setting | mutants caught by one run | seconds |", "| --- | --- | --- |"]
+    lines += [f"| fixed examples, {k} per test | {caught_fixed[k]} of {n} | {cost[f'fixed-{k}']:.1f} |" for k in fixed]
     lines += [f"| fresh examples each run, 12 per test | {expected_fresh:.1f} of {n} expected "
-              f"(mean over {seeds} seeds) | {t_fresh:.1f} |",
+              f"(mean over {seeds} seeds) | {cost['fresh-12']:.1f} |",
               f"| fresh, after 5 / 20 runs | {after(5):.1f} / {after(20):.1f} of {n} expected | |",
               f"| fresh, caught by at least one of {seeds} seeds | {ever_fresh} of {n} | |", "",
               "| mutant | " + " | ".join(f"fixed-{k}" for k in fixed) + " | fresh-12: share of seeds that catch it |",
@@ -139,7 +158,7 @@ def write_report(rows, fixed, seeds, out):
     with open(out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.splitext(out)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump({"seeds": seeds, "fixed": fixed, "rows": rows}, f, indent=1)
+        json.dump({"seeds": seeds, "fixed": fixed, "cost_seconds": cost, "rows": rows}, f, indent=1)
     print(f"wrote {out}")
 
 
