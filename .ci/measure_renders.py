@@ -32,9 +32,10 @@ synthetic.load_split("train", n=2, size=128)
 
 
 def render(pair, work):
-    """A venv with numpy and opencv-python-headless at ``pair``, rendering into work/cache-<pair>."""
+    """A venv with numpy and opencv-python-headless at ``pair``, rendering into a cache of its own."""
     np_v, cv_v = pair.split(":")
-    venv, cache = os.path.join(work, f"venv-{pair}"), os.path.join(work, f"cache-{pair}")
+    tag = f"numpy{np_v}-opencv{cv_v}"                                 # no ':' (venv refuses it)
+    venv, cache = os.path.join(work, f"venv-{tag}"), os.path.join(work, f"cache-{tag}")
     if not os.path.exists(os.path.join(venv, "bin", "python")):
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
         subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", f"numpy=={np_v}",
