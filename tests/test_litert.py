@@ -77,6 +77,14 @@ def test_gate_without_min_runtime_metadata_fails(tmp_path):
         "the file has no min_runtime_version metadata: nothing says which runtime it needs"]
 
 
+def test_gate_with_a_garbled_min_runtime_version(tmp_path):
+    data = RANK5.read_bytes()
+    assert data.count(b"2.5.0\0") == 1
+    p = tmp_path / "garbled.tflite"
+    p.write_bytes(data.replace(b"2.5.0\0", b"2/5.0\0"))
+    assert litert.fits_runtime(litert.read(p), "2.11") == ["the file's min_runtime_version '2/5.0' is not a version number"]
+
+
 def test_committed_facts_files_match_the_files():
     from torch_impl.port import facts_path, facts_record
     for p in (RANK5, RANK6):

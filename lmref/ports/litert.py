@@ -270,11 +270,12 @@ def _parse(data, path):
             if k >= len(codes):
                 raise ValueError(f"operator uses opcode {k}, the file lists {len(codes)}")
             ops.append(Operator(*codes[k], buf.ints(o, 1), buf.ints(o, 2), _activation(buf, o, codes[k][0])))
-        for o in ops:
-            if any(t >= len(tensors) for t in o.inputs + o.outputs):
-                raise ValueError(f"{o.op} refers to a tensor index beyond the {len(tensors)} tensors")
+        inputs, outputs = buf.ints(g, 1), buf.ints(g, 2)
+        for where, idx in [(o.op, o.inputs + o.outputs) for o in ops] + [("the graph", inputs + outputs)]:
+            if any(not -1 <= t < len(tensors) for t in idx):
+                raise ValueError(f"{where} refers to a tensor index outside the {len(tensors)} tensors")
         subgraphs.append({"name": buf.string(g, 4), "tensors": tensors, "operators": ops,
-                          "inputs": buf.ints(g, 1), "outputs": buf.ints(g, 2)})
+                          "inputs": inputs, "outputs": outputs})
     buffers = buf.tables(model, 4)
     metadata = {}
     for m in buf.tables(model, 6):
@@ -286,7 +287,11 @@ def _parse(data, path):
     for s in buf.tables(model, 7):
         def tmap(slot):
             return {buf.string(tm, 0): buf.scalar(tm, 1, "I") for tm in buf.tables(s, slot)}
-        signatures[buf.string(s, 2)] = {"subgraph": buf.scalar(s, 4, "I"), "inputs": tmap(0), "outputs": tmap(1)}
+        sig = {"subgraph": buf.scalar(s, 4, "I"), "inputs": tmap(0), "outputs": tmap(1)}
+        if sig["subgraph"] >= len(subgraphs) or any(
+                t >= len(subgraphs[sig["subgraph"]]["tensors"]) for t in [*sig["inputs"].values(), *sig["outputs"].values()]):
+            raise ValueError("a signature refers to a subgraph or tensor the file does not have")
+        signatures[buf.string(s, 2)] = sig
     return Facts(os.fspath(path), len(data), buf.scalar(model, 0, "I"), codes, subgraphs, signatures, metadata)
 
 
@@ -320,9 +325,14 @@ def fits_runtime(facts, runtime="2.11"):
     target = _version(runtime)
     reasons = []
     mrv = facts.min_runtime_version
+    try:
+        needed = None if mrv is None else _version(mrv)
+    except ValueError:
+        reasons.append(f"the file's min_runtime_version {mrv!r} is not a version number")
+        needed = ()
     if mrv is None:
         reasons.append("the file has no min_runtime_version metadata: nothing says which runtime it needs")
-    elif _version(mrv) > target:
+    elif needed and needed > target:
         reasons.append(f"the converter's min_runtime_version is {mrv} (> {runtime})")
     if target < _RANK6_RUNTIME:
         for name, version in facts.op_codes:
