@@ -106,8 +106,9 @@ def main(argv=None):
         copy = make_copy(os.path.join(tmp, "repo"))
         cost = {c["name"].split(" seed")[0]: 0.0 for c in configs}        # unmutated: nothing is caught,
         for module in sorted({PROPERTY_TESTS[m.file] for m in mutants}):   # and what each setting costs
-            base = probe(copy, module, configs[:len(fixed) + 1])
-            for r in base["runs"]:
+            warm = {"name": "warm-up", "n": 12, "seed": 0}                 # imports and first calls, not timed
+            base = probe(copy, module, [warm] + configs[:len(fixed) + 1])
+            for r in base["runs"][1:]:
                 if r["caught"]:
                     raise SystemExit(f"{module}: property tests fail unmutated ({r['name']}): {r['caught']}")
                 cost[r["name"].split(" seed")[0]] += r["seconds"]
