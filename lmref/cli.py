@@ -349,6 +349,11 @@ def _metrics(training, prefix=""):
     return out
 
 
+def _role(training):
+    """'teacher' for the pre-trained distillation teachers (torch_impl.teachers), else 'model'."""
+    return training.get("role", "model") if isinstance(training, dict) else "model"
+
+
 def cmd_models(args):
     from . import weights
     from .detect import DEFAULT_MODEL, MODELS_DIR, shipped_models
@@ -364,7 +369,8 @@ def cmd_models(args):
         rows.append({"name": name, "file": path, "size_bytes": os.path.getsize(path), "params": n,
                      "architecture": manifest["architecture"], "layout": manifest["layout"],
                      "input": manifest["input"], "metrics": dict(_metrics(manifest["training"])),
-                     "training": manifest["training"], "default": name == DEFAULT_MODEL or len(shipped) == 1})
+                     "training": manifest["training"], "default": name == DEFAULT_MODEL or len(shipped) == 1,
+                     "role": _role(manifest["training"])})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -378,9 +384,9 @@ def cmd_models(args):
         size = f"{r['input']['size'][0]}x{r['input']['size'][1]}x{r['input']['channels']}"
         acc = ", ".join(f"{k} {v:.4g}" for k, v in r["metrics"].items()) or (
             r["training"] if isinstance(r["training"], str) else "no accuracy recorded")
-        print(f"{r['name']:<14}{'*' if r['default'] else ' '} {r['architecture']:<10} {str(r['layout']):<8} "
-              f"input {size:<11} {r['params']:>11,} params  {r['size_bytes'] / 1e6:6.2f} MB  {acc}")
-    print("* the default model of 'lmref detect'")
+        print(f"{r['name']:<20}{'*' if r['default'] else ' '} {r['role']:<8} {r['architecture']:<10} "
+              f"{str(r['layout']):<8} input {size:<11} {r['params']:>11,} params  {r['size_bytes'] / 1e6:6.2f} MB  {acc}")
+    print("* the default model of 'lmref detect'; teachers are the pre-trained models the students distil from")
     return 0
 
 

@@ -47,11 +47,11 @@ def _teachers():
     from .experiments import icme_runs, kd_runs, settings
     s = settings(False)
     long_run = {"compact_checkpoints": True, "resume": True, "progress": False}
-    # checkpoint_every: about 15 minutes of steps on one busy core (SwinV2 ~0.5 s, ResNet-50 ~0.9 s a step)
+    # checkpoint_every: about 15 minutes of steps on one busy core (SwinV2 ~0.65 s, ResNet-50 ~1.3 s a step)
     return {
-        "icme_swinv2": ("icme", {**icme_runs(s)["teacher"][0], **long_run, "checkpoint_every": 1800},
+        "icme_swinv2": ("icme", {**icme_runs(s)["teacher"][0], **long_run, "checkpoint_every": 700},
                         "the ICME 2024 SwinV2 + AAM teacher (paper: SwinV2-B, ImageNet pre-trained), CPU-sized"),
-        "kd_resnet50": ("kd", {**kd_runs(s)["resnet50"][0], **long_run, "checkpoint_every": 1000},
+        "kd_resnet50": ("kd", {**kd_runs(s)["resnet50"][0], **long_run, "checkpoint_every": 700},
                         "the compact-KD report's grayscale ResNet-50 regressor (23,780,424 parameters)"),
     }
 
