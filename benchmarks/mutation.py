@@ -389,6 +389,28 @@ MUTANTS = [
 ]
 
 
+# Issue 21's findings: each mutant, the test that now answers it, and (where one exists) a test of the
+# suite as it was that let the mutant through. ``--findings`` runs each alone under its mutant.
+T_RESIZE, T_CONV, T_BUNDLE, T_CLI = "tests/test_ops_resize.py", "tests/test_ops_conv.py", "tests/test_bundle.py", "tests/test_cli.py"
+FINDINGS = [
+    (1, "resize.nearest-float32-only", [f"{T_RESIZE}::test_nearest_index_rule_every_size_pair_up_to_256"],
+     [f"{T_RESIZE}::test_nearest_index_rule_exhaustive_small_sizes"]),
+    (2, "conv.dw1-bias-sign", [f"{T_CONV}::test_conv2d_matches_torch"], []),
+    (3, "mvit.bn-eps", ["tests/test_constants.py"], ["tests/test_mobilevitv2.py", "-k", "parity or timm"]),
+    (3, "mvit.gn-eps", ["tests/test_constants.py"], ["tests/test_mobilevitv2.py", "-k", "parity or timm"]),
+    (3, "landmarks.e2p-bias-zero", ["tests/test_constants.py"], ["tests/test_aam_head.py", "-k", "parity"]),
+    (4, "bundle.tol-x10", [f"{T_BUNDLE}::test_compare_passes_just_inside_and_fails_just_outside_the_default_tolerance",
+                           f"{T_CLI}::test_compare_verdict_at_the_reported_tolerance"],
+     [T_BUNDLE, "-k", "compare and not tolerance and not threshold and not onnx"]),
+    (5, "train.model-sees-zeros", ["tests/test_train.py::test_regression_loss_falls_and_export"], []),
+    (6, "train.no-optimizer-step", ["tests/test_train.py::test_aam_task_and_lkd_distillation"], []),
+    (7, "cli.eval-preds-zero", [f"{T_CLI}::test_eval_nme_is_the_hand_computed_error"],
+     [f"{T_CLI}::test_eval_on_300w_layout_dir"]),
+    (8, "ship.stud5-lmref-bug-restated", ["tests/test_shipped.py::test_shipped_nme_measured_by_torch_impl_and_by_lmref_agree[stud5]"],
+     ["tests/test_shipped.py::test_shipped_model_reaches_its_manifest_nme[stud5]"]),
+]
+
+
 # =============================================================================================== running
 
 def make_copy(dest):
@@ -493,6 +515,50 @@ def run(mutants, out_md, seed, confirm):
     return rows
 
 
+def run_findings(out_md, seed):
+    """Each finding's mutant applied alone; its answering test(s) must fail, the earlier test is shown."""
+    by_id = {m.id: m for m in MUTANTS}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lmref-findings-") as tmp:
+        copy = make_copy(os.path.join(tmp, "repo"))
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        for number, mid, answer, before in FINDINGS:
+            m = by_id[mid]
+            for args in (answer, before):                           # unmutated, both pass
+                if args and run_tests(copy, args, seed)[0] != "passed":
+                    raise SystemExit(f"finding {number}: unmutated {' '.join(args)} does not pass")
+            original = apply(copy, m)
+            backup = _backup_assets(copy) if m.setup else None
+            try:
+                run_setup(copy, m)
+                now = run_tests(copy, answer, seed)
+                then = run_tests(copy, before, seed) if before else None
+            finally:
+                restore(copy, m, original)
+                if backup:
+                    _restore_assets(copy, backup)
+            rows.append({"finding": number, "id": mid, "why": m.why, "answer": answer, "answer_result": now[0],
+                         "answer_tail": now[2], "before": before, "before_result": then and then[0]})
+            print(f"finding {number} {mid:32s} answering test {now[0]:7s}"
+                  f"{'' if then is None else ', earlier test ' + then[0]}", flush=True)
+    lines = ["# Issue 21's findings under their mutants", "",
+             f"`python -m benchmarks.mutation --findings` at commit {head} (hypothesis seed {seed}): each "
+             "mutant applied alone to a copy of the repository, then the test that answers the finding run "
+             "alone (it must fail), and a test of the suite as it was that let the mutant through (it passes).",
+             "", "| finding | mutant | answering test under the mutant | earlier test under the mutant |",
+             "| --- | --- | --- | --- |"]
+    for r in rows:
+        ans = ", ".join(f"`{a.split('/')[-1]}`" for a in r["answer"] if not a.startswith("-"))
+        bef = " ".join(r["before"]).replace("tests/", "") if r["before"] else ""
+        lines.append(f"| {r['finding']} | `{r['id']}`: {r['why']} | {ans}: **{r['answer_result']}** | "
+                     + (f"`{bef}`: {r['before_result']}" if bef else "(the same test, strengthened)") + " |")
+    with open(out_md, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {out_md}")
+    return rows
+
+
 def _backup_assets(copy):
     d = os.path.join(copy, "lmref", "assets", "models")
     return {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)}
@@ -557,10 +623,17 @@ def main(argv=None):
     ap.add_argument("--only", help="comma-separated mutant ids (default: all)")
     ap.add_argument("--list", action="store_true", help="print the mutants and exit")
     ap.add_argument("--seed", type=int, default=SEED, help="hypothesis seed of the test runs")
+    ap.add_argument("--findings", action="store_true",
+                    help="issue 21's findings: each mutant against the test that answers it (and the earlier one)")
     ap.add_argument("--confirm-survivors", action="store_true",
                     help="re-run each survivor against the whole default suite")
+    ap.add_argument("--tests", help="pytest arguments to run instead of each mutant's own tests (quoted)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "mutation.md"), help="report (and .json beside it)")
     args = ap.parse_args(argv)
+    if args.findings:
+        out = args.out if args.out != os.path.join(RESULTS, "mutation.md") else os.path.join(RESULTS, "mutation_findings.md")
+        run_findings(out, args.seed)
+        return 0
     mutants = MUTANTS
     if args.only:
         ids = args.only.split(",")
@@ -568,6 +641,8 @@ def main(argv=None):
         if unknown:
             raise SystemExit(f"unknown mutants: {sorted(unknown)}")
         mutants = [m for m in MUTANTS if m.id in ids]
+    if args.tests:
+        mutants = [Mutant(**{**asdict(m), "tests": args.tests.split()}) for m in mutants]
     if args.list:
         for m in mutants:
             print(f"{m.id:34s} {m.scope:8s} {m.file:30s} {' '.join(tests_of(m))}")

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_close
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lmref.ops import aam_fusion, argmax_subpixel, e2p, normalized_to_pixels, soft_argmax
@@ -70,6 +70,7 @@ def heatmaps(draw, min_size=2):
 
 
 @given(heatmaps())
+@example(np.full((1, 2, 3, 4), 1e-8))            # pinned: a total below STAR's 1e-6 clamp
 def test_star_soft_argmax_matches_star_code_and_loop(hm):
     got = soft_argmax(hm, method="star")
     grid = torch.float32 if hm.dtype == np.float32 else torch.float64
@@ -214,7 +215,17 @@ def argmax_subpixel_loop(hm):
     return coords, maxvals
 
 
+def peak_at(h, w, y, x):
+    """One map [1, 1, h, w] with its peak at (y, x), the left neighbour at half height and zeros
+    elsewhere: where the quarter-pixel refinement applies, it moves x to the left."""
+    hm = np.zeros((1, 1, h, w))
+    hm[0, 0, y, x], hm[0, 0, y, x - 1] = 1.0, 0.5
+    return hm
+
+
 @given(heatmaps(min_size=1), st.booleans())
+@example(peak_at(5, 6, 2, 1), False)              # pinned: peaks at the strict border of the refinement
+@example(peak_at(5, 6, 1, 2), False)
 def test_argmax_subpixel_matches_loop(hm, integer_valued):
     if integer_valued:           # ties everywhere: first maximum wins, equal neighbours give no shift
         hm = np.round(hm * 2).astype(hm.dtype)
