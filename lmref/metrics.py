@@ -7,6 +7,9 @@
   ``np.arange(0, thr + step, step)`` (STAR ``lib/metric/fr_and_auc.py``, PIPNet
   ``compute_fr_and_auc``). FR@thr = 1 - CED(last sample); AUC@thr = Simpson integral of CED / thr.
 
+* The mean-shape baseline (``mean_shape_prediction``): the average face, placed in each face's
+  landmark box, predicted for every face. A model that does not beat it has not learned the faces.
+
 Float artefact kept on purpose (architectures.md §6.2): for thr = 0.05, step = 1e-4 the arange has
 502 samples and ends at 0.0501, so "FR@0.05" is really the failure rate at 0.0501, as in STAR's
 300W numbers, and AUC@0.05 (integral up to 0.0501, divided by 0.05) can reach 1.002. For thr = 0.1
@@ -23,7 +26,7 @@ import numpy as np
 
 from . import landmarks
 
-__all__ = ["nme", "ced", "fr_auc", "simpson", "norm_distance"]
+__all__ = ["nme", "ced", "fr_auc", "simpson", "norm_distance", "mean_shape", "mean_shape_prediction"]
 
 
 def _as_points(a, name):
@@ -172,3 +175,41 @@ def simpson(y, x):
         eta = b ** 3 / (6 * a * (a + b))
         total += alpha * y[-1] + beta * y[-2] - eta * y[-3]
     return float(total)
+
+
+def _box_frame(points):
+    """points [B, N, 2] -> centres [B, 2] and sides [B] of their square landmark boxes (the box every
+    crop in lmref is cut around: ``transforms.crop_matrix(landmark_box(points), ...)``)."""
+    lo, hi = points.min(axis=1), points.max(axis=1)                   # [B, 2] each
+    side = (hi - lo).max(axis=-1)                                     # [B] longer side of the box
+    if not np.all(side > 0):
+        raise ValueError("points: a face whose landmarks all coincide has no box")
+    return 0.5 * (lo + hi), side
+
+
+def mean_shape(points):
+    """The average face: landmarks [B, N, 2] -> [N, 2] in landmark-box units (box centre at 0,
+    longer box side = 1), so faces of any size and position average into one shape."""
+    pts = _as_points(points, "points")
+    c, s = _box_frame(pts)
+    return ((pts - c[:, None]) / s[:, None, None]).mean(axis=0)       # [B, N, 2] -> [N, 2]
+
+
+def mean_shape_prediction(points, train=None):
+    """The mean-shape baseline for faces ``points`` [B, N, 2]: the average face placed in each face's
+    own landmark box (the box a model is given too) -> [B, N, 2]. The average is over ``train``
+    [M, N, 2] (the training faces) or, with ``train=None``, over the *other* faces of ``points``
+    (leave-one-out: no face helps predict itself). ``nme(mean_shape_prediction(gt), gt)`` is the
+    NME a model must beat to have learned anything."""
+    pts = _as_points(points, "points")
+    c, s = _box_frame(pts)
+    if train is not None:
+        shape = mean_shape(train)                                     # [N, 2]
+        if shape.shape != pts.shape[1:]:
+            raise ValueError(f"train has {len(shape)} points per face, points has {pts.shape[1]}")
+    else:
+        if len(pts) < 2:
+            raise ValueError("points: leave-one-out needs at least 2 faces (or pass train)")
+        unit = (pts - c[:, None]) / s[:, None, None]                  # [B, N, 2] box units
+        shape = (unit.sum(axis=0) - unit) / (len(pts) - 1)            # mean of the others
+    return c[:, None] + shape * s[:, None, None]

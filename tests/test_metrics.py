@@ -228,3 +228,58 @@ def test_simpson_errors():
         M.simpson([1.0, 2.0, 3.0], [0.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="same length"):
         M.simpson([1.0, 2.0], [0.0, 1.0, 2.0])
+
+
+def _crop_frame_baseline(test, train, size=96):
+    """The baseline as a training pipeline computes it: crop every face around its landmark box
+    (transforms.crop_matrix), average the training crops' landmarks in crop pixels, map that average
+    back through each test face's own crop."""
+    from lmref.data import transforms as T
+    crops = [T.apply_affine(p, T.crop_matrix(T.landmark_box(p), size)) for p in train]
+    avg = np.mean(crops, axis=0)                                      # [N, 2] crop pixels
+    return np.stack([T.apply_affine(avg, T.invert_affine(T.crop_matrix(T.landmark_box(p), size))) for p in test])
+
+
+def _random_faces(rng, b, n=68):
+    base = rng.uniform(0, 1, (n, 2))
+    faces = base + 0.05 * rng.standard_normal((b, n, 2))              # one shape, jittered
+    scale = rng.uniform(20, 200, (b, 1, 1))
+    return faces * scale + rng.uniform(-50, 300, (b, 1, 2))           # anywhere, any size
+
+
+def test_mean_shape_prediction_equals_the_crop_pipeline():
+    rng = np.random.default_rng(0)
+    train, test = _random_faces(rng, 30), _random_faces(rng, 7)
+    got = M.mean_shape_prediction(test, train)
+    np.testing.assert_allclose(got, _crop_frame_baseline(test, train), rtol=0, atol=1e-9)
+    # leave-one-out: face i predicted from the other faces only
+    loo = M.mean_shape_prediction(test)
+    for i in range(len(test)):
+        others = np.delete(test, i, axis=0)
+        np.testing.assert_allclose(loo[i], _crop_frame_baseline(test[i:i + 1], others)[0], atol=1e-9)
+
+
+def test_mean_shape_baseline_scale_and_position_free():
+    rng = np.random.default_rng(1)
+    train, test = _random_faces(rng, 20), _random_faces(rng, 5)
+    nme = M.nme(M.mean_shape_prediction(test, train), test)
+    moved_test = test * 3.0 + np.array([17.0, -5.0])
+    moved_train = train * 0.5 + 100.0
+    np.testing.assert_allclose(M.nme(M.mean_shape_prediction(moved_test, moved_train), moved_test), nme, rtol=1e-12)
+    assert np.all(nme > 0)
+    # the baseline of faces that all have one shape is exact
+    same = np.broadcast_to(test[0], (4, 68, 2)) * np.array([1.0, 2.0, 0.5, 3.0])[:, None, None]
+    np.testing.assert_allclose(M.mean_shape_prediction(same), same, atol=1e-9)
+    assert M.mean_shape(train).shape == (68, 2)
+
+
+def test_mean_shape_errors():
+    pts = _random_faces(np.random.default_rng(2), 3)
+    with pytest.raises(ValueError, match="leave-one-out"):
+        M.mean_shape_prediction(pts[:1])
+    with pytest.raises(ValueError, match="points per face"):
+        M.mean_shape_prediction(pts, pts[:, :51])
+    with pytest.raises(ValueError, match="no box"):
+        M.mean_shape(np.zeros((2, 68, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        M.mean_shape_prediction(pts[0])
