@@ -7,6 +7,18 @@
 ``faces`` are :class:`lmref.detect.Face` objects (or anything with ``box``, ``landmarks`` and
 ``confidence`` attributes). Drawing uses OpenCV on a copy of the image; figures use matplotlib's
 object API with an Agg canvas, so no GUI backend is selected or needed.
+
+Axes helpers for the tutorials (and any notebook): they draw on an ``ax`` the caller made, so the
+notebook keeps its figure layout on the page and the repeated details live here:
+
+    plt.rcParams.update(viz.NOTEBOOK_RC)                  # sizes readable on HiDPI screens
+    im = viz.show(ax, heatmap, "heatmap", cmap="viridis", cbar="value")   # no ticks, a colorbar
+    viz.landmarks_on(ax, points, layout)                  # points and the layout's boundaries
+    viz.mark_truth(ax, (x, y))                            # a ground-truth marker visible on any map
+    viz.annotate_cells(ax, matrix)                        # each cell's value written on it
+    viz.log_ticks(ax, "x")                                # decade labels only (no overlapping labels)
+    viz.legend_outside(ax)                                # legend beside the axes, over no data
+    viz.ced_plot(ax, {"model": nmes}, thr=0.1)            # cumulative error distribution
 """
 from __future__ import annotations
 
@@ -16,7 +28,9 @@ import tempfile
 import cv2
 import numpy as np
 
-__all__ = ["draw_faces", "confidence_colors", "maps_figure", "ced_figure", "save_png", "MAP_KEYS"]
+__all__ = ["draw_faces", "confidence_colors", "maps_figure", "ced_figure", "save_png", "MAP_KEYS",
+           "NOTEBOOK_RC", "show", "colorbar", "landmarks_on", "mark_truth", "annotate_cells", "log_ticks",
+           "legend_outside", "ced_plot"]
 
 BOX_COLOR = (40, 200, 255)          # RGB
 EDGE_COLOR = (255, 255, 255)
@@ -26,6 +40,15 @@ MAP_KEYS = (("fusion_heatmaps", "fused heatmaps H' (sum over points)"),
             ("heatmaps", "heatmaps H (sum over points)"),
             ("pointmaps", "point maps P (max over points)"),
             ("edgemaps", "edge maps E (max over boundaries)"))
+
+
+# matplotlib rcParams for notebook figures: 100 dpi and 10-12 pt text (13-17 px), so titles and
+# labels stay readable when a HiDPI browser shows the PNG at its CSS size (72 dpi and 8 pt titles
+# gave 8 px text). Figures in the tutorials are at most 10.5 inches wide, so they fit a notebook
+# column without being scaled down.
+NOTEBOOK_RC = {"figure.dpi": 100, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
+               "figure.titlesize": 12, "legend.fontsize": 9, "xtick.labelsize": 9, "ytick.labelsize": 9,
+               "image.interpolation": "nearest"}
 
 
 def confidence_colors(conf):
@@ -151,25 +174,146 @@ def ced_figure(curves, thr=0.1, title=None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from . import metrics
     fig = Figure(figsize=(5.5, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for label, nmes in curves.items():
-        nmes = np.asarray(nmes, np.float64)
-        x, y = metrics.ced(nmes, thr=thr)
-        fr, auc = metrics.fr_auc(nmes, thr=thr)
-        ax.plot(x, y, lw=1.6, label=f"{label}: FR {100 * fr:.1f}%, AUC {auc:.3f}")
-    ax.set_xlim(0, thr)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("NME")
-    ax.set_ylabel("fraction of images with NME <= x")
-    ax.grid(alpha=0.3)
+    ced_plot(ax, curves, thr=thr)
     ax.legend(loc="lower right", fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def ced_plot(ax, curves, thr=0.1, step=1e-4, styles=None):
+    """Draw CED curves on ``ax``: curves {label: nmes [B]} -> {label: (FR, AUC)} at ``thr``.
+    Each curve's legend label carries its FR and AUC; ``styles`` {label: plot kwargs} (e.g. a dashed
+    baseline). The legend is left to the caller (``ax.legend`` or ``legend_outside``)."""
+    from . import metrics
+    scores = {}
+    for label, nmes in curves.items():
+        nmes = np.asarray(nmes, np.float64)
+        x, y = metrics.ced(nmes, thr=thr, step=step)
+        fr, auc = metrics.fr_auc(nmes, thr=thr, step=step)
+        kw = {"lw": 1.6, **(styles or {}).get(label, {})}
+        ax.plot(x, y, label=f"{label}: FR {100 * fr:.1f}%, AUC {auc:.3f}", **kw)
+        scores[label] = (fr, auc)
+    ax.set_xlim(0, thr)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("NME")
+    ax.set_ylabel("fraction of images with NME <= x")
+    ax.grid(alpha=0.3)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Axes helpers for notebooks
+# ---------------------------------------------------------------------------------------------
+
+def _value_range(a, vmin, vmax):
+    """vmin / vmax that never collapse: a bool map spans [0, 1], a constant map a unit interval
+    around its value (imshow autoscaling a constant array maps every pixel to the lowest colour,
+    so an all-True mask drawn in 'Greys' came out blank)."""
+    a = np.asarray(a)
+    if a.dtype == bool:
+        return (0 if vmin is None else vmin), (1 if vmax is None else vmax)
+    if a.ndim == 2 and a.size and vmin is None and vmax is None:
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        if lo == hi:
+            return lo - 0.5, hi + 0.5
+    return vmin, vmax
+
+
+def show(ax, image, title=None, cmap=None, vmin=None, vmax=None, cbar=None, ticks=False, **kw):
+    """imshow an image ([H, W, 3]) or a map ([H, W], coloured by ``cmap``) on ``ax``, without ticks
+    unless ``ticks``; a bool or constant map keeps its colours (see ``_value_range``).
+    cbar: None / False for none, True or a label string for a colorbar beside the axes (maps only:
+    a colour that means a number gets its scale). -> the AxesImage"""
+    a = np.asarray(image)
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+        vmin, vmax = _value_range(np.asarray(image), vmin, vmax)
+    else:
+        vmin, vmax = _value_range(a, vmin, vmax)
+    if a.ndim == 2 and cmap is None:
+        cmap = "gray"
+    im = ax.imshow(a, cmap=cmap if a.ndim == 2 else None, vmin=vmin, vmax=vmax, **kw)
+    if title is not None:
+        ax.set_title(title)
+    if not ticks:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if cbar and a.ndim == 2:
+        colorbar(ax, im, label=cbar if isinstance(cbar, str) else None)
+    return im
+
+
+def colorbar(ax, mappable, label=None, ticks=None):
+    """A colorbar beside ``ax`` as tall as it (for square images too). -> the Colorbar"""
+    cb = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03, ticks=ticks)
+    if label:
+        cb.set_label(label)
+    return cb
+
+
+def landmarks_on(ax, points, layout=None, color="lime", size=12, edges=True, edge_color="white", label=None,
+                 **kw):
+    """Scatter landmarks [N, 2] (x, y in the axes' data units) on ``ax``, with the layout's
+    boundaries drawn as thin lines when ``layout`` (a Layout or a name) has N points. -> the scatter"""
+    pts = np.asarray(points, np.float64)
+    if isinstance(layout, str):
+        from . import landmarks
+        layout = landmarks.get(layout)
+    if edges and layout is not None and layout.num_points == len(pts):
+        for _, idx, closed in layout.edges:
+            line = pts[list(idx) + ([idx[0]] if closed else [])]
+            ax.plot(line[:, 0], line[:, 1], "-", color=edge_color, lw=0.7, alpha=0.8)
+    return ax.scatter(pts[:, 0], pts[:, 1], s=size, c=color, label=label, zorder=3, **kw)
+
+
+def mark_truth(ax, xy, label="ground truth", size=11):
+    """Mark a ground-truth position (x, y) with a white cross ringed in black: visible on dark and
+    on bright maps alike. -> the Line2D"""
+    x, y = float(xy[0]), float(xy[1])
+    ax.plot(x, y, "o", ms=size, mfc="none", mec="black", mew=2.6, zorder=4)
+    return ax.plot(x, y, "+", ms=size, color="white", mew=1.6, label=label, zorder=5)[0]
+
+
+def annotate_cells(ax, a, fmt="{:g}", color="white", fontsize=8):
+    """Write each value of a 2-D array on its imshow cell (cell (r, c) at x = c, y = r)."""
+    for (r, c), v in np.ndenumerate(np.asarray(a)):
+        ax.text(c, r, fmt.format(v), ha="center", va="center", color=color, fontsize=fontsize)
+
+
+def log_ticks(ax, axis="x"):
+    """Label a log axis at 1, 2 and 5 times powers of ten (at powers of ten alone when two or more
+    fall inside the limits), written plainly (0.002), with unlabelled minor ticks between. matplotlib
+    labels every minor tick when an axis spans about a decade, and those labels collide
+    ('2x10^-3 3x10^-3 4x10^-3' on top of each other). An axis too short for two labels is widened to
+    the powers of ten around it."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    target, get, set_ = ((ax.xaxis, ax.get_xlim, ax.set_xlim) if axis == "x" else
+                         (ax.yaxis, ax.get_ylim, ax.set_ylim))
+    lo, hi = sorted(get())
+    decades = np.floor(np.log10(hi)) - np.ceil(np.log10(lo)) + 1       # powers of ten inside
+    subs = (1.0,) if decades >= 2 else (1.0, 2.0, 5.0)
+    marks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+             for m in subs if lo <= m * 10.0 ** e <= hi]
+    if len(marks) < 2:
+        set_(10.0 ** np.floor(np.log10(lo)), 10.0 ** np.ceil(np.log10(hi)))
+    target.set_major_locator(LogLocator(base=10.0, subs=subs, numticks=30))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_locator(LogLocator(base=10.0, subs=np.arange(2, 10), numticks=30))
+    target.set_minor_formatter(NullFormatter())
+
+
+def legend_outside(ax, **kw):
+    """The legend to the right of ``ax``, outside the plotting area, so it never hides data.
+    -> the Legend (None when nothing is labelled)"""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
 
 
 def save_png(obj, path):
