@@ -215,6 +215,50 @@ def test_tolerance_follows_the_port_dtype(golden):
     assert r32.ok and r32.rtol == 1e-4 and max(row["max_abs"] for row in r32.compared) == 0.0
 
 
+def _off_by(golden, name, delta, dtype):
+    """The port's tensor for ``name``: the bundle's float64 value with ``delta`` added to its
+    largest-magnitude element, in ``dtype`` (every other element exact or float32-rounded)."""
+    ref = golden.array(name, "float64")
+    val = ref.copy()
+    k = np.argmax(np.abs(ref))
+    val.flat[k] += delta
+    return val.astype(dtype)
+
+
+@pytest.mark.parametrize("port_dtype", ["float64", "float32"])
+def test_compare_passes_just_inside_and_fails_just_outside_the_default_tolerance(golden, port_dtype):
+    """The verdict follows the tolerance the report states, max|diff| <= atol + rtol * max|ref|, at
+    the default tolerance of the port's dtype: 10% inside passes, 10% outside fails (a verdict
+    taken at another tolerance than the one reported fails one of the two)."""
+    name = golden.names("op")[5]
+    scale = float(np.abs(golden.array(name, "float64")).max())
+    tol = B.DEFAULT_TOL[port_dtype]
+    threshold = tol["atol"] + tol["rtol"] * scale
+    for factor, ok in ((0.9, True), (1.1, False)):
+        report = B.compare(golden, {name: _off_by(golden, name, factor * threshold, port_dtype)})
+        row = report.compared[0]
+        assert (report.rtol, report.atol) == (tol["rtol"], tol["atol"])
+        assert report.ok is ok and row["status"] == ("ok" if ok else "FAIL"), (factor, row)
+        assert row["max_abs"] == pytest.approx(factor * threshold, rel=1e-3)
+
+
+def test_compare_at_the_exact_threshold(golden):
+    """max|diff| equal to the tolerance passes (<=), one float below it fails; with rtol the same
+    holds at atol + rtol * scale computed as compare computes it."""
+    name = golden.names("op")[5]
+    val = _off_by(golden, name, 1e-3, "float64")
+    max_abs = B.compare(golden, {name: val}, rtol=0, atol=1.0).compared[0]["max_abs"]
+    assert B.compare(golden, {name: val}, rtol=0, atol=max_abs).ok
+    assert not B.compare(golden, {name: val}, rtol=0, atol=np.nextafter(max_abs, 0)).ok
+    scale = float(np.abs(golden.array(name, "float64")).max())
+    rtol = max_abs / scale
+    while rtol * scale >= max_abs:                       # step below, then to the smallest rtol whose
+        rtol = np.nextafter(rtol, 0)                     # threshold rtol * scale reaches max_abs
+    below, rtol = rtol, np.nextafter(rtol, 1)
+    assert B.compare(golden, {name: val}, rtol=rtol, atol=0.0).ok
+    assert not B.compare(golden, {name: val}, rtol=below, atol=0.0).ok
+
+
 def test_read_tensors_from_npz_dir_and_bundle(golden, tmp_path):
     names = golden.names("op")[:3]
     np.savez(tmp_path / "port.npz", **{n: golden.array(n, "float32") for n in names})

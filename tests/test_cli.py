@@ -101,6 +101,22 @@ def test_models_lists_accuracy_size_params(student, tmp_path, monkeypatch, capsy
     assert rows[0]["metrics"] == {"test.nme": 0.5, "test.fr": 1.0} and rows[0]["default"]
 
 
+def test_models_marks_teachers(student, tmp_path, monkeypatch, capsys):
+    from lmref import weights
+    weights_path, _ = student
+    tensors, manifest = weights.load(weights_path)
+    manifest["training"] = {**manifest["training"], "role": "teacher"}
+    weights.save(tmp_path / "teacher_x.safetensors", tensors, manifest)
+    (tmp_path / "student.safetensors").write_bytes(weights_path.read_bytes())
+    monkeypatch.setattr(detect, "MODELS_DIR", str(tmp_path))
+    out = run(["models"], capsys)[1].splitlines()
+    assert next(ln for ln in out if ln.startswith("teacher_x")).split()[1] == "teacher"
+    assert next(ln for ln in out if ln.startswith("student")).split()[1:3] == ["*", "model"]
+    rows = {r["name"]: r for r in json.loads(run(["models", "--json"], capsys)[1])}
+    assert rows["teacher_x"]["role"] == "teacher" and not rows["teacher_x"]["default"]
+    assert rows["student"]["default"] and rows["student"]["role"] == "model"
+
+
 def test_info_prints_manifest_params_and_macs(student, capsys):
     weights_path, _ = student
     code, out, _ = run(["info", weights_path, "--depth", "3"], capsys)
@@ -155,6 +171,25 @@ def test_compare_npz_with_mapping(student, tmp_path, capsys):
     np.savez(tmp_path / "port.npz", mine=b.array(name, "float32") + 1, landmarks=b.array("landmarks", "float32"))
     code, out, _ = run(["compare", tmp_path / "b", tmp_path / "port.npz", "--map", tmp_path / "map.json"], capsys)
     assert code == 1 and f"first diverging op: {name}" in out
+
+
+def test_compare_verdict_at_the_reported_tolerance(student, tmp_path, capsys):
+    """A float32 port 10% inside the default tolerance it prints passes (exit 0), 10% outside fails
+    (exit 1): the verdict is taken at the tolerance the report states."""
+    weights_path, _ = student
+    run(["trace", weights_path, "--out", tmp_path / "b"], capsys)
+    b = B.load(tmp_path / "b")
+    name = b.names("op")[4]
+    ref = b.array(name, "float64")
+    tol = B.DEFAULT_TOL["float32"]
+    threshold = tol["atol"] + tol["rtol"] * np.abs(ref).max()
+    for factor, code_expected in ((0.9, 0), (1.1, 1)):
+        val = ref.copy()
+        val.flat[np.argmax(np.abs(ref))] += factor * threshold
+        np.savez(tmp_path / "port.npz", **{name: val.astype(np.float32)})
+        code, out, _ = run(["compare", tmp_path / "b", tmp_path / "port.npz"], capsys)
+        assert code == code_expected, (factor, out)
+        assert f"tolerance max|diff| <= {tol['atol']:g} + {tol['rtol']:g} * max|ref|" in out
 
 
 def test_trace_from_input_array(student, tmp_path, capsys):
@@ -373,6 +408,54 @@ def test_eval_on_300w_layout_dir(student, tmp_path, capsys):
     assert m["fr"] == fr and m["auc"] == auc and np.isclose(m["nme"], np.mean(m["nmes"]))
     assert f"NME {100 * m['nme']:.3f}%" in out
     assert len(readers.read_300w_dir(tmp_path / "data")) == 3
+
+
+def constant_stud5(path, size=32, seed=0):
+    """A Stud5 whose output is one fixed shape whatever the image: every weight 0 except the final
+    layer's bias, (x, y) per iBUG-68 point in [-0.5, 0.5] of the crop. -> that [68, 2] shape."""
+    from lmref.models import stud5
+    cfg = stud5.Config(channels=(4, 4, 4, 4, 4))
+    tensors = {k: np.zeros(s, np.float32) for k, s in stud5.param_shapes(cfg).items()}
+    for k in tensors:
+        if k.endswith("running_var") or k.endswith("bn.weight"):
+            tensors[k][:] = 1
+    shape = np.random.default_rng(seed).uniform(-0.5, 0.5, (68, 2))
+    tensors["fc.bias"] = shape.reshape(-1).astype(np.float32)
+    import dataclasses
+    manifest = {"format_version": 1, "architecture": "stud5", "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+                "layout": "ibug68", "training": "constant output (test)",
+                "input": {"size": [size, size], "channels": 1, "color": "GRAY", "mean": [0.0], "std": [1.0]}}
+    weights.save(path, tensors, manifest)
+    return shape.astype(np.float32).astype(np.float64)
+
+
+def test_eval_nme_is_the_hand_computed_error(tmp_path, capsys):
+    """eval on predictions whose error is known: a model that always outputs one shape s in [-1, 1]
+    crop coordinates puts point k at crop pixel ((s_k + 1) S - 1)/2, i.e. at that point mapped back
+    through the crop of the ground-truth box; the NME is then computed here by hand (mean point
+    distance over the outer-eye-corner distance 36-45) and eval must report exactly it."""
+    from lmref.data import readers, synthetic, transforms
+    S = 32
+    shape = constant_stud5(tmp_path / "const.safetensors", S)
+    samples = [synthetic.generate(seed=0, index=i, split="test", size=128) for i in range(3)]
+    synthetic.write_300w_layout(tmp_path / "data", samples)
+    code, out, _ = run(["eval", "--model", tmp_path / "const.safetensors", "--data", tmp_path / "data",
+                        "--out", tmp_path / "ev"], capsys)
+    assert code == 0, out
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    expected = []
+    for ann in readers.read_300w_dir(tmp_path / "data"):
+        gt = np.asarray(ann.landmarks, np.float64)
+        M = transforms.crop_matrix(transforms.landmark_box(gt), S)
+        in_crop = ((shape + 1) * S - 1) / 2                                     # [68, 2] crop pixels
+        back = np.linalg.inv(np.vstack([M, [0, 0, 1]]))                         # crop -> image
+        pred = in_crop @ back[:2, :2].T + back[:2, 2]                           # [68, 2] image pixels
+        err = np.sqrt(((pred - gt) ** 2).sum(axis=1)).mean()
+        expected.append(err / np.sqrt(((gt[36] - gt[45]) ** 2).sum()))
+    assert m["layout"] == "ibug68" and m["norm"] == "ocular" and m["evaluated"] == 3
+    np.testing.assert_allclose(m["nmes"], expected, rtol=1e-5)                  # float32 model, float64 maths
+    np.testing.assert_allclose(m["nme"], np.mean(expected), rtol=1e-5)
+    assert 0.05 < min(expected) and max(expected) < 2                            # a real, not a degenerate, error
 
 
 def test_eval_bad_inputs(student, tmp_path, capsys):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmref import weights
+from lmref import metrics, weights
 from torch_impl import train as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,18 +121,42 @@ def test_param_groups_split_head_and_backbone():
 
 # ------------------------------------------------------------------------- training and export
 
+def mean_shape_anchor(cfg):
+    """What a model that never looks at the images can reach on the training split: the coordinate
+    MSE (the regression loss) and the mean NME of predicting the mean training shape for every face.
+    -> (loss, nme, landmarks [M, N, 2] input pixels)"""
+    train_ds = T.make_datasets(cfg)[0]
+    pts = np.stack([train_ds.sample(i, None)["landmarks"] for i in range(len(train_ds))]).astype(np.float64)
+    size = np.array([cfg.input_size, cfg.input_size])
+    target = (2 * pts + 1) / size - 1                                 # STAR's [-1, 1] labels (train.normalize_points)
+    loss = float(((target - target.mean(0)) ** 2).mean())            # the mean shape minimises this MSE
+    guess = np.broadcast_to(pts.mean(0), pts.shape)
+    return loss, float(metrics.nme(guess, pts, T.model_layout(cfg)).mean()), pts
+
+
 def test_regression_loss_falls_and_export(cache, tmp_path):
-    cfg = tiny(cache, tmp_path / "run", epochs=6, augment=False, lr_backbone=3e-3, lr_head=3e-3)
+    """The model learns from the images: its last epoch's training loss is below the loss of the
+    mean shape (the best a model blind to the images can do, since the mean minimises the MSE), and
+    on the training faces its NME is below the mean shape's."""
+    cfg = tiny(cache, tmp_path / "run", epochs=40, augment=False, lr_backbone=1e-2, lr_head=1e-2)
     s = T.train(cfg)
     losses = [h["train_loss"] for h in s["history"]]
     assert losses[-1] < 0.5 * losses[0], losses
+    anchor_loss, anchor_nme, pts = mean_shape_anchor(cfg)
+    assert losses[-1] < 0.7 * anchor_loss, (losses, anchor_loss)          # measured: 0.37 of it
+    from torch_impl.models import build
+    last = build("stud5", TINY_STUD5).eval()
+    last.load_state_dict(final_state(tmp_path / "run")["model"])
+    ev = T.evaluate(last, T.make_datasets(cfg)[0], cfg, "cpu", T.model_layout(cfg))
+    np.testing.assert_allclose(ev["gt"], pts)                         # the same faces, un-augmented
+    assert ev["nme"].mean() < 0.8 * anchor_nme, (ev["nme"].mean(), anchor_nme)  # measured: 0.60 of it
     # the best checkpoint is the lowest-val-NME epoch, and it is what was exported
     best = min(s["history"], key=lambda h: h["val_nme"])
     assert s["best_epoch"] == best["epoch"] and s["best_val_nme"] == best["val_nme"]
     tensors, man = weights.load(s["weights"])
     assert man["architecture"] == "stud5" and man["layout"] == "ibug68"
     assert man["input"]["channels"] == 1 and man["input"]["size"] == [32, 32]
-    assert man["training"]["config"]["epochs"] == 6
+    assert man["training"]["config"]["epochs"] == 40
     assert man["training"]["test"]["nme"] == pytest.approx(s["test"]["nme"])
     ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     for k, v in tensors.items():
@@ -252,13 +276,43 @@ def test_aam_task_and_lkd_distillation(cache, tmp_path):
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(tp(x)["landmarks"], tw(x)["landmarks"], rtol=1e-5, atol=1e-5)
     assert not any(p.requires_grad for p in tw.parameters()) and not tw.training
-    s = T.train(tiny(cache, tmp_path / "student", arch="aam", model=TINY_AAM, epochs=1, augment=False,
-                     distill={"kind": "lkd", "teacher": t["weights"], "feat_weight": 1.0, "heat_weight": 1.0}))
+    student_cfg = tiny(cache, tmp_path / "student", arch="aam", model=TINY_AAM, epochs=2, augment=False,
+                       distill={"kind": "lkd", "teacher": t["weights"], "feat_weight": 1.0, "heat_weight": 1.0})
+    s = T.train(student_cfg)
     assert np.isfinite(s["test"]["nme"])
     last = final_state(tmp_path / "student")
     assert "kd.adapter.weight" in last["extra"]                       # student 128 ch -> teacher 32 ch
+    # training steps moved the student and its adapter, and the distillation term fell
+    first, trained, teacher = lkd_trainees(student_cfg, last)
+    params = dict(trained.named_parameters())
+    moved = [k for k, v in first.named_parameters() if not torch.equal(v, params[k])]
+    assert "kd.adapter.weight" in moved and len(moved) >= 0.9 * len(params), (len(moved), len(params))
+    batch = T.load_batch(T.make_datasets(student_cfg)[0], list(range(8)), None, student_cfg, "cpu",
+                         T.model_layout(student_cfg))
+    teacher_out = T.teacher_outputs(teacher, batch, "lkd")
+    with torch.no_grad():                          # training mode, as the terms were minimised (batch statistics)
+        before = first.train()(batch, teacher_out)[1]
+        after = trained.train()(batch, teacher_out)[1]
+    assert after["kd_feat"] < 0.95 * before["kd_feat"] and after["kd_heat"] < before["kd_heat"], (before, after)
     man = weights.load(s["weights"])[1]
     assert man["layout"] == "inner51" and not any("adapter" in k for k in weights.load(s["weights"])[0])
+
+
+def lkd_trainees(cfg, last):
+    """The L_KD trainee (student + adapter) as training started -- rebuilt from the run's seed in the
+    trainer's order: student, teacher, adapter -- and as it ended (``last``: its last.pt), and the
+    teacher. -> (first, trained, teacher)"""
+    from torch_impl.models import build
+
+    def trainee():
+        torch.manual_seed(cfg.seed)
+        model = build(cfg.arch, cfg.model)
+        teacher = T.load_teacher(cfg.distill.teacher)
+        return T.Trainee(model, cfg, teacher), teacher
+
+    (first, teacher), (trained, _) = trainee(), trainee()
+    trained.load_state_dict({**{f"model.{k}": v for k, v in last["model"].items()}, **last["extra"]})
+    return first, trained, teacher
 
 
 def test_heatmap_task_bce(cache, tmp_path):
