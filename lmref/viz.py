@@ -196,7 +196,7 @@ def ced_plot(ax, curves, thr=0.1, step=1e-4, styles=None):
         x, y = metrics.ced(nmes, thr=thr, step=step)
         fr, auc = metrics.fr_auc(nmes, thr=thr, step=step)
         kw = {"lw": 1.6, **(styles or {}).get(label, {})}
-        ax.plot(x, y, label=f"{label}: FR {100 * fr:.1f}%, AUC {auc:.3f}", **kw)
+        ax.plot(x, y, label=f"{label}: FR@{thr:g} {100 * fr:.1f}%, AUC@{thr:g} {auc:.3f}", **kw)
         scores[label] = (fr, auc)
     ax.set_xlim(0, thr)
     ax.set_ylim(0, 1)
@@ -279,10 +279,17 @@ def mark_truth(ax, xy, label="ground truth", size=11):
     return ax.plot(x, y, "+", ms=size, color="white", mew=1.6, label=label, zorder=5)[0]
 
 
-def annotate_cells(ax, a, fmt="{:g}", color="white", fontsize=8):
-    """Write each value of a 2-D array on its imshow cell (cell (r, c) at x = c, y = r)."""
-    for (r, c), v in np.ndenumerate(np.asarray(a)):
-        ax.text(c, r, fmt.format(v), ha="center", va="center", color=color, fontsize=fontsize)
+def annotate_cells(ax, a, fmt="{:g}", im=None, color="white", fontsize=8):
+    """Write each value of a 2-D array on its imshow cell (cell (r, c) at x = c, y = r). With ``im``
+    (the AxesImage drawn from ``a``) each value is written black on light cells and white on dark
+    ones, so it stays readable anywhere on the colormap; otherwise in ``color``."""
+    a = np.asarray(a)
+    for (r, c), v in np.ndenumerate(a):
+        col = color
+        if im is not None:
+            R, G, B, _ = im.cmap(im.norm(v))
+            col = "black" if 0.299 * R + 0.587 * G + 0.114 * B > 0.55 else "white"   # perceived luminance
+        ax.text(c, r, fmt.format(v), ha="center", va="center", color=col, fontsize=fontsize)
 
 
 def log_ticks(ax, axis="x"):

@@ -134,6 +134,11 @@ def test_annotate_cells_writes_every_value():
     viz.annotate_cells(ax, a, fmt="{:d}")
     assert sorted((t.get_position(), t.get_text()) for t in ax.texts) == \
         sorted(((c, r), str(a[r, c])) for r in range(2) for c in range(3))
+    ax2 = fig.add_subplot(2, 2, 4)
+    im = ax2.imshow(a, cmap="viridis")                               # dark purple (0) to bright yellow (5)
+    viz.annotate_cells(ax2, a, fmt="{:d}", im=im)
+    colours = {t.get_text(): t.get_color() for t in ax2.texts}
+    assert colours["0"] == "white" and colours["5"] == "black"
 
 
 def test_ced_plot_scores_match_metrics():
