@@ -158,6 +158,8 @@ def test_regression_loss_falls_and_export(cache, tmp_path):
     assert man["input"]["channels"] == 1 and man["input"]["size"] == [32, 32]
     assert man["training"]["config"]["epochs"] == 40
     assert man["training"]["test"]["nme"] == pytest.approx(s["test"]["nme"])
+    split = man["training"]["test_split"]                             # which render the NME was measured on
+    assert split["split"] == "test" and split["n"] == 6 and len(split["sha256"]) == 64 and split["numpy"]
     ck = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     for k, v in tensors.items():
         np.testing.assert_array_equal(v, ck["model"][k].numpy())
