@@ -81,14 +81,12 @@ def test_verdict_on_another_render_says_so_and_uses_the_measured_spread():
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_nme_measured_by_torch_impl_and_by_lmref_agree(name):
-    """Two independent measurements of the same weights on the same test faces: lmref's
-    (``ship.measure``) and torch_impl's own model and evaluation (``ship.measure_torch``). A stated
-    NME that lmref wrote itself (``ship half``, as for stud5) is only as right as lmref; this is
-    what catches an lmref bug that such a manifest would carry along."""
-    lmref_nme, _, _ = ship.measure(SHIPPED[name])
-    torch_nme = ship.measure_torch(SHIPPED[name])
-    assert len(torch_nme) == len(lmref_nme)
-    np.testing.assert_allclose(lmref_nme, torch_nme, rtol=1e-3, atol=1e-5)   # per face: float32 rounding
-    assert abs(lmref_nme.mean() - torch_nme.mean()) <= 1e-4 * torch_nme.mean()     # the mean: 1e-4 relative
-
+def test_shipped_nme_confirmed_by_torch_impl(name):
+    """The stated NME measured again by torch_impl alone (``ship.check_torch``: the torch model
+    rebuilt from the file, the trainer's evaluation), by the same rule as lmref's re-measurement above.
+    A stated NME that lmref wrote itself (``ship half``, as for stud5) is only as right as lmref;
+    this is what catches an lmref bug that such a manifest carries along."""
+    v = ship.check_torch(SHIPPED[name])
+    if not v["same_render"]:
+        warnings.warn(f"{name}: {v['message']}")
+    assert v["ok"], f"{name}: {v['message']}"

@@ -37,7 +37,7 @@ from lmref.landmarks import get as get_layout
 from lmref.ops import normalized_to_pixels
 
 __all__ = ["landmarks_in_pixels", "split_record", "measure", "check", "verdict", "remeasure", "half", "main",
-           "measure_torch", "SAME_RENDER_RTOL", "OTHER_RENDER_RTOL"]
+           "measure_torch", "check_torch", "SAME_RENDER_RTOL", "OTHER_RENDER_RTOL"]
 
 SPLIT_KEYS = ("version", "split", "seed", "n", "size", "sha256", "numpy", "opencv")
 # The same pixels: torch_impl (or another lmref run) and lmref differ by float32 rounding only; the
@@ -109,11 +109,15 @@ def measure_torch(path, batch=50):
     from ``path`` (tensors cast to float32, as lmref loads them) and run by the trainer's own
     evaluation (``train.evaluate``) on the test split of its manifest. It shares no model code with
     lmref, so it checks a stated NME that lmref wrote (``half``) independently."""
+    return _measure_torch(path, batch)[0]
+
+
+def _measure_torch(path, batch=50):
     from . import train
     model = train.load_teacher(path)                                       # eval mode, float32, strict keys
     cfg = train.config_from_dict({**weights.load(path)[1]["training"]["config"], "num_train": 2})
     _, _, test = train.make_datasets(cfg)
-    return train.evaluate(model, test, cfg, "cpu", train.model_layout(cfg), batch_size=batch)["nme"]
+    return train.evaluate(model, test, cfg, "cpu", train.model_layout(cfg), batch_size=batch)["nme"], test
 
 
 def _known(training):
@@ -158,6 +162,14 @@ def check(path):
     model, cfg, test = _test_set(path)
     nme, _, _ = _measure(model, cfg, test)
     return verdict(model.manifest["training"], nme, split_record(test))
+
+
+def check_torch(path):
+    """``check`` with torch_impl's measurement (``measure_torch``) instead of lmref's: the manifest's
+    NME confirmed by code that shares nothing with lmref's models -> ``verdict``."""
+    nme, test = _measure_torch(path)
+    v = verdict(weights.load(path)[1]["training"], nme, split_record(test))
+    return {**v, "message": v["message"].replace("lmref NME", "torch_impl NME")}
 
 
 def remeasure(path):
