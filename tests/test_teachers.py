@@ -85,3 +85,19 @@ def test_teacher_stopped_killed_and_resumed_from_committed_state_is_exact(cache,
             assert torch.equal(torch.as_tensor(pa[k]), torch.as_tensor(pb[k])), k
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"]) and len(a["history"]) == 3
+
+
+def test_weights_only_keep_resumes_without_optimizer_state(cache, tmp_path, capsys):
+    """A state too large to commit is kept without Adam's moments: the resume runs to the end from the
+    kept weights and step, and says that it is not bit-exact."""
+    run, kept = tmp_path / "run", tmp_path / "kept"
+    cfg = tiny(cache, run)
+    s = teachers.train_teacher("kd_resnet50", hours=1e-9, overrides=cfg, kept=str(kept), threads=1)
+    assert s["stopped"] and s["global_step"] == 2
+    teachers.keep("kd_resnet50", src=str(run), dst=str(kept), weights_only=True)
+    ck = last(kept)
+    assert "optimizer" not in ck and ck["global_step"] == 2 and not (kept / "best.pt").exists()
+    shutil.rmtree(run)
+    s = teachers.train_teacher("kd_resnet50", overrides=cfg, kept=str(kept), threads=1)
+    assert not s["stopped"] and s["global_step"] == 15 and len(s["history"]) == 3
+    assert "not bit-exact" in capsys.readouterr().out

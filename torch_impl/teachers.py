@@ -110,17 +110,26 @@ def _load(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def keep(name, src=None, dst=None):
-    """Copy the run's compact last.pt / best.pt and its history into the committed directory."""
+def keep(name, src=None, dst=None, weights_only=False):
+    """Copy the run's compact last.pt / best.pt and its history into the committed directory.
+    ``weights_only``: keep last.pt without the optimizer state (and no best.pt) -- a third of the size,
+    for a state too large to commit (ResNet-50's is 143 MB); a resume from it restarts Adam's moments
+    and so is not bit-exact (the trainer says so)."""
     src, dst = src or run_dir(name), dst or kept_dir(name)
     last = os.path.join(src, "last.pt")
     if not os.path.exists(last):
         raise SystemExit(f"{name}: no checkpoint in {src}")
     os.makedirs(dst, exist_ok=True)
-    for fn in ("last.pt", "best.pt"):
-        if os.path.exists(os.path.join(src, fn)):
-            shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
     ck = _load(last)
+    if weights_only:
+        from .train import save_checkpoint
+        save_checkpoint({k: v for k, v in ck.items() if k != "optimizer"}, os.path.join(dst, "last.pt"))
+        if os.path.exists(os.path.join(dst, "best.pt")):
+            os.remove(os.path.join(dst, "best.pt"))
+    else:
+        for fn in ("last.pt", "best.pt"):
+            if os.path.exists(os.path.join(src, fn)):
+                shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
     info = {k: ck[k] for k in ("epoch", "step_in_epoch", "global_step", "best_nme", "best_epoch", "history")}
     with open(os.path.join(dst, "progress.json"), "w") as f:
         json.dump(info, f, indent=1)
@@ -144,6 +153,7 @@ def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     table = _teachers()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
     md = ["# Teacher learning curves", "", "Val NME (inter-ocular, %) after each epoch of "
@@ -163,8 +173,8 @@ def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
         md.append("")
     ax.set_xlabel("epoch")
     ax.set_ylabel("val NME (%)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title("Teachers: validation NME per epoch")
     fig.tight_layout()
@@ -209,6 +219,8 @@ def main(argv=None):
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     k = sub.add_parser("keep", help="copy the resume state into teachers/<name>/ for committing")
     k.add_argument("name", choices=TEACHERS)
+    k.add_argument("--weights-only", action="store_true",
+                   help="without the optimizer state (a third of the size; the resume is then not bit-exact)")
     sub.add_parser("curves", help="learning curves -> benchmarks/results/teachers.md/.png")
     s = sub.add_parser("ship", help="store the finished teacher in lmref/assets/models (float16)")
     s.add_argument("name", choices=TEACHERS)
@@ -224,7 +236,7 @@ def main(argv=None):
         print(f"{args.name}: {'stopped' if s.get('stopped') else 'finished'} at step {s['global_step']} "
               f"after {(time.time() - t0) / 3600:.2f} h")
     elif args.cmd == "keep":
-        info = keep(args.name)
+        info = keep(args.name, weights_only=args.weights_only)
         print(f"{args.name}: kept epoch {info['epoch']} step {info['step_in_epoch']} in {kept_dir(args.name)}")
     elif args.cmd == "curves":
         print(curves())

@@ -691,8 +691,11 @@ def _train(cfg, rank, world, device):
         trainee.load_state_dict({**{f"model.{k}": v for k, v in ckpt["model"].items()}, **ckpt["extra"]})
     opt = make_optimizer(param_groups(trainee.model, cfg, trainee.extra_parameters()), cfg)
     if ckpt is not None:
-        if ckpt["phase"] == phase:           # (a CKD run saved at the phase switch starts phase 2 afresh)
-            opt.load_state_dict(ckpt["optimizer"])
+        if ckpt["phase"] == phase and "optimizer" in ckpt:   # (a CKD run saved at the phase switch
+            opt.load_state_dict(ckpt["optimizer"])             # starts phase 2 afresh)
+        elif "optimizer" not in ckpt and main_rank:
+            print(f"{last_path}: no optimizer state kept: Adam restarts from zero moments here, so this "
+                  f"resume is not bit-exact", flush=True)
         torch.set_rng_state(ckpt["torch_rng"].cpu())
     net = _wrap(trainee, world, device)
 
