@@ -314,12 +314,20 @@ def log_ticks(ax, axis="x"):
     target.set_minor_formatter(NullFormatter())
 
 
-def legend_outside(ax, **kw):
-    """The legend to the right of ``ax``, outside the plotting area, so it never hides data.
-    -> the Legend (None when nothing is labelled)"""
+def legend_outside(ax, side="right", **kw):
+    """The legend outside the plotting area, so it never hides data: to the right of ``ax`` or
+    (side="below") under its tick labels and x label, in up to three columns. A figure with
+    ``layout="constrained"`` makes room for it. -> the Legend (None when nothing is labelled)"""
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return None
+    if side == "below":                        # under the tick labels and the x label, wherever they end
+        below = ax.get_tightbbox(ax.figure.canvas.get_renderer()).y0          # display pixels
+        y = ax.transAxes.inverted().transform((0.0, below))[1]               # -> axes fraction (< 0)
+        kw.setdefault("ncol", min(3, len(handles)))
+        return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, y - 0.02), borderaxespad=0.0, **kw)
+    if side != "right":
+        raise ValueError(f"side: expected 'right' or 'below', got {side!r}")
     return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
 
 

@@ -104,6 +104,18 @@ def test_legend_outside_covers_no_data():
     r = fig.canvas.get_renderer()
     assert leg.get_window_extent(r).x0 >= ax.get_window_extent(r).x1
     assert viz.legend_outside(fig.add_subplot(2, 2, 4)) is None     # nothing labelled: no legend
+    fig2 = _fig(5, 4)
+    ax2 = fig2.add_subplot(1, 1, 1)
+    for k in range(4):
+        ax2.plot([0, 1], [k, k + 1], label=f"curve {k}")
+    ax2.set_xlabel("a label under the ticks")
+    fig2.subplots_adjust(bottom=0.45)
+    leg = viz.legend_outside(ax2, side="below")
+    fig2.canvas.draw()
+    r = fig2.canvas.get_renderer()
+    assert leg.get_window_extent(r).y1 <= ax2.xaxis.label.get_window_extent(r).y0
+    with pytest.raises(ValueError, match="side"):
+        viz.legend_outside(ax2, side="left")
 
 
 def test_landmarks_on_draws_points_and_boundaries():
