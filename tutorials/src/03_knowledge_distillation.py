@@ -41,13 +41,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from lmref import landmarks, metrics
+from lmref import landmarks, metrics, viz
 from lmref.data import synthetic
 from torch_impl import data as tdata
 from torch_impl.train import TrainConfig, train
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
-plt.rcParams["figure.dpi"] = 72        # figure size on screen and in the saved notebook
+plt.rcParams.update(viz.NOTEBOOK_RC)   # figure and text sizes readable on HiDPI screens
 # One torch thread: these tensors are small, and torch's thread pool on cores that are also busy
 # with anything else can make a step 10-50x slower instead of faster.
 torch.set_num_threads(1)
@@ -84,16 +84,15 @@ print("test faces with each attribute:",
       {a: int(n) for a, n in zip(synthetic.ATTRIBUTES, attributes.sum(0))})
 
 ds = tdata.LandmarkDataset(train_pool, augment_cfg=tdata.AugmentConfig(size=SIZE), channels=3)
-fig, axes = plt.subplots(2, 6, figsize=(12, 4.3))
+fig, axes = plt.subplots(2, 6, figsize=(10.5, 4.3), layout="constrained")
 for k, ax in enumerate(axes.flat):
     s = ds.sample(k // 2, seed=None if k % 2 == 0 else 100 + k)     # each face plain, then augmented
     img = np.clip(s["image"].transpose(1, 2, 0) * 0.5 + 0.5, 0, 1)   # undo the (x - 0.5) / 0.5 normalisation
     ax.imshow(img)
     ax.plot(s["landmarks"][:, 0], s["landmarks"][:, 1], ".", ms=2.5, color="lime")
-    ax.set_title("crop" if k % 2 == 0 else "augmented", fontsize=8)
+    ax.set_title("crop" if k % 2 == 0 else "augmented")
     ax.axis("off")
-plt.suptitle(f"training crops at {SIZE}x{SIZE} with their 68 landmarks", fontsize=10)
-plt.tight_layout()
+fig.suptitle(f"training crops at {SIZE}x{SIZE} with their 68 landmarks")
 plt.show()
 
 # %% [markdown]
@@ -202,7 +201,7 @@ def curve(summaries):
     return np.arange(1, v.shape[1] + 1), v
 
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2), layout="constrained")
 for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
     ep, v = curve([teacher])
     ax.plot(ep, v[0], "k--", lw=1, label="teacher")
@@ -214,10 +213,9 @@ for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
             ax.fill_between(ep[seen], np.nanmin(v[:, seen], 0), np.nanmax(v[:, seen], 0), color=f"C{k}", alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NME")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(title)
+    viz.legend_outside(ax, side="below")
     ax.grid(alpha=0.3)
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -256,7 +254,7 @@ def paired_delta(kd, base, mask=None):
     return per_unit.mean(), per_unit.std(ddof=1) / np.sqrt(len(per_unit))
 
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0), layout="constrained")
 print(f"{'model':44s} {'test NME':>16s} {'Δ vs no KD':>20s}  {'params':>9s}")
 for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
     print(f"{title + ': teacher':44s} {teacher['test']['nme']:8.4f}{'':8s} {'':>20s}  {n_params(teacher):9,d}")
@@ -272,11 +270,10 @@ for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
     ax.set_ylabel("test NME")
     seeds = len(next(iter(runs_.values())))
     ax.set_title(f"{title}\n" + (f"{seeds} seeds, ± sd over seeds" if seeds > 1 else "1 seed, ± SE over test faces"),
-                 fontsize=9)
+                 fontsize=10)
     lo = min(teacher["test"]["nme"], min(nme_matrix(s).mean(1).min() for s in runs_.values()))
     ax.set_ylim(0.8 * lo, None)
-    ax.legend(fontsize=8)
-plt.tight_layout()
+    viz.legend_outside(ax, side="below")
 plt.show()
 
 # %% [markdown]
@@ -288,7 +285,7 @@ plt.show()
 # trained models are drawn up to 0.3.)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.6), layout="constrained")
 thr = 0.3
 for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
     x, y = metrics.ced(np.array(teacher["test_nme_per_image"]), thr=thr, step=1e-3)
@@ -300,10 +297,9 @@ for ax, (title, runs_, teacher) in zip(axes, FAMILIES):
         ax.plot(x, y, color=f"C{k}", label=f"{m}: AUC@{thr} {auc:.3f}, FR@{thr} {fr:.1%}")
     ax.set_xlabel("NME")
     ax.set_ylabel("fraction of test faces")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    viz.legend_outside(ax, side="below", ncol=1)
     ax.grid(alpha=0.3)
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -319,7 +315,7 @@ subsets = {"all": np.ones(len(attributes), bool),
            **{a: attributes[:, k] for k, a in enumerate(synthetic.ATTRIBUTES) if attributes[:, k].sum() > 1}}
 kd_methods = [("Stud5", reg_runs, m) for m in ("RBD", "CKD")] + [("AAM", aam_runs, "L_KD")]
 width = 0.8 / len(kd_methods)
-fig, ax = plt.subplots(figsize=(11, 3.6))
+fig, ax = plt.subplots(figsize=(10.5, 3.8), layout="constrained")
 print(f"{'subset':13s} {'faces':>5s}  " + "  ".join(f"{f + ' ' + m + ' (Δ NME)':>22s}" for f, _, m in kd_methods))
 rows = {name: [] for name in subsets}
 for k, (family, runs_, m) in enumerate(kd_methods):
@@ -337,9 +333,8 @@ for name, mask in subsets.items():
 ax.axhline(0, color="k", lw=0.8)
 ax.set_xticks(range(len(subsets)), [f"{n}\n({m.sum()} faces)" for n, m in subsets.items()])
 ax.set_ylabel("NME change vs no KD (%)")
-ax.set_title("negative = the distilled student is better on that subset", fontsize=10)
-ax.legend(fontsize=8)
-plt.tight_layout()
+ax.set_title("negative = the distilled student is better on that subset")
+viz.legend_outside(ax)
 plt.show()
 
 # %% [markdown]
@@ -359,7 +354,7 @@ found = {name: RESULTS / f"{name}.json" for name in EXPERIMENTS if (RESULTS / f"
 if not found:
     print(f"no experiment results in {RESULTS} (run python -m torch_impl.experiments icme / kd)")
 else:
-    fig, axes = plt.subplots(1, len(found), figsize=(5.5 * len(found), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(found), figsize=(5.2 * len(found), 3.8), squeeze=False, layout="constrained")
     for ax, (name, path) in zip(axes[0], found.items()):
         title, teacher, students = EXPERIMENTS[name]
         res = json.loads(path.read_text())
@@ -372,9 +367,8 @@ else:
         ax.axhline(t_nme, color="k", ls="--", lw=1, label=f"teacher ({t_nme:.3f})")
         ax.set_xticks(range(len(students)), list(students.values()))
         ax.set_ylabel("test NME")
-        ax.set_title(f"{title}\n{len(res['seeds'])} seeds, ± sd over seeds", fontsize=9)
-        ax.legend(fontsize=8)
-    plt.tight_layout()
+        ax.set_title(f"{title}\n{len(res['seeds'])} seeds, ± sd over seeds", fontsize=10)
+        viz.legend_outside(ax, side="below")
     plt.show()
 
 # %% [markdown]
