@@ -11,6 +11,9 @@
 # 4. **unfold / fold** of MobileViT-v2, and why `lmref` carries a second, *rank-≤5* version of it,
 # 5. MobileViT-v2's **separable self-attention**: qkv split, softmax over patches, context vector.
 #
+# Stages are numbered from 0, as in the weights and in notebook 2: `backbone.stages.2` is the first
+# stage with attention. Notebook 0 explains what a landmark model answers and how it is scored.
+#
 # Everything runs in a few seconds on a laptop CPU. Set `LMREF_TUTORIAL_SMALL=1` to run the final
 # randomised check on fewer cases (the test suite does).
 
@@ -28,11 +31,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from IPython.display import Markdown, display
 
-from lmref import ops
+from lmref import ops, viz
 
 SMALL = os.environ.get("LMREF_TUTORIAL_SMALL", "0") == "1"
-plt.rcParams["figure.dpi"] = 72        # figure size on screen and in the saved notebook
+plt.rcParams.update(viz.NOTEBOOK_RC)   # figure and text sizes readable on HiDPI screens
 rng = np.random.default_rng(0)
 torch.manual_seed(0)
 torch.set_num_threads(1)      # tensors here are tiny: starting threads would cost more than it saves
@@ -47,6 +51,11 @@ def max_err(a, b):
 
 
 t = torch.from_numpy          # NumPy -> torch without copying (same dtype)
+
+
+def say(text):
+    """Show Markdown written from computed numbers (so the text cannot disagree with them)."""
+    display(Markdown(text))
 
 # %% [markdown]
 # ## 1. Convolution = im2col + matmul
@@ -102,29 +111,28 @@ print(f"by hand vs torch: {max_err(y_hand, y_torch):.2e}    lmref.ops.conv2d vs 
 img = np.arange(25, dtype=np.float64).reshape(1, 5, 5)
 cols, (Ho, Wo) = im2col(img, 3, 3)
 
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
-axes[0].imshow(img[0], cmap="viridis")
-for (r, c), v in np.ndenumerate(img[0]):
-    axes[0].text(c, r, int(v), ha="center", va="center", color="w", fontsize=9)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained", gridspec_kw={"width_ratios": [1, 1.6]})
+im = viz.show(axes[0], img[0], "input 5x5 (red: first 3x3 window)", cmap="viridis", vmin=0, vmax=24)
+viz.annotate_cells(axes[0], img[0].astype(int), "{:d}", im=im, fontsize=10)
 axes[0].add_patch(plt.Rectangle((-0.5, -0.5), 3, 3, fill=False, ec="r", lw=2))
-axes[0].set_title("input 5x5 (red: first 3x3 window)")
-axes[1].imshow(cols, cmap="viridis", aspect="auto")
-for (r, c), v in np.ndenumerate(cols):
-    axes[1].text(c, r, int(v), ha="center", va="center", color="w", fontsize=8)
+im = viz.show(axes[1], cols, f"im2col matrix [{cols.shape[0]}, {cols.shape[1]}]", cmap="viridis", vmin=0, vmax=24,
+              cbar="input pixel index", ticks=True, aspect="auto")
+viz.annotate_cells(axes[1], cols.astype(int), "{:d}", im=im, fontsize=9)
 axes[1].add_patch(plt.Rectangle((-0.5, -0.5), 1, 9, fill=False, ec="r", lw=2))
 axes[1].set_xlabel("output pixel (y*Wo + x)")
 axes[1].set_ylabel("kernel tap (i*kw + j)")
-axes[1].set_title(f"im2col matrix [{cols.shape[0]}, {cols.shape[1]}]")
-axes[0].set_xticks([])
-axes[0].set_yticks([])
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
 # `lmref.ops.conv2d` is exactly this, extended to a batch, dilation, `padding="same"` and groups
 # (`lmref/ops/conv.py`, `_im2col`). The price of the simplicity is memory: the column matrix is
-# $k_h k_w$ times larger than the input. A 3×3 convolution on a 64×64×64 map builds a 2.4 M-entry
-# matrix — fine for a reference implementation, and the reason fast libraries avoid materialising it.
+# $k_h k_w$ times larger than the input. For a 3×3 convolution on a 64-channel 64×64 map:
+
+# %%
+big_cols, _ = im2col(np.zeros((64, 64, 64)), 3, 3, padding=1)
+say(f"the column matrix is {big_cols.shape[0]:,} × {big_cols.shape[1]:,} = **{big_cols.size / 1e6:.1f} M entries** "
+    f"({big_cols.size // (64 * 64 * 64)} times the input): fine for a reference implementation, and the reason fast "
+    f"libraries avoid materialising it.")
 
 # %% [markdown]
 # ## 2. Depthwise convolution
@@ -164,18 +172,21 @@ def dense_equivalent(w, groups):
     return full.reshape(O, -1)
 
 
-fig, axes = plt.subplots(1, 3, figsize=(11, 2.8))
+fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.0), layout="constrained")
 for ax, G in zip(axes, (1, 2, C)):
     w_g = rng.standard_normal((C, C // G, 3, 3))
     dense = dense_equivalent(w_g, G)
     # the claim: a grouped conv equals a dense conv with this block-diagonal weight
     err = max_err(ops.conv2d(x[None], w_g, padding=1, groups=G),
                   ops.conv2d(x[None], dense.reshape(C, C, 3, 3), padding=1))
-    ax.imshow(dense != 0, cmap="Greys", aspect="auto", interpolation="nearest")
-    ax.set_title(f"groups={G}: {w_g.size} weights (dense-equal err {err:.0e})", fontsize=9)
+    # a bool map drawn with vmin=0, vmax=1 (viz.show): the all-True dense matrix of groups=1 is black,
+    # where imshow's autoscale would map a constant array to white and draw an empty panel
+    im = viz.show(ax, dense != 0, f"groups={G}: {w_g.size} weights\n(dense-equal err {err:.0e})",
+                  cmap="Greys", ticks=True, aspect="auto")
     ax.set_xlabel("input (channel, tap)")
     ax.set_ylabel("output channel")
-plt.tight_layout()
+cb = viz.colorbar(axes[-1], im, ticks=[0, 1])
+cb.set_ticklabels(["zero", "weight"])
 plt.show()
 
 H = W = 64
@@ -221,13 +232,11 @@ print(f"group_norm(1 group) vs layer_norm over C: max difference {max_err(y_lmre
 
 # %%
 plain = ops.group_norm(x, 1)        # no affine, to look at the normalisation alone
-fig, axes = plt.subplots(1, 3, figsize=(10, 2.6))
+fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), layout="constrained")
 for ax, (title, a) in zip(axes, [("input", x), ("group_norm, 1 group", plain),
                                  ("layer_norm over C", ops.layer_norm(x_cl, 8).transpose(0, 3, 1, 2))]):
-    im = ax.imshow(a[0].mean(axis=0), cmap="coolwarm", vmin=-1.5, vmax=2.5)
-    ax.set_title(f"{title}\nper-pixel mean over C", fontsize=9)
-    ax.axis("off")
-fig.colorbar(im, ax=axes, shrink=0.8)
+    im = viz.show(ax, a[0].mean(axis=0), f"{title}\nper-pixel mean over C", cmap="coolwarm", vmin=-1.5, vmax=2.5)
+fig.colorbar(im, ax=axes, shrink=0.9, label="mean over channels")
 plt.show()
 
 # %% [markdown]
@@ -264,24 +273,19 @@ ref_back = F.fold(t(patches).reshape(1, 4, 16), output_size=(8, 8), kernel_size=
 print(f"fold_patches vs F.fold: {max_err(back, ref_back):.1e};  fold(unfold(x)) == x: {np.array_equal(back, x)}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [1, 2.2]})
-axes[0].imshow(x[0, 0], cmap="tab20")
-for (r, c), v in np.ndenumerate(x[0, 0]):
-    axes[0].text(c, r, int(v), ha="center", va="center", fontsize=7)
+fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6), layout="constrained", gridspec_kw={"width_ratios": [1, 2.2]})
+im = viz.show(axes[0], x[0, 0], "8x8 map, 2x2 patches", cmap="viridis", vmin=0, vmax=63)
+viz.annotate_cells(axes[0], x[0, 0].astype(int), "{:d}", im=im)
 for k in range(1, 4):
-    axes[0].axhline(2 * k - 0.5, color="k", lw=1.5)
-    axes[0].axvline(2 * k - 0.5, color="k", lw=1.5)
-axes[0].set_title("8x8 map, 2x2 patches")
-axes[1].imshow(patches[0, 0], cmap="tab20", aspect="auto")
-for (r, c), v in np.ndenumerate(patches[0, 0]):
-    axes[1].text(c, r, int(v), ha="center", va="center", fontsize=7)
+    axes[0].axhline(2 * k - 0.5, color="r", lw=1.5)
+    axes[0].axvline(2 * k - 0.5, color="r", lw=1.5)
+im = viz.show(axes[1], patches[0, 0], "unfolded [P=4, N=16]", cmap="viridis", vmin=0, vmax=63,
+              cbar="pixel index (row*8 + col)", ticks=True, aspect="auto")
+viz.annotate_cells(axes[1], patches[0, 0].astype(int), "{:d}", im=im)
+axes[1].set_xticks(range(16))
+axes[1].set_yticks(range(4))
 axes[1].set_xlabel("patch n = a*(W/pw) + b")
 axes[1].set_ylabel("pixel in patch p = i*pw + j")
-axes[1].set_title("unfolded [P=4, N=16]")
-for ax in axes:
-    ax.set_xticks([])
-    ax.set_yticks([])
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -389,24 +393,27 @@ print(f"by hand vs lmref.ops.separable_self_attention: {max_err(y_hand, y_lmref)
 
 # %%
 nh, nw = face.shape[0] // ph, face.shape[1] // pw
-fig, axes = plt.subplots(1, 1 + P, figsize=(12, 2.7))
-axes[0].imshow(face, cmap="gray")
-axes[0].set_title("toy face (channel 0)")
+fig, axes = plt.subplots(1, 1 + P, figsize=(10.5, 2.6), layout="constrained")
+viz.show(axes[0], face, "toy face (channel 0)", cmap="gray", vmin=0, vmax=1)
+top = c_s.max()
 for p in range(P):
-    axes[1 + p].imshow(c_s[0, 0, p].reshape(nh, nw), cmap="magma")    # N = nh*nw, row-major
-    axes[1 + p].set_title(f"context scores, p = {p} (i={p // pw}, j={p % pw})", fontsize=9)
-for ax in axes:
-    ax.axis("off")
-plt.tight_layout()
+    im = viz.show(axes[1 + p], c_s[0, 0, p].reshape(nh, nw), f"c_s, p = {p} (i={p // pw}, j={p % pw})",
+                  cmap="magma", vmin=0, vmax=top)                      # N = nh*nw, row-major; one scale for all
+fig.colorbar(im, ax=axes[1:], shrink=0.9, label="c_s (sums to 1 per p)")
 plt.show()
 print("context vector c_v for p = 0 (what every token of that position is gated with):")
 print(c_v[0, :, 0, 0])
+v = xp[0, 0]                                                           # [P, N] intensity of each token
+kinds = {"eyes and mouth": v < 0.125, "background": (v > 0.125) & (v < 0.5), "bright face": v > 0.5}
+share = {k: (m.mean(), (c_s[0, 0] * m).sum(-1).mean()) for k, m in kinds.items()}   # (token share, score mass)
+say("Share of the tokens and of the score mass (mean over p): " + "; ".join(
+    f"{k} {t:.0%} of the tokens, **{s:.1%}** of the mass" for k, (t, s) in share.items()) +
+    f". A dark token outweighs a bright one by far, and the darkest (eyes, mouth) weigh "
+    f"{share['eyes and mouth'][1] / share['eyes and mouth'][0] / (share['background'][1] / share['background'][0]):.1f} "
+    f"times a background token each. The context vector is this weighted average of the features. "
+    f"Each in-patch position p has its own distribution because each sees a different quarter of every patch.")
 
 # %% [markdown]
-# The spotlight falls on the eyes and mouth (and the dark background around the ellipse): the
-# context vector is a weighted average of the features there. Each in-patch position p has its own
-# distribution because each sees a different quarter of every patch.
-#
 # Now the check against PyTorch with random weights — `torch_impl`'s `LinearSelfAttention` module
 # (the training-side twin, same state-dict keys as timm's) — in float64 and float32:
 
@@ -427,26 +434,33 @@ for dtype in (np.float64, np.float32):
 # %% [markdown]
 # ### What "linear in N" buys
 #
-# Multiply-accumulates of one attention layer on N tokens of width d (projections included), for
-# d = 64 (MobileViT-v2 ×0.5, stage 3): standard single-head self-attention needs $4Nd^2 + 2N^2 d$,
-# the separable version $N d (1 + 2d) + 2 N d + N d^2$. At 256×256 input stage 3 has N = 256 tokens per in-patch
-# position; the quadratic term takes over quickly beyond that.
+# Multiply-accumulates of one attention layer on N tokens of width d (projections included):
+# standard single-head self-attention needs $4Nd^2 + 2N^2 d$, the separable version
+# $N d (1 + 2d) + 2 N d + N d^2$. For d and N, take the first attention stage of the shipped student
+# (MobileViT-v2 ×0.5), `backbone.stages.2`, at 1/8 of the input resolution with 2×2 patches:
 
 # %%
+from lmref.detect import resolve_model
+from lmref.weights import load_model
+
+student = load_model(resolve_model("student"))
+qkv = student.params["backbone"]["stages"]["2"]["1"]["transformer"]["0"]["attn"]["qkv_proj"]["weight"]
+d = qkv.shape[1]                                                       # [1 + 2d, d, 1, 1]
+N_256 = (256 // 8 // 2) ** 2                                           # tokens per in-patch position at 256x256
+say(f"`backbone.stages.2` attends over **d = {d}** channels; at 256×256 input its map is {256 // 8}×{256 // 8}, "
+    f"so **N = {N_256}** tokens per in-patch position. The quadratic term takes over quickly beyond that.")
 Ns = np.array([16, 64, 256, 1024, 4096])
-d = 64
 mhsa = 4 * Ns * d * d + 2 * Ns ** 2 * d
 sep = Ns * d * (1 + 2 * d) + 2 * Ns * d + Ns * d * d
-fig, ax = plt.subplots(figsize=(5.5, 3.4))
+fig, ax = plt.subplots(figsize=(8.5, 3.6), layout="constrained")
 ax.loglog(Ns, mhsa / 1e6, "o-", label="self-attention  $4Nd^2 + 2N^2d$")
 ax.loglog(Ns, sep / 1e6, "s-", label="separable  $\\approx 3Nd^2$")
-ax.axvline(256, color="gray", ls=":", lw=1)
-ax.text(270, mhsa.max() / 1e6 / 3, "stage 3 at 256 px", color="gray", fontsize=8)
+ax.axvline(N_256, color="gray", ls=":", lw=1)
+ax.text(N_256 * 1.06, mhsa.max() / 1e6 / 3, "stages.2 at 256 px", color="gray")
 ax.set_xlabel("tokens N")
-ax.set_ylabel("M MACs per layer (d = 64)")
-ax.legend(fontsize=8)
+ax.set_ylabel(f"M MACs per layer (d = {d})")
+viz.legend_outside(ax)
 ax.grid(True, which="both", alpha=0.3)
-plt.tight_layout()
 plt.show()
 for n, a, s in zip(Ns, mhsa, sep):
     print(f"N={n:5d}: self-attention {a / 1e6:8.1f} M, separable {s / 1e6:7.1f} M  ({a / s:4.1f}x)")
@@ -508,10 +522,34 @@ print(f"{'op':22s} {'float64':>10s} {'float32':>10s}")
 for name in dict.fromkeys(k[0] for k in worst):
     print(f"{name:22s} {worst[(name, 'float64')]:10.1e} {worst[(name, 'float32')]:10.1e}")
 assert all(v < (1e-12 if dt == "float64" else 1e-5) for (_, dt), v in worst.items())
+moving = [k for k in worst if k[0].startswith(("unfold", "fold"))]
+arith = [k for k in worst if k not in moving]
+say(f"float64 agrees to at most **{max(worst[k] for k in arith if k[1] == 'float64'):.0e}** (a few units in the last "
+    f"place: the two libraries sum in different orders), float32 to at most "
+    f"**{max(worst[k] for k in arith if k[1] == 'float32'):.0e}**. The data-movement ops (unfold / fold) are "
+    + ("exact in both." if all(worst[k] == 0 for k in moving) else
+       f"within {max(worst[k] for k in moving):.0e}."))
 
 # %% [markdown]
-# float64 agrees to ~1e-15 (a few units in the last place: the two libraries sum in different
-# orders), float32 to ~1e-7. Data-movement ops (unfold / fold) are exact in both.
+# ## Summary
+#
+# * A convolution is im2col plus one matrix product; `groups` makes that product block-diagonal,
+#   and a depthwise convolution (one group per channel) keeps only the diagonal blocks.
+# * MobileViT-v2's "LayerNorm2d" is a group norm with one group: statistics over C×H×W per sample.
+# * Unfold / fold only move data. The rank-≤5 version moves it without any tensor of rank 6, for
+#   runtimes that cannot transpose 6-D tensors, and gives the same bits.
+# * Separable self-attention replaces the N×N attention matrix by one softmax over the patches and a
+#   context vector, so its cost grows linearly with N.
+# * Every op written by hand here agrees with PyTorch to rounding error.
+#
+# ### Try this
+#
+# * Add `dilation` to `im2col` and `conv2d_by_hand` (the taps move `d` pixels apart) and check it
+#   against `F.conv2d(..., dilation=2)`.
+# * In section 5, flip the sign of the query weight (`qkv_w[0, 0] = +12.0`, `qkv_b[0] = -6.0`).
+#   Where does the spotlight move, and why?
+# * `unfold_6d` needs patches that divide the map. MobileViT-v2 resizes a map whose side is not
+#   even before unfolding it; notebook 2 finds where that happens in the student.
 #
 # **Next:** notebook 2 runs a whole landmark model through `lmref.trace` and looks at what these
 # ops produce, stage by stage.
