@@ -5,6 +5,7 @@ without an error with ``LMREF_TUTORIAL_SMALL=1`` (the notebooks' small-settings 
 Build / re-execute with default settings: ``python tutorials/_build.py``.
 """
 import importlib.util
+import re
 from pathlib import Path
 
 import nbformat
@@ -61,6 +62,34 @@ def test_notebook_matches_source_and_is_saved_clean(src):
             assert out.output_type != "error", f"{c.id}: saved with an error output"
             assert out.get("execution_count") is None
     nbformat.validate(nb)
+
+
+# Notebook 03 is rebuilt around the shipped teachers in a later part of issue 19; until then it has no
+# summary / try-this ending. strict: this xfail fails as soon as 03 gets one, so the mark is removed then.
+ENDING_PENDING = {"03_knowledge_distillation"}
+
+
+@pytest.mark.parametrize("src", [
+    pytest.param(s, id=s.stem, marks=[pytest.mark.xfail(strict=True, reason="03 is rebuilt later (issue 19)")]
+                 if s.stem in ENDING_PENDING else []) for s in SOURCES])
+def test_notebook_ends_with_summary_and_exercise(src):
+    """Every notebook ends with a "Summary" section and a "Try this" exercise, in its last cells."""
+    cells = build.parse_cells(src.read_text())
+    tail = "\n".join(body for kind, body in cells[-3:] if kind == "markdown")
+    assert "## Summary" in tail and "### Try this" in tail, f"{src.name}: no summary / try-this at the end"
+    tries = tail.split("### Try this", 1)[1]
+    assert tries.count("\n* ") >= 1, f"{src.name}: the try-this section has no exercise"
+
+
+@pytest.mark.parametrize("src", [_param(s) for s in SOURCES])
+def test_notebook_figures_use_the_notebook_style(src):
+    """Figures readable on HiDPI screens: every notebook applies lmref.viz.NOTEBOOK_RC (100 dpi,
+    10-12 pt text) and none sets a smaller dpi or an 8 pt (or smaller) title afterwards."""
+    text = src.read_text()
+    assert "plt.rcParams.update(viz.NOTEBOOK_RC)" in text, f"{src.name}: figures not in the notebook style"
+    assert "figure.dpi\"] = 72" not in text
+    small = re.findall(r"set_title\([^\n]*fontsize=[1-8]\b", text) + re.findall(r"suptitle\([^\n]*fontsize=[1-8]\b", text)
+    assert not small, f"{src.name}: titles smaller than 9 pt: {small[:3]}"
 
 
 @pytest.mark.parametrize("src", [_param(s) for s in SOURCES])
