@@ -1,5 +1,6 @@
 """The tutorial notebooks: each committed notebook equals its source in ``tutorials/src`` (so a
-reviewer can trust the diff of the source), is saved executed and clean, and runs top to bottom
+reviewer can trust the diff of the source), is saved executed and clean, ends with a summary and a
+"try this" exercise, draws its figures in ``lmref.viz.NOTEBOOK_RC`` sizes, and runs top to bottom
 without an error with ``LMREF_TUTORIAL_SMALL=1`` (the notebooks' small-settings switch).
 
 Build / re-execute with default settings: ``python tutorials/_build.py``.
