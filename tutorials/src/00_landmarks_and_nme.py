@@ -297,13 +297,13 @@ assert [os.path.splitext(os.path.basename(n))[0] for n in res["names"]] == test.
 student = load_model(resolve_model("student"))
 n_params = sum(v.size for k, v in lmref.weights.flatten(student.params).items()
                if not k.endswith(("running_mean", "running_var")))
-fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
+fig, ax = plt.subplots(figsize=(8, 4.4), layout="constrained")
 scores = viz.ced_plot(ax, {"student (51 points)": res["nmes"], "mean shape (51 points)": base51[:n_run]},
                       thr=0.3, step=1e-3, styles={"mean shape (51 points)": {"ls": "--", "color": "gray"}})
 ax.axvline(0.1, color="C3", lw=0.8, ls=":")
-ax.text(0.102, 0.05, "usual failure threshold", color="C3", fontsize=8)
+ax.text(0.102, 0.03, "usual failure threshold", color="C3")
 ax.set_title(f"CED on the first {n_run} test faces, drawn to 0.3")
-ax.legend(loc="lower right")                                          # the curves leave that corner empty
+viz.legend_outside(ax, side="below", ncol=1)
 plt.show()
 ok = np.mean(np.asarray(res["nmes"]) <= 0.1)
 say(f"On these {n_run} faces the student scores NME {res['nme']:.3f} against the mean shape's "
