@@ -32,9 +32,9 @@ hour and every mutant meaningful.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -462,10 +462,21 @@ def restore(copy, m, original):
         f.write(original)
 
 
-def run_setup(copy, m):
-    if m.setup:
-        subprocess.run([sys.executable, "-c", m.setup], cwd=copy, check=True,
-                       env={**os.environ, "PYTHONPATH": copy})
+@contextlib.contextmanager
+def mutated(copy, m):
+    """The copy with mutant ``m`` applied (and its setup run) inside the block, exactly restored after:
+    the source file's text, and the shipped models' bytes when a setup may have rewritten them."""
+    original = apply(copy, m)
+    backup = _backup_assets(copy) if m.setup else None
+    try:
+        if m.setup:
+            subprocess.run([sys.executable, "-c", m.setup], cwd=copy, check=True,
+                           env={**os.environ, "PYTHONPATH": copy})
+        yield
+    finally:
+        restore(copy, m, original)
+        if backup:
+            _restore_assets(copy, backup)
 
 
 def restate_shipped_nme(name):
@@ -499,19 +510,12 @@ def run(mutants, out_md, seed, confirm):
         baseline = secs
         rows = []
         for m in mutants:
-            original = apply(copy, m)
-            backup = _backup_assets(copy) if m.setup else None
-            try:
-                run_setup(copy, m)
+            with mutated(copy, m):
                 outcome, secs, tail = run_tests(copy, tests_of(m), seed)
                 if outcome == "passed" and confirm:
                     outcome, more, tail = run_tests(copy, ["tests"], seed)
                     secs += more
                     outcome = {"passed": "survived (whole suite)", "failed": "killed (whole suite)"}.get(outcome, outcome)
-            finally:
-                restore(copy, m, original)
-                if backup:
-                    _restore_assets(copy, backup)
             result = {"passed": "survived", "failed": "killed", "timeout": "killed (timeout)"}.get(outcome, outcome)
             rows.append({**asdict(m), "scope": m.scope, "result": result, "seconds": round(secs, 1),
                          "tests": tests_of(m), "tail": tail})
@@ -533,16 +537,9 @@ def run_findings(out_md, seed):
             for args in (answer, before):                           # unmutated, both pass
                 if args and run_tests(copy, args, seed)[0] != "passed":
                     raise SystemExit(f"finding {number}: unmutated {' '.join(args)} does not pass")
-            original = apply(copy, m)
-            backup = _backup_assets(copy) if m.setup else None
-            try:
-                run_setup(copy, m)
+            with mutated(copy, m):
                 now = run_tests(copy, answer, seed)
                 then = run_tests(copy, before, seed) if before else None
-            finally:
-                restore(copy, m, original)
-                if backup:
-                    _restore_assets(copy, backup)
             rows.append({"finding": number, "id": mid, "why": m.why, "answer": answer, "answer_result": now[0],
                          "answer_tail": now[2], "before": before, "before_result": then and then[0]})
             print(f"finding {number} {mid:32s} answering test {now[0]:7s}"

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.mutation import MUTANTS, RESULTS, ROOT, apply, make_copy, restore
+from benchmarks.mutation import MUTANTS, RESULTS, apply, make_copy, restore
 
 PROPERTY_TESTS = {          # op module -> the test file whose @given tests are its property tests
     "lmref/ops/conv.py": "test_ops_conv", "lmref/ops/norm.py": "test_ops_norm",
