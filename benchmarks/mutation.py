@@ -595,7 +595,7 @@ def write_report(rows, out_md, seed, head, baseline):
         "",
         f"`python -m benchmarks.mutation` at commit {head}, hypothesis seed {seed}: {len(rows)} mutants, one "
         f"at a time on a copy of the repository, {total / 60:.0f} min of test runs after a {baseline / 60:.0f} min "
-        "baseline (the unmutated tests pass) on this 2-core machine, shared with a training job. List and method: "
+        "baseline (the unmutated tests pass) on this 2-core machine. List and method: "
         "`benchmarks/mutation.py`; issue 21's findings under their mutants: `mutation_findings.md`.",
         "",
         f"**Score: {k} of {n} mutants killed ({100 * k / max(n, 1):.1f}%)** in lmref/ops, lmref/models, "

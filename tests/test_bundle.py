@@ -242,6 +242,17 @@ def test_compare_passes_just_inside_and_fails_just_outside_the_default_tolerance
         assert row["max_abs"] == pytest.approx(factor * threshold, rel=1e-3)
 
 
+def test_compare_scale_is_the_largest_magnitude_even_when_negative(golden):
+    """scale = max |ref|, so a tensor whose largest magnitude is negative gets the same tolerance as
+    its mirror image: 10% inside passes."""
+    name = next(n for n in golden.names("op")
+                if -golden.array(n, "float64").min() > 2 * max(golden.array(n, "float64").max(), 0))
+    scale = float(np.abs(golden.array(name, "float64")).max())
+    threshold = B.DEFAULT_TOL["float64"]["atol"] + B.DEFAULT_TOL["float64"]["rtol"] * scale
+    report = B.compare(golden, {name: _off_by(golden, name, 0.9 * threshold, "float64")})
+    assert report.ok and report.compared[0]["err"] == pytest.approx(0.9 * threshold / scale, rel=1e-3)
+
+
 def test_compare_at_the_exact_threshold(golden):
     """max|diff| equal to the tolerance passes (<=), one float below it fails; with rtol the same
     holds at atol + rtol * scale computed as compare computes it."""

@@ -102,6 +102,23 @@ def test_every_norm_eps_is_upstreams_in_both_halves(name, monkeypatch):
     assert got and all(v == {UPSTREAM_EPS} for v in got.values()), f"torch_impl {name}: eps {got}"
 
 
+# ------------------------------------------------------------------------ MobileViT-v2 widths
+# timm rounds channel counts with make_divisible(v, 8): the nearest multiple of 8 (halves round up),
+# at least 8, and one step more when that lost over 10% of v (timm/layers/helpers.py). Both halves
+# take their widths from lmref's stage_plan, so only these upstream values can tell a wrong rounding.
+MAKE_DIVISIBLE_8 = {4: 8, 7: 8, 12: 16, 20: 24, 44: 48, 68: 72, 76: 80, 100: 104, 127.5: 128, 192: 192}
+
+
+def test_mobilevitv2_width_rounding_is_timms():
+    from lmref.models.mobilevitv2 import Config, make_divisible, stage_plan
+    assert {v: make_divisible(v) for v in MAKE_DIVISIBLE_8} == MAKE_DIVISIBLE_8
+    # width 0.6, not a timm preset, where the rounding shows: stages.1 has 38 and 76 input channels
+    # (hidden = make_divisible(2 * in)), stages.2-4 have 153, 230, 307 (attention dim = make_divisible(in / 2))
+    plan = stage_plan(Config(width_multiplier=0.6))
+    assert [b["hidden"] for b in plan[1]] == [make_divisible(38 * 2.0), make_divisible(76 * 2.0)] == [80, 152]
+    assert [blocks[1]["dim"] for blocks in plan[2:]] == [80, 112, 152]
+
+
 # ------------------------------------------------------------------ layouts, edges, E2P, flips
 # STAR conf/alignment.py edge_info (name, 0-based indices in drawing order, closed) [2.4];
 # flip permutations of STAR flip_mapping / PIPNet points_flip [6.3]; NME normalisers [6.1].
