@@ -608,8 +608,14 @@ def write_report(rows, out_md, seed, head, baseline):
         "## Survivors",
         "",
     ]
+    first = ("The first run of this list (commit 6850298) killed 128 of 130: `mvit.make-divisible-floor` "
+             "(a width rounding that differs from timm only at widths no preset uses, and both halves share "
+             "it) and `bundle.scale-signed` (no test had a reference whose largest magnitude is negative) "
+             "survived; tests/test_constants.py::test_mobilevitv2_width_rounding_is_timms and "
+             "tests/test_bundle.py::test_compare_scale_is_the_largest_magnitude_even_when_negative now kill them.")
     survivors = [r for r in rows if not r["result"].startswith("killed")]
-    lines += [f"* `{r['id']}` ({r['file']}): {r['why']}" for r in survivors] or ["none"]
+    lines += [f"* `{r['id']}` ({r['file']}): {r['why']}" for r in survivors] or ["None in this run."]
+    lines += ["", first]
     lines += ["", "## Every mutant", "", "| mutant | scope | what it breaks | tests run | result | s |",
               "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
