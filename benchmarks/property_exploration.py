@@ -144,7 +144,7 @@ def write_report(rows, fixed, seeds, out, cost, label):
              f"`python -m benchmarks.property_exploration --seeds {seeds} --fixed {','.join(map(str, fixed))}`: "
              f"the {n} mutants of lmref/ops in `benchmarks/mutation.py`, each against the property tests "
              f"(`@given`) of its op's test file only ({', '.join(modules)}). Seconds: all those property "
-             "tests once, unmutated, on this busy 2-core machine.", "",
+             "tests once, unmutated, on this 2-core machine (timings from one run: compare within a table, not across).", "",
              "| setting | mutants caught by one run | seconds |", "| --- | --- | --- |"]
     lines += [f"| fixed examples, {k} per test | {caught_fixed[k]} of {n} | {cost[f'fixed-{k}']:.1f} |" for k in fixed]
     lines += [f"| fresh examples each run, 12 per test | {expected_fresh:.1f} of {n} expected "
