@@ -53,9 +53,9 @@ STUDENT_EPOCHS = {"icme": 2, "kd": 2}
 
 
 def settings(quick):
-    """Data and budget shared by the experiments.  Default: 2,200-face training pool (2,000 train /
-    200 val), 500 test faces, rendered at 128 px.  Quick: 22 / 8 faces at 48 px, one thread, one or
-    two short epochs."""
+    """Data and budget shared by the experiments.  Default: the 22,000-face training pool (20,000 train /
+    2,000 val), 2,000 test faces, rendered at 256 px by 2 workers.  Quick: 22 / 8 faces at 48 px, one
+    thread, one or two short epochs."""
     if quick:
         return {"num_train": 22, "num_test": 8, "data": {"render_size": 48}, "batch_size": 4, "quick": True,
                 "num_threads": 1}
