@@ -48,12 +48,13 @@ def test_plan_orders_teachers_first_and_wires_them(tmp_path):
 
 def test_kd_quick_two_seeds_and_reuse(dirs):
     md, payload = _run(dirs, "kd", [0, 1])
-    for label in ("ResNet50Base", "Stud5Base", "Stud5RBD", "Stud5CKD", "Did distillation help?", "mean training shape"):
+    for label in ("ResNet50Base", "Stud5Base", "Stud5RBD", "Stud5CKD", "Did distillation help?", "mean-shape baseline"):
         assert label in md
     assert set(payload["runs"]) == {"resnet50", "stud5", "stud5_rbd", "stud5_ckd"}
     nmes = [s["test"]["nme"] for s in payload["runs"]["stud5"]]
     assert len(nmes) == 2 and all(np.isfinite(nmes))
     assert len(payload["delta_test_nme_vs_stud5"]["stud5_ckd"]) == 2
+    assert f"{payload['mean_shape_nme'] * 100:.2f}%" in md and 0 < payload["mean_shape_nme"] < 1
     assert not (dirs / "assets").exists()                              # quick runs are not assets
     # a second call reuses every finished run: same numbers, no training
     _, again = _run(dirs, "kd", [0, 1])

@@ -392,8 +392,9 @@ def model_cost(cfg):
 
 
 def mean_shape_nme(cfg):
-    """Test NME of the mean training shape (the average of the un-augmented training crops' landmarks,
-    predicted for every test face): what a model must beat to have learned anything."""
+    """Test NME of the mean-shape baseline: the average training face (un-augmented crops, in landmark-box
+    units) placed in each test face's landmark box (``lmref.metrics.mean_shape_prediction``): what a
+    model must beat to have learned anything."""
     from lmref import metrics
     from .train import config_from_dict, make_datasets, model_layout
     c = config_from_dict({k: v for k, v in cfg.items() if k != "distill"})
@@ -404,13 +405,14 @@ def mean_shape_nme(cfg):
     if train_pts.shape[1] != layout.num_points:                        # 68-point data, 51-point model
         from .data import convert_layout
         train_pts, test_pts = (convert_layout(p, train.layout, layout) for p in (train_pts, test_pts))
-    guess = np.broadcast_to(train_pts.mean(0), test_pts.shape).astype(np.float64)
-    return float(metrics.nme(guess, test_pts.astype(np.float64), layout).mean())
+    test_pts = test_pts.astype(np.float64)
+    guess = metrics.mean_shape_prediction(test_pts, train=train_pts.astype(np.float64))
+    return float(metrics.nme(guess, test_pts, layout).mean())
 
 
-def _mean_shape_line(cfg):
-    return (f"- Anchor: the mean training shape predicted for every test face scores test NME "
-            f"{mean_shape_nme(cfg) * 100:.2f}%; a model above that has not learned the faces yet.")
+def _mean_shape_line(nme):
+    return (f"- Anchor: the mean-shape baseline (the average training face placed in each test face's landmark "
+            f"box) scores test NME {nme * 100:.2f}%; a model above that has not learned the faces yet.")
 
 
 def _by_run(results, runs, seeds, shared=()):
@@ -523,7 +525,8 @@ def icme(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
                f"{m * 100:+.2f} ± {sd * 100:.2f} points ({'lower is better'}); KD gave a lower NME in "
                f"{helped} of {len(seeds)} seeds. " + _verdict(m, sd, len(seeds)), "",
            "Setting:"] + _setting_lines(s, {k: v[0] for k, v in runs.items()})
-    md.append(_mean_shape_line(runs["student"][0]))
+    anchor = mean_shape_nme(runs["student"][0])
+    md.append(_mean_shape_line(anchor))
     md.append("- Deviation from the paper's recipe, for a from-scratch CPU run (measured, see `CPU_AAM_RECIPE` in "
               "`torch_impl/experiments.py`): loss weights STAR 10 / AWing point 1 / AWing edge 1 instead of STAR's "
               "1 / 10 / 10, and lr 1e-3 for the backbone too (cosine, 100 warm-up steps). With the paper's weights and "
@@ -532,7 +535,8 @@ def icme(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
               "(`lmref info`); here it runs at the smaller input above to fit a CPU budget.")
     md.append(timing[0])
     payload = {"experiment": "icme", "seeds": seeds, "quick": quick, "params_macs": cost, "timing": timing[1],
-               "runs": {r: _per_seed(by[r], seeds[:len(by[r])]) for r in runs}, "kd_delta_test_nme": delta}
+               "runs": {r: _per_seed(by[r], seeds[:len(by[r])]) for r in runs}, "kd_delta_test_nme": delta,
+               "mean_shape_nme": anchor}
     if assets and not quick:
         payload["asset"] = _copy_best(by["student_kd"] + by["student"],
                                       os.path.join(assets, "student.safetensors"))
@@ -574,14 +578,16 @@ def kd(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
         md.append(f"- {labels[r]}: {m * 100:+.2f} ± {sd * 100:.2f} points, lower in {sum(x < 0 for x in d)} of "
                   f"{len(seeds)} seeds. " + _verdict(m, sd, len(seeds)))
     md += ["", "Setting:"] + _setting_lines(s, {k: v[0] for k, v in runs.items()})
-    md.append(_mean_shape_line(runs["stud5"][0]))
+    anchor = mean_shape_nme(runs["stud5"][0])
+    md.append(_mean_shape_line(anchor))
     md.append("- RBD: L = MSE(P_S, y) + 1.0 · MSE(P_S, P_T). CKD: phase 1 (conv layers + a 1×1 regressor "
               f"to ResNet-50's last conv map) for {runs['stud5_ckd'][0]['distill']['ckd_phase1_epochs']} epochs, "
               "phase 2 (FC only, convs frozen) for the rest; the best phase-2 epoch is kept. Coordinates are "
               "normalised to [-1, 1] for the loss; MSE is reported in crop pixels² per coordinate.")
     md.append(timing[0])
     payload = {"experiment": "kd", "seeds": seeds, "quick": quick, "params_macs": cost, "timing": timing[1],
-               "runs": {r: _per_seed(by[r], seeds[:len(by[r])]) for r in runs}, "delta_test_nme_vs_stud5": deltas}
+               "runs": {r: _per_seed(by[r], seeds[:len(by[r])]) for r in runs}, "delta_test_nme_vs_stud5": deltas,
+               "mean_shape_nme": anchor}
     if assets and not quick:
         best = min(("stud5", "stud5_rbd", "stud5_ckd"), key=lambda r: mean_std([x["test"]["nme"] for x in by[r]])[0])
         payload["asset"] = _copy_best(by[best], os.path.join(assets, "stud5.safetensors"))
@@ -644,14 +650,15 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     md.append(f"- Deviations forced by the CPU budget: Adam lr {LITEHRNET_LR:g} (paper: 2e-3; at 2e-3 the models stay "
               "near the mean shape for several epochs, probes next to `LITEHRNET_LR` in torch_impl/experiments.py), "
               "cosine schedule, 64×64 input; the fusion rows use the BCE loss (Table 2a does not say which).")
-    md.append(_mean_shape_line(runs["plus10m_mse"][0]))
+    anchor = mean_shape_nme(runs["plus10m_mse"][0])
+    md.append(_mean_shape_line(anchor))
     md.append(f"- Heatmaps at 1/4 of the input, Gaussian targets (sigma {runs['plus10m_mse'][0]['heatmap_sigma']} "
               "heatmap px, centred at the sub-pixel landmark), decoded by argmax + quarter-pixel shift. "
               "MFLOPs in the paper's convention (`lmref.models.litehrnet_cost`). The paper trains 210 epochs at "
               "96×96 with batch 64; this is a much shorter CPU run.")
     md.append(timing[0])
     payload = {"experiment": "litehrnet", "seeds": seeds, "quick": quick, "cost": cost, "timing": timing[1],
-               "subsets": subsets, "runs": {r: _per_seed(by[r], seeds) for r in runs}}
+               "subsets": subsets, "runs": {r: _per_seed(by[r], seeds) for r in runs}, "mean_shape_nme": anchor}
     if assets and not quick:
         best = min(("plus10m_mse", "plus10m_bce", "plus30m_mse", "plus30m_bce"),
                    key=lambda r: mean_std([x["test"]["nme"] for x in by[r]])[0])
