@@ -127,7 +127,7 @@ def test_cli_writes_300w_layout_byte_identically(tmp_path, capsys):
 def test_load_split_caches_and_subsets(tmp_path):
     a = syn.load_split("test", n=6, seed=1, size=96, cache_dir=tmp_path)
     man = a.manifest
-    assert man["n"] == 6 and man["version"] == syn.VERSION and len(man["sha256"]) == 64
+    assert man["n"] == 6 and man["version"] == syn.DEFAULT_VERSION and len(man["sha256"]) == 64
     b = syn.load_split("test", n=6, seed=1, size=96, cache_dir=tmp_path)             # from the cache
     assert np.array_equal(a.landmarks, b.landmarks) and np.array_equal(a[2].image, b[2].image)
     assert np.array_equal(a[2].image, syn.generate(1, 2, 96, "test").image)

@@ -46,6 +46,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ===================================================================================== settings
 
 POOL = 22000        # the synthetic training pool: 20,000 train + 2,000 val faces (10:1)
+DATA_VERSION = 2    # the synthetic renderer these experiments and the teachers were run on (pinned: the
+                    # teachers resume from v2 splits; lmref.data.synthetic.VERSION moved on to 3). Their
+                    # configs carry no data version key (a new key would make every finished run look
+                    # like another config): torch_impl.data.make_splits's default, 2, is the pin there.
 # The teachers are trained long, once (python -m torch_impl.teachers), and shipped; the students of an
 # experiment get a budget of a few minutes each (the whole experiment about an hour on 2 cores).
 TEACHER_EPOCHS = {"icme": 16, "kd": 12}
@@ -467,7 +471,7 @@ def _data_manifests(s):
     from lmref.data import synthetic
     out = {}
     for split, n in (("train", s["num_train"]), ("test", s["num_test"])):
-        man = synthetic.load_split(split, n=n, seed=0, size=s["data"]["render_size"]).manifest
+        man = synthetic.load_split(split, n=n, seed=0, size=s["data"]["render_size"], version=DATA_VERSION).manifest
         out[split] = {k: man.get(k) for k in ("version", "seed", "n", "size", "sha256")}
     return out
 
@@ -614,7 +618,7 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     results = run_plan(plan("litehrnet", seeds, quick, work), jobs, log)
     timing = _timing(results, t0, jobs)
     by = _by_run(results, runs, seeds)
-    test = synthetic.load_split("test", n=s["num_test"], seed=0, size=s["data"]["render_size"])
+    test = synthetic.load_split("test", n=s["num_test"], seed=0, size=s["data"]["render_size"], version=DATA_VERSION)
     attrs = np.asarray(test.attributes)
     size = runs["plus10m_mse"][0]["input_size"]
     cost = {}

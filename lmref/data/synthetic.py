@@ -27,6 +27,14 @@ expression = an exaggerated expression was drawn; illumination = extreme lightin
 make-up = heavy make-up was drawn; occlusion = at least 10 % of the points are hidden by hair or
 objects (self-occlusion not counted); blur = strong defocus or motion blur was drawn.
 
+Versions: ``VERSION`` (3) is the newest renderer; ``generate`` and ``load_split`` draw
+``DEFAULT_VERSION`` (2) unless given ``version=``, because the shipped models, the experiments and
+the teachers were trained on version 2 (``torch_impl.experiments.DATA_VERSION`` pins it there).
+Version 3 (``lmref.data.photo``) draws every version-2 parameter first, so sample i has the same
+pose, shape, framing and landmarks in both, and renders it as a photograph: auto exposure, coloured
+light, darker and thicker brows, oilier skin, out-of-focus backgrounds, in-camera sharpening and
+JPEG (``python -m benchmarks.realism`` measures how photographic each version looks).
+
 Determinism: every sample has its own generator seeded by (seed, split, index), nothing else is
 random, and files are written with OpenCV's PNG encoder, so the same version, seed and package
 versions give byte-identical images. Cached splits are keyed by VERSION; loading one re-renders its
@@ -51,12 +59,16 @@ import numpy as np
 
 from . import face3d as f3
 from . import paint as pt
+from . import photo
 from . import scene as sc
 
-__all__ = ["VERSION", "ATTRIBUTES", "SPLITS", "Sample", "generate", "render", "sample_params",
+__all__ = ["VERSION", "VERSIONS", "DEFAULT_VERSION", "ATTRIBUTES", "SPLITS", "Sample", "generate", "render", "sample_params",
            "load_split", "SyntheticSplit", "write_300w_layout", "contact_sheet", "main"]
 
-VERSION = 2           # bump whenever the images or labels of a (seed, split, index) change
+VERSION = 3           # the newest renderer: bump whenever the images or labels of a (seed, split, index) change
+VERSIONS = (2, 3)       # the renderers ``generate(version=...)`` can draw, each byte for byte as it was
+DEFAULT_VERSION = 2   # what generate / load_split draw unless asked: the data the shipped models, the
+                      # experiments and the teachers were trained on (moves on when they are retrained)
 ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")   # WFLW order
 # probability that a sample is drawn with each attribute (independently)
 ATTRIBUTE_RATES = {"pose": 0.2, "expression": 0.25, "illumination": 0.2, "make-up": 0.2,
@@ -114,7 +126,7 @@ MILD = ("neutral", "smile", "talk", "slight_sad")
 STRONG = tuple(k for k in EXPRESSIONS if k not in MILD)
 
 
-def sample_params(rng):
+def sample_params(rng, version=DEFAULT_VERSION):
     """Everything random about one photograph, as a dict (see ``render``)."""
     want = {a: bool(rng.random() < r) for a, r in ATTRIBUTE_RATES.items()}
     p = {"want": want}
@@ -158,6 +170,9 @@ def sample_params(rng):
     else:
         p["blur"] = None
     p["gray"] = bool(rng.random() < 0.07)
+    if version >= 3:                                   # drawn after everything v2 draws: same faces
+        p["look"] = photo.adjust_look(p["look"], rng)
+        p["cast"] = photo.light_cast(rng)
     return p
 
 
@@ -284,10 +299,12 @@ def _head(params, painted, P_render, R, cam2, S2, model):
     return pt.render_head(P_render, pt.shade(painted, P_render, R, light, shadow=shadow, N=N), cam2, S2, model)
 
 
-def _behind(params, cam, P_render, size):
+def _behind(params, cam, P_render, size, version=2):
     """Background, neck and shoulders, long hair, at the output size (they are smooth). -> linear RGB"""
     rng, look, light = params["rng"], params["look"], params["light"]
     back = sc.background(rng, size)
+    if version >= 3:
+        back = photo.depth_of_field(rng, back)
     by, br = params["body"]
     body_R = f3.rotation(by, 0.0, br)
     body_t = np.array([0.0, -152.0, 2.0]) + rng.normal(0, [4.0, 6.0, 6.0])          # base of the neck
@@ -352,7 +369,7 @@ def _occlusion(xy, depth, xy2, lm_uv, front_alpha, cover_alpha, head, size):
     return ext, self_occ, outside
 
 
-def render(params, size=256, ss=2):
+def render(params, size=256, ss=2, version=DEFAULT_VERSION):
     """Render sampled parameters (``sample_params`` plus ``rng``) to a Sample."""
     model, st = f3.mean_model(), pt.static_maps()
     yaw, pitch, roll = params["pose"]
@@ -368,12 +385,18 @@ def render(params, size=256, ss=2):
     xy2 = xy * ss + (ss - 1) / 2
     painted, cover_alpha, P_render = _appearance(params, P, lm3d, st, model)
     head = _head(params, painted, P_render, R, cam2, S2, model)
-    back = _behind(params, cam, P_render, size)
+    back = _behind(params, cam, P_render, size, version)
     canvas = cv2.resize(back, (S2, S2), interpolation=cv2.INTER_LINEAR) if ss > 1 else back
     canvas = canvas * (1 - head.alpha[..., None]) + head.color
     front_alpha = _in_front(params, canvas, head, cam2, P_render, lm3d, xy2)
     img_lin = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
+    if version >= 3:
+        face = cv2.resize(head.alpha, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else head.alpha
+        img_lin = photo.auto_exposure(params["rng"], img_lin, face, params["cast"][1], params["want"]["illumination"])
     image, cam_info = sc.camera_effects(params["rng"], img_lin, params["blur"], params["gray"])
+    if version >= 3:
+        image, more = photo.finish(params["rng"], image, bool(cam_info.get("gray")))
+        cam_info.update(more, light=params["cast"][0])
     ext, self_occ, outside = _occlusion(xy, depth, xy2, lm_uv, front_alpha, cover_alpha, head, size)
     attrs = {
         "pose": abs(yaw) >= 40 or abs(pitch) >= 25,
@@ -392,16 +415,19 @@ def render(params, size=256, ss=2):
                   pose=np.array(params["pose"]), box=np.concatenate([xy.min(0), xy.max(0)]), info=info)
 
 
-def generate(seed=0, index=0, size=256, split="train", ss=2):
-    """The sample with this (seed, split, index): the same on every call and every machine."""
+def generate(seed=0, index=0, size=256, split="train", ss=2, version=DEFAULT_VERSION):
+    """The sample with this (seed, split, index): the same on every call and every machine.
+    version: the renderer (``VERSIONS``, default ``DEFAULT_VERSION``); each stays reproducible."""
     if not (isinstance(size, (int, np.integer)) and size >= 32):
         raise ValueError(f"size: expected an int >= 32, got {size!r}")
     if not (isinstance(ss, (int, np.integer)) and 1 <= ss <= 4):
         raise ValueError(f"ss: expected an int in 1..4, got {ss!r}")
+    if version not in VERSIONS:
+        raise ValueError(f"version: expected one of {VERSIONS}, got {version!r}")
     rng = _rng(seed, split, index)
-    params = sample_params(rng)
+    params = sample_params(rng, version)
     params["rng"] = rng
-    return render(params, int(size), int(ss))
+    return render(params, int(size), int(ss), version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,16 +501,16 @@ def default_cache_dir():
     return os.environ.get("LMREF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lmref")
 
 
-def _generate_many(seed, split, indices, size, workers=1, pool=None):
+def _generate_many(seed, split, indices, size, workers=1, pool=None, version=DEFAULT_VERSION):
     """Samples for the given indices, in order (each depends only on its own seed, so the result
     does not depend on the number of worker processes)."""
     if pool is not None:
-        return pool.starmap(generate, [(seed, i, size, split) for i in indices], chunksize=8)
+        return pool.starmap(generate, [(seed, i, size, split, 2, version) for i in indices], chunksize=8)
     if workers <= 1:
-        return [generate(seed, i, size, split) for i in indices]
+        return [generate(seed, i, size, split, version=version) for i in indices]
     import multiprocessing as mp
     with mp.get_context("spawn").Pool(workers) as p:
-        return _generate_many(seed, split, indices, size, pool=p)
+        return _generate_many(seed, split, indices, size, pool=p, version=version)
 
 
 def _dir_hash(root, names):
@@ -546,13 +572,15 @@ class SyntheticSplit:
         return {a: int(self.attributes[:, j].sum()) for j, a in enumerate(ATTRIBUTES)}
 
 
-def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=1, verbose=False):
+def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=1, verbose=False, version=DEFAULT_VERSION):
     """A fixed split, generated on first use and cached under ``cache_dir`` (default
     ``default_cache_dir()``) in a directory keyed by version, split, seed, size and n.
 
     split: 'train', 'test', 'val', or 'test_<attribute>' (pose, expression, illumination, makeup,
     occlusion, blur): the test samples with that WFLW attribute, like WFLW's test subsets.
-    n: number of samples of the base split (default DEFAULT_SIZES). -> SyntheticSplit"""
+    n: number of samples of the base split (default DEFAULT_SIZES).
+    version: the renderer (``VERSIONS``; default ``DEFAULT_VERSION``); each version has its own cache.
+    -> SyntheticSplit"""
     attr = None
     base = split
     if split.startswith("test_"):
@@ -562,7 +590,9 @@ def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=
     n = DEFAULT_SIZES[base] if n is None else int(n)
     if n <= 0:
         raise ValueError(f"n: expected > 0, got {n}")
-    root = os.path.join(cache_dir or default_cache_dir(), "synthetic", f"v{VERSION}",
+    if version not in VERSIONS:
+        raise ValueError(f"version: expected one of {VERSIONS}, got {version!r}")
+    root = os.path.join(cache_dir or default_cache_dir(), "synthetic", f"v{version}",
                         f"{base}-seed{seed}-n{n}-{size}px")
     if not os.path.exists(os.path.join(root, "manifest.json")):
         t0 = time.perf_counter()
@@ -575,7 +605,7 @@ def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=
         try:
             for start in range(0, n, 256):              # in chunks, so memory stays small
                 idx = list(range(start, min(n, start + 256)))
-                samples = _generate_many(seed, base, idx, size, pool=pool)
+                samples = _generate_many(seed, base, idx, size, pool=pool, version=version)
                 write_300w_layout(tmp + "/part", samples, [names[i] for i in idx])
                 _merge_part(tmp, tmp + "/part", start == 0)
                 if verbose:
@@ -585,7 +615,7 @@ def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=
             if pool is not None:
                 pool.close()
                 pool.join()
-        manifest = {"version": VERSION, "split": base, "seed": seed, "n": n, "size": size,
+        manifest = {"version": version, "split": base, "seed": seed, "n": n, "size": size,
                     "sha256": _dir_hash(tmp, names), "numpy": np.__version__, "opencv": cv2.__version__,
                     "seconds": round(time.perf_counter() - t0, 1)}
         with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as fh:
@@ -596,14 +626,14 @@ def load_split(split="train", n=None, seed=0, size=256, cache_dir=None, workers=
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
     out = SyntheticSplit(root, name=f"{base}")
-    probe = generate(seed, 0, size, base)
+    probe = generate(seed, 0, size, base, version=version)
     if not np.allclose(probe.landmarks, out.landmarks[0], atol=1e-6):
         import shutil
         import warnings
         warnings.warn(f"{root}: cached split does not match this generator (stale cache of version "
-                      f"{VERSION}); rebuilding it", RuntimeWarning, stacklevel=2)
+                      f"{version}); rebuilding it", RuntimeWarning, stacklevel=2)
         shutil.rmtree(root, ignore_errors=True)
-        return load_split(split, n, seed, size, cache_dir, workers, verbose)
+        return load_split(split, n, seed, size, cache_dir, workers, verbose, version)
     return out.subset(attr) if attr else out
 
 
@@ -646,13 +676,15 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
     ap.add_argument("--start", type=int, default=0, help="first sample index")
     ap.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
+    ap.add_argument("--version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                    help=f"renderer version (default {DEFAULT_VERSION}; newest {VERSION})")
     ap.add_argument("--sheet", type=int, default=36, help="samples on the contact sheet (0: none)")
     args = ap.parse_args(argv)
     if args.n <= 0:
         ap.error("--n must be positive")
     t0 = time.perf_counter()
     idx = list(range(args.start, args.start + args.n))
-    samples = _generate_many(args.seed, args.split, idx, args.size, args.workers)
+    samples = _generate_many(args.seed, args.split, idx, args.size, args.workers, version=args.version)
     dt = time.perf_counter() - t0
     names = [f"{i:06d}" for i in idx]
     write_300w_layout(args.out, samples, names)
