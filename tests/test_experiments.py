@@ -61,6 +61,30 @@ def test_kd_quick_two_seeds_and_reuse(dirs):
     assert again["runs"] == payload["runs"]
 
 
+def test_kd_sweep_reuses_the_experiment_runs_and_pairs_by_seed(dirs):
+    """--sweep after the experiment: the base and default-KD runs of the same seeds are reused (not
+    retrained), each variant is the KD run with its distill keys changed, and its row is paired by seed."""
+    _, base = _run(dirs, "kd", [0, 1])                                 # (reused from the test above if run)
+    plan = {r[0]: r for r in E.sweep_plan("kd", [0, 1], True, str(dirs / "kd"))}
+    assert plan["stud5_rbd_l3-s1"][1]["distill"]["rbd_lambda"] == 3.0
+    assert plan["stud5_rbd_l3-s1"][2] == "resnet50-s0"                 # the one shared teacher
+    assert "stud5_ckd-s0" not in plan                                  # only the runs the sweep compares
+    out = dirs / "results"
+    argv = ["kd", "--sweep", "--quick", "--seeds", "0", "1", "--jobs", "1", "--work", str(dirs / "kd"),
+            "--out", str(out)]
+    assert E.main(argv) == 0
+    md = (out / "kd_sweep.md").read_text()
+    payload = json.loads((out / "kd_sweep.json").read_text())
+    assert payload["runs"]["stud5"] == base["runs"]["stud5"]           # reused, same numbers
+    assert payload["runs"]["stud5_rbd"] == base["runs"]["stud5_rbd"]
+    for vid in E.SWEEPS["kd"][2]:
+        d = payload["delta_test_nme_vs_base"][vid]
+        nme = [r["test"]["nme"] for r in payload["runs"][vid]]
+        assert np.allclose(d, np.subtract(nme, [r["test"]["nme"] for r in base["runs"]["stud5"]]))
+        assert E.SWEEPS["kd"][2][vid][0] in md
+    assert "RBD lambda 0.1" in md and "lower with KD" in md
+
+
 def test_icme_quick(dirs):
     md, payload = _run(dirs, "icme", [0])
     assert "MobileViT-v2-0.5 with L_KD" in md and "SwinV2 teacher" in md and "Deviation from the paper" in md

@@ -1,27 +1,31 @@
 """The three experiments of the project on the synthetic benchmark, one command each.
 
-    python -m torch_impl.experiments icme       [--seeds 0 1 2] [--quick] [--jobs 2]
-    python -m torch_impl.experiments kd         [--seeds 0 1 2] [--quick]
-    python -m torch_impl.experiments litehrnet  [--seeds 0 1 2] [--quick]
+    python -m torch_impl.experiments icme       [--seeds 0 1 2 3 4] [--quick] [--jobs 2] [--teacher PATH]
+    python -m torch_impl.experiments kd         [--seeds 0 1 2 3 4] [--quick] [--teacher PATH]
+    python -m torch_impl.experiments litehrnet  [--seeds 0 1 2 3 4] [--quick]
+    python -m torch_impl.experiments icme --sweep  (or kd --sweep)   # the distillation settings in SWEEPS
 
 Each trains every configuration of its table once per seed with ``torch_impl.train`` (a YAML config
 per run under ``runs/experiments/<name>/<run>-s<seed>/``, results read back from its result.json),
-then writes ``benchmarks/results/<name>.md`` (tables of mean +- std over the seeds) and
-``<name>.json`` (every number, per seed).  Runs that already have a result with the same config are
-reused, so an interrupted experiment picks up where it stopped (runs resume from their checkpoints).
+then writes ``benchmarks/results/<name>.md`` (tables of mean +- std over the seeds, paired differences,
+a paired t and a sign count, the mean-shape anchor) and ``<name>.json`` (every number, per seed).  Runs
+that already have a result with the same config are reused, so an interrupted experiment picks up where
+it stopped (runs resume from their checkpoints).
 
-* ``icme``       ICME 2024 (paper 000, Table 1): a CPU-sized SwinV2 + AAM teacher, the MobileViT-v2 x0.5
-                 + AAM student (inner 51 points) without KD and with L_KD -> params, MACs, NME.
+* ``icme``       ICME 2024 (paper 000, Table 1): the SwinV2 + AAM teacher, the MobileViT-v2 x0.5 + AAM
+                 student (inner 51 points) without KD and with L_KD -> params, MACs, NME.
 * ``kd``         Compact-KD report (paper 002, Table 5): ResNet-50 base, Stud5 base, Stud5 + RBD,
                  Stud5 + CKD (grayscale, 68 points regressed) -> NME and MSE.
 * ``litehrnet``  Lite-HRNet Plus (paper 003): both sizes with MSE and BCE, plain Lite-HRNet-18 -> NME
                  per WFLW attribute subset (Table 1); the fusion ablation PW / Bottleneck / Group / SCAF
                  (Table 2a) -> NME and MFLOPs.
 
-The default settings are sized for 2 CPU cores and well under an hour each (smaller inputs, a
-2,000-face training set, few epochs: all stated in the tables); ``--quick`` shrinks everything to a
-smoke test.  The teachers (ICME SwinV2, KD ResNet-50) are trained once, with the first seed, and
-every student seed distils from that one teacher, as from a fixed pre-trained model.
+The default settings: a 22,000-face synthetic pool (20,000 train / 2,000 val) and 2,000 test faces
+(``settings``), students trained for ``STUDENT_EPOCHS`` epochs, sized for 2 CPU cores.  The teachers
+(ICME SwinV2, KD ResNet-50) are not trained here: they are the shipped pre-trained files
+(``python -m torch_impl.teachers``), measured on the experiment's faces and used, frozen, by every
+student seed, as the papers use theirs.  ``--quick`` shrinks everything to a smoke test (and trains a
+tiny teacher instead).
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ import numpy as np
 
 from lmref.data.synthetic import ATTRIBUTES
 
-__all__ = ["EXPERIMENTS", "settings", "plan", "run_plan", "mean_std", "icme", "kd", "litehrnet", "main"]
+__all__ = ["EXPERIMENTS", "SWEEPS", "settings", "plan", "sweep_plan", "run_plan", "mean_std", "icme", "kd",
+           "litehrnet", "sweep", "main"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -207,6 +212,26 @@ def litehrnet_runs(s):
 
 
 EXPERIMENTS = {"icme": icme_runs, "kd": kd_runs, "litehrnet": litehrnet_runs}
+
+
+# When the default distillation does not help, these settings are measured next (issue 15: "find out why"):
+# each is the experiment's KD run with some distill keys changed, paired by seed with the student trained
+# without KD, from the same pre-trained teacher.  experiment -> (base run, KD run, {variant: (label, change)})
+SWEEPS = {
+    "icme": ("student", "student_kd", {
+        "student_kd_feat": ("L_KD feature term only (heat weight 0)", {"heat_weight": 0.0}),
+        "student_kd_heat": ("L_KD heatmap term only (feature weight 0)", {"feat_weight": 0.0}),
+        "student_kd_heat10": ("heatmap weight 10", {"heat_weight": 10.0}),
+        "student_kd_heat100": ("heatmap weight 100", {"heat_weight": 100.0}),
+        "student_kd_feat01": ("feature weight 0.1", {"feat_weight": 0.1}),
+    }),
+    "kd": ("stud5", "stud5_rbd", {
+        "stud5_rbd_l01": ("RBD lambda 0.1", {"rbd_lambda": 0.1}),
+        "stud5_rbd_l03": ("RBD lambda 0.3", {"rbd_lambda": 0.3}),
+        "stud5_rbd_l3": ("RBD lambda 3", {"rbd_lambda": 3.0}),
+        "stud5_rbd_l10": ("RBD lambda 10", {"rbd_lambda": 10.0}),
+    }),
+}
 
 
 # ======================================================================================= running
@@ -670,6 +695,55 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     return _write("litehrnet", out, md, payload)
 
 
+def sweep_plan(name, seeds, quick, work_dir, teacher_path=None):
+    """The experiment's plan cut to its teacher, base and KD runs, plus one KD run per SWEEPS variant
+    (same seeds, so the base runs of the experiment in the same work directory are reused)."""
+    base, kd_run, variants = SWEEPS[name]
+    full = plan(name, seeds, quick, work_dir, teacher_path)
+    keep = set(SHARED.get(name, ())) | {base, kd_run}
+    out = [r for r in full if r[0].rsplit("-s", 1)[0] in keep]
+    for vid, (_, change) in variants.items():
+        for rid, cfg, tid in full:
+            if rid.rsplit("-s", 1)[0] == kd_run:
+                c = copy.deepcopy(cfg)
+                c["distill"].update(change)
+                seed = c["seed"]
+                c.update(out_dir=os.path.join(work_dir, f"{vid}-s{seed}"), name=f"{name}_{vid}_s{seed}")
+                out.append((f"{vid}-s{seed}", c, tid))
+    return out
+
+
+def sweep(name, seeds, quick, jobs, work, out, log=print, teacher=None):
+    """Run the SWEEPS variants of experiment ``name`` -> <name>_sweep.md / .json: each variant's test NME
+    and its paired difference with the student trained without KD."""
+    base, kd_run, variants = SWEEPS[name]
+    t0 = time.time()
+    results = run_plan(sweep_plan(name, seeds, quick, work, teacher), jobs, log)
+    timing = _timing(results, t0, jobs)
+    rows = {kd_run: ("the experiment's default", {}), **variants}
+    by = _by_run(results, [base, kd_run, *variants], seeds)
+    default = EXPERIMENTS[name](settings(quick))[kd_run][0]["distill"]
+    md = [f"# {name}: distillation settings compared ({len(seeds)} seeds)", "",
+          f"Each row is the `{kd_run}` run of `python -m torch_impl.experiments {name}` with the distill settings "
+          f"changed as stated (default: {', '.join(f'{k} {v}' for k, v in default.items() if k not in ('kind', 'teacher'))}), "
+          f"paired by seed with `{base}` (no KD): same initial weights, batches and augmentation.", "",
+          "| setting | test NME (%) | KD - no KD (points) | lower with KD | paired t |", "|---|---|---|---|---|",
+          f"| no KD (`{base}`) | {fmt([x['test']['nme'] for x in by[base]])} | | | |"]
+    deltas = {}
+    for vid, (label, change) in rows.items():
+        d = _paired_delta(by[base], by[vid])
+        deltas[vid] = d
+        m, sd = mean_std(d)
+        t = m / (sd / np.sqrt(len(d))) if len(d) > 1 and sd > 0 else float("nan")
+        md.append(f"| {label} | {fmt([x['test']['nme'] for x in by[vid]])} | {m * 100:+.2f} ± {sd * 100:.2f} | "
+                  f"{sum(x < 0 for x in d)} of {len(d)} | {t:.1f} |")
+    md += ["", timing[0]]
+    payload = {"experiment": f"{name}_sweep", "seeds": seeds, "quick": quick, "timing": timing[1],
+               "settings": {vid: {"label": lab, "change": ch} for vid, (lab, ch) in rows.items()},
+               "runs": {r: _per_seed(by[r], seeds) for r in by}, "delta_test_nme_vs_base": deltas}
+    return _write(f"{name}_sweep", out, md, payload)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m torch_impl.experiments", description=__doc__.split("\n\n")[0])
     ap.add_argument("experiment", choices=sorted(EXPERIMENTS))
@@ -683,13 +757,21 @@ def main(argv=None):
                     help="where the best student's weights are copied (default runs only; '' to skip)")
     ap.add_argument("--teacher", default=None,
                     help="icme / kd: the pre-trained teacher file (default: the shipped teacher_*.safetensors)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="icme / kd: compare the distillation settings in SWEEPS (-> <name>_sweep.md), reusing "
+                         "the experiment's runs of the same seeds")
     args = ap.parse_args(argv)
+    if args.sweep and args.experiment not in SWEEPS:
+        ap.error(f"--sweep: no sweep for {args.experiment} (only {', '.join(SWEEPS)})")
     jobs = args.jobs or (1 if args.quick else 2)
     work = args.work or os.path.join(ROOT, "runs", "experiments", args.experiment + ("_quick" if args.quick else ""))
     fn = {"icme": icme, "kd": kd, "litehrnet": litehrnet}[args.experiment]
     t0 = time.time()
     print(f"{args.experiment}: seeds {args.seeds}, {'quick' if args.quick else 'default'} settings, {jobs} job(s)")
-    md = fn(args.seeds, args.quick, jobs, work, args.out, args.assets, print, args.teacher)
+    if args.sweep:
+        md = sweep(args.experiment, args.seeds, args.quick, jobs, work, args.out, print, args.teacher)
+    else:
+        md = fn(args.seeds, args.quick, jobs, work, args.out, args.assets, print, args.teacher)
     print(f"wrote {md} ({time.time() - t0:.0f} s)")
     with open(md) as f:
         print(f.read())
