@@ -7,7 +7,7 @@ What is measured, for every model below at batch 1 and 16, in one process:
 
 * **time** of one forward pass for five runners: ``lmref`` float32 and float64 (``load_model``: fast
   paths and BatchNorm folding on, as a user gets them), ``lmref`` float32 on its plain reference
-  paths (``LMREF_REFERENCE=1``: what the fast paths bought), ``torch`` eager float32
+  definitions (``lmref.fast`` off: what the fast layer buys), ``torch`` eager float32
   (``torch.no_grad``) and ``onnxruntime`` float32 on the graph ``torch_impl.export.export_onnx``
   writes. All of them share
   the same random weights (torch_impl initialisation, ``randomize_norms_``). The repetitions
@@ -151,7 +151,7 @@ def machine(threads, malloc):
     import onnxruntime
     import torch
 
-    from lmref.ops import _fast
+    from lmref.fast import threads as fast_threads
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     lib, pre, suf = _blas_library()
     core = None
@@ -170,7 +170,7 @@ def machine(threads, malloc):
         "blas_runtime": core, "blas_threads": blas_threads(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "onnxruntime": onnxruntime.__version__, "onnxruntime_threads": threads,
-        "lmref_threads": _fast.THREADS, "malloc": malloc, "load_average": _loadavg(),
+        "lmref_threads": fast_threads.THREADS, "malloc": malloc, "load_average": _loadavg(),
         "idle_threads": "spin (runtime defaults)" if SPIN else
                         "sleep (OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", "") + ", onnxruntime allow_spinning=0)",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -229,14 +229,14 @@ def make_runner(kind, case, files, x, threads):
     """A no-argument callable running one forward pass of ``kind`` on input x."""
     model, weights, onnx, _ = files
     if kind.startswith("lmref"):
-        from lmref.fast import reference_paths
+        from lmref import fast
         from lmref.weights import load_model
         dtype = np.float64 if kind == "lmref-f64" else np.float32
         m = load_model(weights, dtype=dtype)
         xi = x.astype(dtype)
         if kind == "lmref-ref-f32":
             def run_reference():
-                with reference_paths():                  # plain definitions, BatchNorm not folded
+                with fast.off():                         # the plain definitions (lmref.fast off)
                     return m(xi)
             return run_reference
         return lambda: m(xi)
@@ -453,7 +453,7 @@ def markdown(result):
              "## Latency per forward pass", "",
              "Median (interquartile range) in ms over alternating repetitions"
              + (f", each model's taken in {result['passes']} passes spread over the run" if result.get("passes", 1) > 1 else "")
-             + "; lmref = fast paths + folded BatchNorm (the defaults); ratios are of the medians.", "",
+             + "; lmref = with the fast layer (lmref.fast: kernels, folded BatchNorm, stacked units; the default); ratios are of the medians.", "",
              "| model | batch | lmref f32 | lmref f64 | lmref f32 reference paths | torch eager | onnxruntime "
              "| lmref/torch | lmref/ORT | lmref f32 GFLOP/s (% peak) | reps |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -545,13 +545,13 @@ def main(argv=None):
     import torch
 
     from lmref.fast import tune_malloc
-    from lmref.ops import _fast
+    from lmref.fast import threads as fast_threads
     if args.malloc == "tuned" and not tune_malloc():
         args.malloc = "default (tune_malloc unavailable)"
-    threads = args.threads or blas_threads() or _fast.THREADS
+    threads = args.threads or blas_threads() or fast_threads.THREADS
     if args.threads:
         blas_threads(set_to=args.threads)
-    _fast.set_num_threads(threads)
+    fast_threads.set_num_threads(threads)
     torch.set_num_threads(threads)
     batches = args.batches or ([1] if args.quick else [1, 16])
     reps = args.reps or (3 if args.quick else 15)

@@ -17,8 +17,8 @@ The list is fixed and written by hand, one to a dozen per module, chosen for wha
 (every op's defining arithmetic, the constants shared by both halves, the model wiring, the weight
 file's integrity checks, the bundle comparison, the metrics), not by which tests exist; equivalent
 mutants (changes that cannot alter a result, such as a cache size) are left out, since no test can
-kill them. ``scope`` says whether a mutant counts towards the score (modules lmref/ops, lmref/models,
-lmref/weights.py, lmref/bundle.py, lmref/metrics.py) or demonstrates one of issue 21's findings in
+kill them. ``scope`` says whether a mutant counts towards the score (modules lmref/ops, lmref/fast,
+lmref/models, lmref/weights.py, lmref/bundle.py, lmref/metrics.py) or demonstrates one of issue 21's findings in
 another file (``finding``).
 
 Hypothesis examples are drawn from a fixed seed (``LMREF_HYPOTHESIS_SEED``, default below) so that a
@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SEED = 20240521            # hypothesis seed of the mutation runs (LMREF_HYPOTHESIS_SEED)
 TIMEOUT = 900              # seconds per test run; a mutant that hangs the tests counts as killed (timeout)
-SCORED = ("lmref/ops/", "lmref/models/", "lmref/weights.py", "lmref/bundle.py", "lmref/metrics.py")
+SCORED = ("lmref/ops/", "lmref/fast/", "lmref/models/", "lmref/weights.py", "lmref/bundle.py", "lmref/metrics.py")
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Mutant:
         return "score" if self.file.startswith(SCORED) and not self.finding else "finding"
 
 
-FAST = "tests/test_fast_paths.py"
+FAST = "tests/test_fast_layer.py"
 
 # module -> the default suite's tests that exercise it (a mutant may name others)
 TESTS = {
@@ -80,7 +80,13 @@ TESTS = {
     "lmref/ops/shuffle.py": ["tests/test_ops_shuffle.py"],
     "lmref/ops/_check.py": ["tests/test_ops_conv.py", "tests/test_ops_norm.py", "tests/test_ops_pooling.py",
                             "tests/test_ops_resize.py", "tests/test_ops_activation.py"],
-    "lmref/ops/_fast.py": [FAST],
+    "lmref/fast/threads.py": [FAST],
+    "lmref/fast/conv.py": [FAST, "-k", "conv or pointwise or depthwise or channel_multiplier or padded or remembered"],
+    "lmref/fast/norm.py": [FAST, "-k", "norm"],
+    "lmref/fast/activation.py": [FAST, "-k", "silu or sigmoid"],
+    "lmref/fast/pooling.py": [FAST, "-k", "pool"],
+    "lmref/fast/resize.py": [FAST, "-k", "bilinear or nearest"],
+    "lmref/fast/attention.py": [FAST, "-k", "attention"],
     "lmref/models/mobilevitv2.py": ["tests/test_constants.py", "tests/test_mobilevitv2.py"],
     "lmref/models/aam_head.py": ["tests/test_constants.py", "tests/test_aam_head.py"],
     "lmref/models/swinv2.py": ["tests/test_constants.py", "tests/test_swinv2.py"],
@@ -101,6 +107,8 @@ def M(id, file, old, new, why, tests=(), setup="", finding=False):
 
 CONV, NORM, ACT, POOL, RESIZE = ("lmref/ops/conv.py", "lmref/ops/norm.py", "lmref/ops/activation.py",
                                  "lmref/ops/pooling.py", "lmref/ops/resize.py")
+FCONV, FNORM, FACT, FPOOL, FRESIZE, FATT = ("lmref/fast/conv.py", "lmref/fast/norm.py", "lmref/fast/activation.py",
+                                            "lmref/fast/pooling.py", "lmref/fast/resize.py", "lmref/fast/attention.py")
 HEAT, ATT, PATCH, SHUF = "lmref/ops/heatmap.py", "lmref/ops/attention.py", "lmref/ops/patches.py", "lmref/ops/shuffle.py"
 MVIT, AAM, SWIN, LHR = ("lmref/models/mobilevitv2.py", "lmref/models/aam_head.py", "lmref/models/swinv2.py",
                         "lmref/models/litehrnet.py")
@@ -111,15 +119,15 @@ MUTANTS = [
     # ------------------------------------------------------------------------------ lmref/ops/conv.py
     M("conv.ref-bias-sign", CONV, "        out += bias[:, None, None]\n    return out",
       "        out -= bias[:, None, None]\n    return out", "reference path subtracts the bias"),
-    M("conv.dw1-bias-sign", CONV, "return y[..., :Wo] + bias[:, None, None] if bias",
+    M("conv.dw1-bias-sign", FCONV, "return y[..., :Wo] + bias[:, None, None] if bias",
       "return y[..., :Wo] - bias[:, None, None] if bias",
       "finding 2: depthwise single-block path (wide grid, stride 1) subtracts the bias"),
-    M("conv.dw-exact-bias-sign", CONV, "    if bias is not None:\n        y += bias[:, None, None]\n    return y\n",
+    M("conv.dw-exact-bias-sign", FCONV, "    if bias is not None:\n        y += bias[:, None, None]\n    return y\n",
       "    if bias is not None:\n        y -= bias[:, None, None]\n    return y\n",
       "depthwise single-block path on the exact grid subtracts the bias"),
-    M("conv.dw-blocked-bias-sign", CONV, "            y += bias[:, None]\n        if Wq != Wo:",
+    M("conv.dw-blocked-bias-sign", FCONV, "            y += bias[:, None]\n        if Wq != Wo:",
       "            y -= bias[:, None]\n        if Wq != Wo:", "blocked depthwise path subtracts the bias"),
-    M("conv.pointwise1-bias-sign", CONV, "        y += bias[:, None]\n    return y.reshape(1, O, H, W)",
+    M("conv.pointwise1-bias-sign", FCONV, "        y += bias[:, None]\n    return y.reshape(1, O, H, W)",
       "        y -= bias[:, None]\n    return y.reshape(1, O, H, W)", "single-image 1x1 path subtracts the bias"),
     M("conv.same-odd-pad-top", CONV, "return tuple((t // 2, t - t // 2) for t in total)",
       "return tuple((t - t // 2, t // 2) for t in total)", "'same' puts the odd padding row on top"),
@@ -143,14 +151,14 @@ MUTANTS = [
       "unbiased variance (divide by n - 1)"),
     M("norm.bn-ref-no-eps", NORM, "np.sqrt(_per_channel(running_var, x.ndim) + x.dtype.type(eps))",
       "np.sqrt(_per_channel(running_var, x.ndim))", "reference batch_norm drops eps"),
-    M("norm.bn-fast-eps-x10", NORM, "s = 1 / np.sqrt(running_var + dt(eps))", "s = 1 / np.sqrt(running_var + dt(eps) * 10)",
+    M("norm.bn-fast-eps-x10", FNORM, "s = 1 / np.sqrt(running_var + dt(eps))", "s = 1 / np.sqrt(running_var + dt(eps) * 10)",
       "fast batch_norm with 10x eps"),
-    M("norm.gn-fast-eps-x10", NORM, "rstd = 1 / np.sqrt(var + dt(eps))", "rstd = 1 / np.sqrt(var + dt(eps) * 10)",
+    M("norm.gn-fast-eps-x10", FNORM, "rstd = 1 / np.sqrt(var + dt(eps))", "rstd = 1 / np.sqrt(var + dt(eps) * 10)",
       "fast group/instance norm with 10x eps"),
-    M("norm.gn-fast-group-order", NORM, "scale = np.repeat(rstd, C // num_groups, axis=1)",
+    M("norm.gn-fast-group-order", FNORM, "scale = np.repeat(rstd, C // num_groups, axis=1)",
       "scale = np.tile(rstd, (1, C // num_groups))", "group statistics assigned to the wrong channels"),
-    M("norm.in-fast-one-group", NORM, "return _group_norm_fast(x, x.shape[1], weight, bias, eps)",
-      "return _group_norm_fast(x, 1, weight, bias, eps)", "instance norm takes one group over all channels"),
+    M("norm.in-fast-one-group", FNORM, "return _group_norm(x, x.shape[1], weight, bias, eps)",
+      "return _group_norm(x, 1, weight, bias, eps)", "instance norm takes one group over all channels"),
     M("norm.ln-bias-sign", NORM, "        y = y + bias\n    return y", "        y = y - bias\n    return y",
       "layer_norm subtracts its bias"),
     M("norm.affine-bias-sign", NORM, "y = y + _per_channel(bias, y.ndim)", "y = y - _per_channel(bias, y.ndim)",
@@ -158,8 +166,8 @@ MUTANTS = [
     # ------------------------------------------------------------------------------ lmref/ops/activation.py
     M("act.sigmoid-negative", ACT, "return np.where(x >= 0, 1 / (1 + e), e / (1 + e))",
       "return np.where(x >= 0, 1 / (1 + e), 1 / (1 + e))", "reference sigmoid wrong for x < 0"),
-    M("act.sigmoid-fast-denominator", ACT, "    d = e + 1\n", "    d = e + 2\n", "fast sigmoid's denominator"),
-    M("act.silu-fast-denominator", ACT, "                t += 1\n", "                t += 2\n", "fast silu's denominator"),
+    M("act.sigmoid-fast-denominator", FACT, "    d = e + 1\n", "    d = e + 2\n", "fast sigmoid's denominator"),
+    M("act.silu-fast-denominator", FACT, "                t += 1\n", "                t += 2\n", "fast silu's denominator"),
     M("act.gelu-erf-scale", ACT, "erf(x64 * (1 / math.sqrt(2)))", "erf(x64 * (1 / math.sqrt(3)))", "gelu's 1/sqrt(2)"),
     M("act.gelu-tanh-coefficient", ACT, "x.dtype.type(0.044715)", "x.dtype.type(0.04715)", "tanh-gelu's 0.044715"),
     M("act.hardsigmoid-divisor", ACT, "return _array(np.clip(x + 3, 0, 6) / 6)", "return _array(np.clip(x + 3, 0, 6) / 5)",
@@ -182,11 +190,11 @@ MUTANTS = [
       "adaptive bins end at floor instead of ceil"),
     M("pool.max-ref-pad-zero", POOL, "xp = _pad_for_windows(x, k, s, p, d, out, -np.inf)          #",
       "xp = _pad_for_windows(x, k, s, p, d, out, 0.0)          #", "reference max pool pads with 0"),
-    M("pool.max-fast-pad-zero", POOL, "_pad_for_windows(x, k, s, p, d, out, -np.inf)\n    taps",
+    M("pool.max-fast-pad-zero", FPOOL, "_pad_for_windows(x, k, s, p, d, out, -np.inf)\n    taps",
       "_pad_for_windows(x, k, s, p, d, out, 0.0)\n    taps", "fast max pool pads with 0"),
-    M("pool.kron-one-divisor", POOL, "return (x.reshape(B, C, H * W) @ k / count).reshape(B, C, oh, ow)",
+    M("pool.kron-one-divisor", FPOOL, "return (x.reshape(B, C, H * W) @ k / count).reshape(B, C, oh, ow)",
       "return (x.reshape(B, C, H * W) @ k / count[0]).reshape(B, C, oh, ow)", "small-output pool: one divisor for all bins"),
-    M("pool.matrices-identity-check", POOL, "        if ow == W:", "        if ow <= W:",
+    M("pool.matrices-identity-check", FPOOL, "    if ow == W:", "    if ow <= W:",
       "pool fast path skips the column product when shrinking"),
     M("pool.avg-divisor-kernel-axis", POOL, "div_w = _avg_divisor(W, out[1], k[1], s[1], p[1], count_include_pad)",
       "div_w = _avg_divisor(W, out[1], k[0], s[1], p[1], count_include_pad)", "avg divisor of columns from the kernel height"),
@@ -198,8 +206,8 @@ MUTANTS = [
       "", "nearest_idx without its n_out == 2 n_in special case"),
     M("resize.bilinear-align-scale", RESIZE, "r = dt(n_in - 1) / dt(n_out - 1) if n_out > 1 else dt(0)",
       "r = dt(n_in) / dt(n_out) if n_out > 1 else dt(0)", "align_corners=True with the size ratio"),
-    M("resize.bilinear-half-pixel", RESIZE, "src = np.maximum(r * (dst + dt(0.5)) - dt(0.5), dt(0))",
-      "src = np.maximum(r * dst, dt(0))", "align_corners=False without the half-pixel shift"),
+    M("resize.bilinear-half-pixel", RESIZE, "return r * (dst + dt(0.5)) - dt(0.5)",
+      "return r * dst", "align_corners=False without the half-pixel shift"),
     M("resize.bilinear-float32-scale", RESIZE, "r = dt(1.0 / scale) if scale is not None else dt(n_in) / dt(n_out)",
       "r = dt(1.0 / scale) if scale is not None else dt(np.float32(n_in) / np.float32(n_out))",
       "bug class of finding 1: bilinear scale in float32 for float64 input"),
@@ -207,9 +215,9 @@ MUTANTS = [
       "output size rounds up"),
     M("resize.scale-factor-dropped", RESIZE, "if scale_factor is not None and not recompute_scale_factor:",
       "if False:", "the given scale factor never reaches the index rule"),
-    M("resize.bilinear-fast-tap", RESIZE, "r += l1w * xc[..., w1]", "r += l1w * xc[..., w0]",
+    M("resize.bilinear-fast-tap", FRESIZE, "r += l1w * xc[..., w1]", "r += l1w * xc[..., w0]",
       "fast bilinear reads the left tap twice"),
-    M("resize.nearest-fast-axes", RESIZE, "return x.take(cols, axis=3).take(rows, axis=2)",
+    M("resize.nearest-fast-axes", FRESIZE, "return x.take(cols, axis=3).take(rows, axis=2)",
       "return x.take(rows, axis=3).take(cols, axis=2)", "fast nearest swaps the axes' tables"),
     # ------------------------------------------------------------------------------ lmref/ops/heatmap.py
     M("heatmap.grid-divides-by-n", HEAT, "np.arange(n, dtype=dtype) / dt(n - 1) * dt(2) - dt(1)",
@@ -233,7 +241,7 @@ MUTANTS = [
       "context_scores = e / e.sum(axis=-2, keepdims=True)", "reference: context scores normalised over P"),
     M("attn.ref-no-relu", ATT, "out = np.maximum(value, 0) * context_vector", "out = value * context_vector",
       "reference: ReLU on the values dropped"),
-    M("attn.fast-max-normalised", ATT, "e /= e.sum(axis=-1, keepdims=True)", "e /= e.max(axis=-1, keepdims=True)",
+    M("attn.fast-max-normalised", FATT, "e /= e.sum(axis=-1, keepdims=True)", "e /= e.max(axis=-1, keepdims=True)",
       "fast: scores divided by their max instead of their sum"),
     M("attn.split-order", ATT, "query, key, value = qkv[:, :1], qkv[:, 1:1 + d], qkv[:, 1 + d:]",
       "query, key, value = qkv[:, :1], qkv[:, 1 + d:], qkv[:, 1:1 + d]", "reference: key and value swapped"),
@@ -252,12 +260,12 @@ MUTANTS = [
       "x = x.transpose(0, 1, 4, 3, 5, 2)               # -> [B, C, H, r(i), W, r(j)]", "pixel_shuffle swaps i and j"),
     M("shuffle.pixel-unshuffle-order", SHUF, "x = x.transpose(0, 1, 3, 5, 2, 4)               # -> [B, C, r(i)",
       "x = x.transpose(0, 1, 5, 3, 2, 4)               # -> [B, C, r(i)", "pixel_unshuffle swaps i and j"),
-    # ------------------------------------------------------------------------------ lmref/ops/_check.py, _fast.py
+    # ------------------------------------------------------------------------------ lmref/ops/_check.py, lmref/fast/threads.py
     M("check.float16-accepted", "lmref/ops/_check.py", "if x.dtype.type not in FLOATS:",
       "if x.dtype.type not in FLOATS + (np.float16,):", "ops accept float16 input"),
     M("check.pair-second", "lmref/ops/_check.py", "return int(v[0]), int(v[1])", "return int(v[0]), int(v[0])",
       "a pair argument's second value ignored"),
-    M("fast.parallel-bounds", "lmref/ops/_fast.py", "bounds = [n * i // parts for i in range(parts + 1)]",
+    M("fast.parallel-bounds", "lmref/fast/threads.py", "bounds = [n * i // parts for i in range(parts + 1)]",
       "bounds = [n * i // parts for i in range(parts)] + [n - 1]", "thread split leaves the last item out"),
     # ------------------------------------------------------------------------------ lmref/models/mobilevitv2.py
     M("mvit.bn-eps", MVIT, "BN_EPS = 1e-5", "BN_EPS = 1e-3", "finding 3: BatchNorm eps shared with torch_impl"),
@@ -380,7 +388,7 @@ MUTANTS = [
       "finding 5: the trained model only ever sees zeros", tests=["tests/test_train.py", "-k", "regression_loss"]),
     M("train.no-optimizer-step", "torch_impl/train.py", "            opt.step()\n", "            pass\n",
       "finding 6: no optimizer step", tests=["tests/test_train.py", "-k", "lkd"]),
-    M("cli.eval-preds-zero", "lmref/cli.py", "preds.append(faces[0].landmarks)", "preds.append(faces[0].landmarks * 0)",
+    M("cli.eval-preds-zero", "lmref/evaluate.py", "preds.append(faces[0].landmarks)", "preds.append(faces[0].landmarks * 0)",
       "finding 7: eval's predictions multiplied by 0", tests=["tests/test_cli.py", "-k", "eval"]),
     M("ship.stud5-lmref-bug-restated", STUD5, "x = ops.max_pool2d(x, 2)", "x = ops.max_pool2d(x, 2) * 1.02",
       "finding 8: an lmref-only Stud5 bug whose NME `ship half` would have written into the manifest",
@@ -395,7 +403,7 @@ T_RESIZE, T_CONV, T_BUNDLE, T_CLI = "tests/test_ops_resize.py", "tests/test_ops_
 FINDINGS = [
     (1, "resize.nearest-float32-only", [f"{T_RESIZE}::test_nearest_index_rule_every_size_pair_up_to_256"],
      [f"{T_RESIZE}::test_nearest_index_rule_exhaustive_small_sizes"]),
-    (2, "conv.dw1-bias-sign", [f"{T_CONV}::test_conv2d_matches_torch"], []),
+    (2, "conv.dw1-bias-sign", [f"{FAST}::test_depthwise_single_block_equals_blocked_path_and_reference"], []),
     (3, "mvit.bn-eps", ["tests/test_constants.py"], ["tests/test_mobilevitv2.py", "-k", "parity or timm"]),
     (3, "mvit.gn-eps", ["tests/test_constants.py"], ["tests/test_mobilevitv2.py", "-k", "parity or timm"]),
     (3, "landmarks.e2p-bias-zero", ["tests/test_constants.py"], ["tests/test_aam_head.py", "-k", "parity"]),

@@ -9,11 +9,14 @@ C, an NPU) can be checked against it op by op.
     print(format_report(report)); report.ok, report.first_failure
 
 A bundle holds the model input, the output of every traced op (named by its scope, see
-``lmref.trace``), the model's final outputs, and the weights' manifest, each in float64 and float32
-(two runs of the same weights: params cast to float64 / float32, the float32 input is the float64
-input rounded). The format is described for readers in other languages in docs/golden-bundle.md:
-a set of ``.npy`` files plus two JSON files, either in a directory or as the members of an
-uncompressed zip (``.npz``, readable with ``np.load(path, allow_pickle=False)``).
+``lmref.trace``), the model's final outputs, and the weights' manifest, each in float64 and float32.
+Every tensor comes from the plain op definitions of ``lmref.ops`` and the models' own blocks: a trace
+never runs the fast layer (``lmref.fast``), whether it is on or off around it, and the manifest says
+so (``"computed_by": "definitions"``). The two dtypes are two runs of the same weights (params
+cast to float64 / float32, the float32 input is the float64 input rounded). The format is described
+for readers in other languages in docs/golden-bundle.md: a set of ``.npy`` files plus two JSON files,
+either in a directory or as the members of an uncompressed zip (``.npz``, readable with
+``np.load(path, allow_pickle=False)``).
 
 Comparison: each bundle tensor ``ref`` (float64 by default: the reference) against the port's
 tensor ``val`` of the same name (or the name a mapping gives):
@@ -64,6 +67,7 @@ __all__ = ["BundleError", "Entry", "Bundle", "record", "write", "load", "random_
 FORMAT = "lmref-golden-bundle"
 VERSION = 1
 DTYPES = ("float64", "float32")
+COMPUTED_BY = "definitions"   # manifest["computed_by"]: the plain op definitions (lmref.trace never runs lmref.fast)
 _SUFFIX = {"float64": "f64", "float32": "f32"}
 MAX_TENSOR_BYTES = 1 << 30      # one tensor of a bundle or a port: 1 GiB (a 256x256 student's largest is 8 MiB)
 MAX_READ_BYTES = 4 << 30        # all tensors of one read_tensors call, unless max_bytes says otherwise
@@ -320,6 +324,7 @@ def record(model, x, source=None, weights_path=None):
         "input_source": source,
         "dtypes": list(DTYPES),
         "num_ops": len(rows64),
+        "computed_by": COMPUTED_BY,
     }
     return Bundle(manifest, entries, arrays)
 

@@ -575,124 +575,9 @@ metrics.json, per-image NMEs and the CED plot ced.png.
 """
 
 
-MISSED_NME = 1e9     # a face the detector missed: never a success on the CED curve
-
-
-def _dataset(data, split, n, seed):
-    """-> (description, list of (name, image loader, landmarks [N, 2])) for --data."""
-    from .data import readers
-    if data == "synthetic":
-        from .data import synthetic
-        base = split if split in synthetic.SPLITS else None
-        if base is None:
-            raise CLIError(f"--split {split!r}: synthetic splits are {', '.join(synthetic.SPLITS)}")
-        kw = {} if seed is None else {"seed": seed}
-        ds = synthetic.load_split(split, n=n, **kw)
-        items = [(ds.names[i], (lambda i=i: ds.image(i)), ds.landmarks[i]) for i in range(len(ds))]
-        return f"synthetic {split} (n={n}, seed={ds.manifest['seed']}, v{ds.manifest['version']})", items
-    if not os.path.isdir(data):
-        raise CLIError(f"--data {data}: no such directory (or pass 'synthetic')")
-    lists = sorted(f for f in os.listdir(data) if f.startswith("list_98pt") and f.endswith(".txt"))
-    if lists:
-        chosen = [f for f in lists if split in f] or lists
-        root = os.path.join(data, "WFLW_images") if os.path.isdir(os.path.join(data, "WFLW_images")) else data
-        anns = readers.read_wflw(os.path.join(data, chosen[0]), image_root=root)
-        desc = f"WFLW {chosen[0]}"
-    else:
-        anns = readers.read_300w_dir(data)
-        desc = f"300W layout {data}"
-    if not anns:
-        raise CLIError(f"--data {data}: no annotated images (expected images with .pts files, or a WFLW "
-                       "list_98pt_*.txt)")
-    items = [(os.path.relpath(a.path, data) if a.path else str(i), a.load_image, a.landmarks)
-             for i, a in enumerate(anns)]
-    return desc, items
-
-
-def _gt_to_model_layout(gt, layout):
-    """Ground truth [N, 2] -> the model's points: the same layout, or inner 51 from iBUG 68."""
-    from . import landmarks
-    if layout is None or len(gt) == layout.num_points:
-        return gt
-    if layout.name == "inner51" and len(gt) == 68:
-        return gt[list(landmarks.INNER51_FROM_IBUG68)]
-    raise CLIError(f"the model's layout {layout.name} ({layout.num_points} points) cannot be evaluated on "
-                   f"{len(gt)}-point ground truth")
-
-
-def _iou(a, b):
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def evaluate(model=None, data="synthetic", split="test", n=100, seed=None, boxes="gt", thr=0.1, norm=None,
-             limit=0, dtype=np.float32, batch_size=8, chunk=32):
-    """Run a model over a dataset -> dict with per-image NMEs and NME / FR / AUC.
-
-    boxes "gt": each face is cropped around its ground-truth landmark box (68 or 98 points, as the
-    models are trained); "detector": the Haar detector's box with the largest overlap (IoU >= 0.3)
-    with that box, and a face it misses counts as a failure (left out of the mean NME, never a
-    success in the CED, FR and AUC)."""
-    from . import metrics
-    from .data import transforms
-    from .detect import Landmarker
-    lm = Landmarker(model, detector="haar" if boxes == "detector" else None, dtype=dtype,
-                    batch_size=batch_size)
-    desc, items = _dataset(data, split, n, seed)
-    if limit:
-        items = items[:limit]
-    names, preds, gts, missed = [], [], [], []
-    for start in range(0, len(items), chunk):
-        part = items[start:start + chunk]
-        imgs, bxs, keep = [], [], []
-        for name, load, gt in part:
-            img = load()
-            gbox = transforms.landmark_box(gt)
-            if boxes == "gt":
-                box = gbox[None]
-            else:
-                found = lm.detector(img)
-                ious = [_iou(b, gbox) for b in found]
-                if not ious or max(ious) < 0.3:
-                    missed.append(name)
-                    continue
-                box = found[int(np.argmax(ious))][None]
-            imgs.append(img)
-            bxs.append(box)
-            keep.append((name, gt))
-        if not imgs:
-            continue
-        for (name, gt), faces in zip(keep, lm.detect_many(imgs, bxs)):
-            names.append(name)
-            preds.append(faces[0].landmarks)
-            gts.append(_gt_to_model_layout(np.asarray(gt, np.float64), lm.layout))
-    if not names:
-        raise CLIError(f"{desc}: no face could be evaluated ({len(missed)} missed by the detector)")
-    lay = lm.layout.name if lm.layout is not None else None
-    nmes = metrics.nme(np.stack(preds), np.stack(gts), lay, norm)
-    curve = np.concatenate([nmes, np.full(len(missed), MISSED_NME)])
-    fr, auc = metrics.fr_auc(curve, thr=thr)
-    key = norm or (lm.layout.default_norm if lm.layout is not None else "ocular")
-    return {"model": lm.model_path, "architecture": lm.model.arch, "layout": lay, "data": desc,
-            "boxes": boxes, "norm": key, "thr": thr, "n": len(items), "evaluated": len(names),
-            "missed": missed, "nme": float(nmes.mean()), "fr": fr, "auc": auc,
-            "names": names, "nmes": nmes.tolist(), "_curve": curve}
-
-
-def eval_summary(res):
-    missed = f", {len(res['missed'])} missed by the detector (counted as failures)" if res["missed"] else ""
-    return (f"{res['data']}: {res['evaluated']} of {res['n']} faces{missed}\n"
-            f"model {os.path.basename(res['model'] or '')} ({res['architecture']}, {res['layout']}), "
-            f"boxes {res['boxes']}, NME normalised by {res['norm']}\n"
-            f"NME {100 * res['nme']:.3f}%   FR@{res['thr']:g} {100 * res['fr']:.2f}%   "
-            f"AUC@{res['thr']:g} {res['auc']:.4f}")
-
-
 def cmd_eval(args):
     from . import viz
+    from .evaluate import eval_summary, evaluate
     res = evaluate(args.model, args.data, split=args.split, n=args.n, seed=args.seed, boxes=args.boxes,
                    thr=args.thr, norm=args.norm, limit=args.limit,
                    dtype=np.float64 if args.dtype == "float64" else np.float32, batch_size=args.batch_size)
@@ -856,6 +741,7 @@ def _run(args):
     """Run a subcommand; every exception becomes one error line and an exit status."""
     from .bundle import BundleError
     from .detect import DetectError
+    from .evaluate import EvalError
     from .weights import WeightsError
     try:
         return args.func(args)
@@ -863,7 +749,7 @@ def _run(args):
         raise
     except CLIError as e:
         return _error(e, e.code)
-    except (DetectError, WeightsError, BundleError) as e:
+    except (DetectError, WeightsError, BundleError, EvalError) as e:
         return _error(e)
     except MemoryError:
         return _error("out of memory: the input, the batch or the model is too large for this machine")

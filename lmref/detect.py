@@ -31,7 +31,7 @@ Conventions
   the model's landmarks come back through the exact inverse of that similarity transform.
 * Decoding follows the model's output (``decode``): a dict with ``landmarks`` (the AAM head:
   soft-argmax of the fused heatmaps, in input pixels), heatmaps [B, N, h, w] (Lite-HRNet:
-  ``lmref.models.litehrnet.decode``), or a regression vector [B, 2N] in STAR's [-1, 1] convention
+  ``lmref.ops.decode_heatmaps``), or a regression vector [B, 2N] in STAR's [-1, 1] convention
   (Stud5, ResNet).
 * Confidence per point, where the head gives one: the AAM point map P (a sigmoid, trained towards 1
   at the landmark) sampled at the predicted position; a plain heatmap's peak value. Regression
@@ -497,7 +497,7 @@ def decode(out, width, height, manifest=None):
     * a dict with "landmarks" (the AAM model): its landmarks (soft-argmax of the fused heatmaps);
       confidence = the point map P sampled bilinearly at the decoded position on the heatmap grid
       X_j = 2j/(w-1) - 1;
-    * heatmaps [B, N, h, w] (Lite-HRNet): ``lmref.models.litehrnet.decode`` with the method the
+    * heatmaps [B, N, h, w] (Lite-HRNet): ``lmref.ops.decode_heatmaps`` with the method the
       model was trained with (manifest training config "decode", default argmax + quarter pixel;
       heatmap pixel u is crop pixel u W/w, mmpose's rule); confidence = the peak value clipped to
       [0, 1] (through a sigmoid for heatmaps trained with BCE-with-logits);
@@ -528,9 +528,9 @@ def decode(out, width, height, manifest=None):
 
 
 def _decode_heatmaps(hm, width, height, manifest=None):
-    from .models import litehrnet
+    from .ops import decode_heatmaps
     cfg = _training_config(manifest)
-    lm, peak = litehrnet.decode(np.asarray(hm, np.float64), cfg.get("decode", "argmax"), (height, width))
+    lm, peak = decode_heatmaps(np.asarray(hm, np.float64), cfg.get("decode", "argmax"), (height, width))
     if cfg.get("heatmap_loss") == "bce":
         peak = 1.0 / (1.0 + np.exp(-peak))
     return lm, np.clip(peak, 0.0, 1.0)

@@ -15,6 +15,10 @@ lookup and a function call; inside, it records
 Models open scopes named like their state-dict keys (``with scope("stem"): ...``), so a record's
 name says which weights produced it.
 
+A trace always runs the plain definitions. The wrapper is also the one door of the fast layer:
+outside a trace, while ``lmref.fast`` is on, a call goes to the faster kernel registered under the
+op's name (``use_kernels``); model blocks marked ``@replaceable`` pass the same door.
+
     >>> with trace() as t:
     ...     y = model(x)
     >>> for r in t: print(r.name, r.op, r.inputs, r.output.shape)
@@ -29,6 +33,7 @@ import numpy as np
 
 OPS: dict = {}      # op name -> traced function, filled by @op
 _active = None      # the Trace being recorded, or None
+_kernels: dict = {}  # name -> faster kernel while lmref.fast is on (see use_kernels), else empty
 _scope: list = []   # name stack while tracing
 
 
@@ -104,7 +109,7 @@ def op(fn):
     def traced(*args, **kwargs):
         t = _active
         if t is None:
-            return fn(*args, **kwargs)
+            return _kernels.get(opname, fn)(*args, **kwargs)
         prefix = ".".join(_scope)
         name = t._unique(_name(opname))
         inputs = [list(a.shape) for a in args if isinstance(a, np.ndarray)]
@@ -120,8 +125,32 @@ def op(fn):
         return out
 
     traced.__wrapped_op__ = fn
+    traced.__kernel_key__ = opname
     OPS[opname] = traced
     return traced
+
+
+def replaceable(fn):
+    """Mark a model block (not an op: nothing is recorded) that ``lmref.fast`` may run on the same
+    parameters by a faster route, e.g. a conv with its BatchNorm folded in. Inside a trace, or with
+    the fast layer off, the block itself runs."""
+    key = f"{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def block(*args, **kwargs):
+        if _active is None:
+            return _kernels.get(key, fn)(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    block.__kernel_key__ = key
+    return block
+
+
+def use_kernels(kernels):
+    """Route calls outside traces to ``kernels[name]`` where one is given ({}: the definitions only).
+    ``lmref.fast.enable`` is the switch that calls this."""
+    global _kernels
+    _kernels = kernels
 
 
 class _NoScope:

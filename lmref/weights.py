@@ -46,7 +46,7 @@ import os
 
 import numpy as np
 
-from . import landmarks, models
+from . import fast, landmarks, models  # noqa: F401  (fast: the speed layer, on unless LMREF_REFERENCE=1)
 
 __all__ = ["WeightsError", "save", "load", "load_bytes", "read_safetensors", "parse_safetensors",
            "write_safetensors",
@@ -504,14 +504,13 @@ class Model:
     ``lmref.models.get(arch).forward(params, x, config)``. The parameters are checked against the
     model's ``param_shapes(config)`` and cast to one float dtype when the Model is made.
 
-    fold_bn: run on parameters with every conv + BatchNorm pair folded into one conv (faster, equal
-    to rounding; ``lmref.fast``). None (default): when the ops' fast paths are on and no
-    ``lmref.trace()`` is recording, so traces show every BatchNorm; True / False: always / never.
-    The folded parameters are made when the Model is (if it may use them), beside ``params``."""
+    A call runs with the fast layer (``lmref.fast``: faster kernels, BatchNorms folded, Lite-HRNet's
+    units stacked, all derived from ``params``, which stay as loaded) unless it is turned off
+    (``LMREF_REFERENCE=1``, ``lmref.fast.enable(False)``, ``with lmref.fast.off():``); inside
+    ``lmref.trace()`` always on the plain definitions."""
 
-    def __init__(self, params, manifest, dtype=None, fold_bn=None):
+    def __init__(self, params, manifest, dtype=None):
         check_manifest(manifest)
-        self.fold_bn = fold_bn        # BatchNorm folding for speed: None = auto, see lmref.fast
         self.manifest = manifest
         self.arch = manifest["architecture"]
         try:
@@ -535,9 +534,6 @@ class Model:
             cast = {k: a.astype(dt, copy=False) for k, a in flat.items()}
         _check_finite(cast, dt)
         self.params = unflatten(cast)
-        from . import fast
-        if fold_bn or (fold_bn is None and fast.fast_paths_enabled()):
-            fast.folded_params(self)      # fold the BatchNorms now, at load time, not in the first call
 
     @property
     def layout(self):
@@ -550,19 +546,17 @@ class Model:
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
             raise TypeError(f"x: expected a float numpy.ndarray, got "
                             f"{type(x).__name__}{'' if not isinstance(x, np.ndarray) else ' of ' + str(x.dtype)}")
-        from . import fast
-        params = fast.folded_params(self) if fast.use_folded(self.fold_bn) else self.params
-        return self.module.forward(params, x.astype(self.dtype, copy=False), self.config)
+        return self.module.forward(self.params, x.astype(self.dtype, copy=False), self.config)
 
     def __repr__(self):
         n = sum(a.size for a in flatten(self.params).values())
         return f"Model(arch={self.arch!r}, params={n:,}, dtype={self.dtype}, layout={self.manifest['layout']!r})"
 
 
-def load_model(path, dtype=np.float32, fold_bn=None):
-    """Read a weight file and build the Model (params cast to ``dtype``; ``fold_bn`` see ``Model``)."""
+def load_model(path, dtype=np.float32):
+    """Read a weight file and build the Model (params cast to ``dtype``)."""
     tensors, manifest = load(path)
     try:
-        return Model(tensors, manifest, dtype=dtype, fold_bn=fold_bn)
+        return Model(tensors, manifest, dtype=dtype)
     except WeightsError as e:
         raise WeightsError(f"{os.fspath(path)}: {e}") from None

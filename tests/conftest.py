@@ -95,6 +95,18 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def op_tests_run_the_definitions(request):
+    """tests/test_ops_*.py check the plain definitions of lmref.ops against torch, with the fast layer
+    off; tests/test_fast_layer.py checks the fast layer against the definitions."""
+    if not request.module.__name__.startswith("test_ops_"):
+        yield
+        return
+    from lmref import fast
+    with fast.off():
+        yield
+
+
 # Tolerances used throughout: float64 to near machine precision, float32 to a stated tolerance.
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
 

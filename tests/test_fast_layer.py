@@ -1,11 +1,13 @@
-"""The ops' fast paths equal their plain reference paths, and BatchNorm folding equals the unfolded model.
+"""The fast layer (``lmref.fast``) equals the definitions, op by op and model by model; traces and
+golden bundles run the definitions whatever the switch says.
 
-Every comparison runs the same call twice: with the fast paths (the default) and inside
-``reference_paths()`` (the plain definitions), over hypothesis-random shapes and both dtypes, at the
-dtype tolerances of ``conftest.assert_close``.  Fast paths that promise bit-identical results
-(bilinear interpolate) are checked with ``assert_array_equal``.  The blocking, batch folding and
-thread splitting of the fast paths are forced on small shapes by shrinking their thresholds.
-No timings are asserted here; ``benchmarks/bench.py`` measures them.
+Every comparison runs the same call twice: with the fast layer on and inside ``fast.off()`` (the
+plain definitions), over hypothesis-random shapes and both dtypes, at the dtype tolerances of
+``conftest.assert_close`` (float64 to rounding, float32 rtol 1e-4 / atol 1e-5; whole models in
+float32 rtol 2e-3 / atol 2e-4, stated where used).  Kernels that promise bit-identical results
+(bilinear and nearest interpolate, max pool, sigmoid) are checked with ``assert_array_equal``.  The
+blocking, batch folding and thread splitting of the kernels are forced on small shapes by shrinking
+their thresholds.  No timings are asserted here; ``benchmarks/bench.py`` measures them.
 """
 import os
 import platform
@@ -19,10 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmref import fast, models, ops
+from lmref.fast import buffers, threads
+from lmref.fast import conv as conv_module
 from lmref.models.common import conv_norm_act
-from lmref.ops import _check, _fast
-from lmref.ops import conv as conv_module
-from lmref.trace import trace
+from lmref.trace import OPS, trace
 from lmref.weights import Model
 
 DTYPES = st.sampled_from([np.float32, np.float64])
@@ -31,9 +33,9 @@ SEEDS = st.integers(0, 2**32 - 1)
 
 def both_paths(fn):
     """(fast result, reference result) of fn()."""
-    with fast.reference_paths(False):
+    with fast.on():
         y_fast = fn()
-    with fast.reference_paths():
+    with fast.off():
         y_ref = fn()
     return y_fast, y_ref
 
@@ -41,28 +43,58 @@ def both_paths(fn):
 def tiny_blocks(mp):
     """Thresholds shrunk so that small test shapes take every branch: im2col in bands of rows and
     groups of images, batch folding, padding into scratch, and two threads on tiny arrays."""
-    mp.setattr(_fast, "CHUNK_BYTES", 256)
-    mp.setattr(_fast, "PARALLEL_MIN", 1)
-    mp.setattr(_fast, "THREADS", 2)
-    mp.setattr(_fast, "BLOCK", 7)
+    mp.setattr(conv_module, "CHUNK_BYTES", 256)
+    mp.setattr(threads, "PARALLEL_MIN", 1)
+    mp.setattr(threads, "THREADS", 2)
+    mp.setattr(threads, "BLOCK", 7)
     mp.setattr(conv_module, "PAD_CHUNK_BYTES", 1)           # pad one image at a time
     mp.setattr(conv_module, "GEMM_COLUMNS", 1)              # no minimum GEMM width: bands of rows
     mp.setattr(conv_module, "SMALL_PAD_BYTES", 0)           # pad into the reused scratch buffer
 
 
 def test_switch_and_environment():
-    assert _fast.ENABLED and fast.fast_paths_enabled()
-    with fast.reference_paths():
-        assert not _fast.ENABLED
-        with fast.reference_paths(False):
-            assert _fast.ENABLED
-        assert not _fast.ENABLED
-    assert _fast.ENABLED
-    code = "import lmref.ops._fast as f; print(f.ENABLED)"
+    assert fast.enabled()
+    with fast.off():
+        assert not fast.enabled()
+        with fast.on():
+            assert fast.enabled()
+        assert not fast.enabled()
+    assert fast.enabled()
+    code = "import lmref.fast as f; print(f.enabled())"
     for value, expected in (("1", "False"), ("0", "True"), ("", "True")):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "LMREF_REFERENCE": value}).stdout.strip()
         assert out == expected, (value, out)
+
+
+def test_every_kernel_replaces_an_op_or_block_and_the_ops_hold_no_speed_code():
+    """The door: KERNELS is keyed by the name of an @op or a @replaceable block; lmref/ops imports
+    nothing of the fast layer and defines nothing named *fast*."""
+    import pathlib
+    ops_names = set(OPS)
+    for key in fast.KERNELS:
+        assert key in ops_names or key.startswith("lmref.models."), key
+    assert {"conv2d", "linear", "batch_norm", "group_norm", "instance_norm", "sigmoid", "silu", "max_pool2d",
+            "adaptive_avg_pool2d", "interpolate", "separable_self_attention"} <= set(fast.KERNELS)
+    for path in pathlib.Path(ops.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "fast" not in "".join(line.split("#")[0] for line in text.splitlines() if line.lstrip().startswith(("def ", "from ", "import "))), path
+
+
+def test_traces_run_the_definitions_and_the_switch_routes_calls(monkeypatch):
+    """Outside a trace (fast on) conv2d goes to its kernel; inside a trace, and with the layer off, to
+    the definition."""
+    calls = []
+    kernel = fast.KERNELS["conv2d"]
+    monkeypatch.setitem(fast.KERNELS, "conv2d", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
+    ops.conv2d(x, w)
+    assert calls == [1]
+    with trace():
+        ops.conv2d(x, w)
+    with fast.off():
+        ops.conv2d(x, w)
+    assert calls == [1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +212,7 @@ def test_depthwise_single_block_equals_blocked_path_and_reference(B, C, H, W, k,
         conv = lambda: ops.conv2d(x, w, bias, stride=stride, padding=pad, dilation=dil, groups=C)
         y_single, y_ref = both_paths(conv)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_fast, "CHUNK_BYTES", 64)                              # no single block fits
+            mp.setattr(conv_module, "CHUNK_BYTES", 64)                        # no single block fits
             y_blocked = conv()
         assert_close(y_single, y_blocked)
         assert_close(y_single, y_ref)
@@ -188,7 +220,7 @@ def test_depthwise_single_block_equals_blocked_path_and_reference(B, C, H, W, k,
 
 
 def test_kept_padded_planes_never_leak_between_calls():
-    """conv2d keeps a zero-bordered padding buffer per input shape and padding (``_fast.zeroed``):
+    """conv2d keeps a zero-bordered padding buffer per input shape and padding (``buffers.zeroed``):
     calls with new data, with transposed sizes of the same padded area, and with the same shape but
     another padding all equal the reference."""
     rng = np.random.default_rng(11)
@@ -259,16 +291,16 @@ def test_remembered_checks_still_reject_bad_arguments(monkeypatch):
         (ValueError, lambda: ops.adaptive_avg_pool2d(x, (0, 3))),
         (TypeError, lambda: ops.adaptive_avg_pool2d(x.astype(np.int64), 1)),
         (ValueError, lambda: ops.interpolate(x, size=(12, 12), mode="nearest", align_corners=True)),
-        (ValueError, lambda: ops.interpolate(x, size=(12, 12), mode="bicubic")),
+        (ValueError, lambda: ops.interpolate(x, size=(12, 12), mode="area")),
         (TypeError, lambda: ops.interpolate(x, size=(12.0, 12), mode="nearest")),
     ]
     for exc, call in bad:
         with pytest.raises(exc):
             call()
-    monkeypatch.setattr(_check, "PASSED_MAX", 2)                             # the memo is emptied when full
+    monkeypatch.setattr(buffers, "PASSED_MAX", 2)                            # the memo is emptied when full
     for size in (1, 2, 3, 1):
         ops.adaptive_avg_pool2d(x, size)
-    assert len(_check._PASSED) <= 2
+    assert len(buffers._PASSED) <= 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,13 +315,13 @@ def _maybe_view(a, view):
 
 
 @given(shapes4, DTYPES, SEEDS, st.booleans(), st.booleans())
-def test_silu_fast_equals_reference(shape, dtype, seed, view, threads):
+def test_silu_fast_equals_reference(shape, dtype, seed, view, split):
     x = _maybe_view((np.random.default_rng(seed).standard_normal(shape) * 8).astype(dtype), view)
     with pytest.MonkeyPatch.context() as mp:
-        if threads:
-            mp.setattr(_fast, "PARALLEL_MIN", 1)
-            mp.setattr(_fast, "THREADS", 3)
-            mp.setattr(_fast, "BLOCK", 5)
+        if split:
+            mp.setattr(threads, "PARALLEL_MIN", 1)
+            mp.setattr(threads, "THREADS", 3)
+            mp.setattr(threads, "BLOCK", 5)
         y_fast, y_ref = both_paths(lambda: ops.silu(x))
     assert_close(y_fast, y_ref)
 
@@ -308,7 +340,7 @@ def test_silu_fast_extremes_without_warnings():
 
 
 @given(shapes4, DTYPES, SEEDS, st.booleans(), st.booleans(), st.booleans())
-def test_batch_norm_fast_equals_reference(shape, dtype, seed, affine, view, threads):
+def test_batch_norm_fast_equals_reference(shape, dtype, seed, affine, view, split):
     rng = np.random.default_rng(seed)
     x = _maybe_view(rng.standard_normal(shape).astype(dtype), view)
     C = shape[1]
@@ -316,9 +348,9 @@ def test_batch_norm_fast_equals_reference(shape, dtype, seed, affine, view, thre
     w = rng.standard_normal(C).astype(dtype) if affine else None
     b = rng.standard_normal(C).astype(dtype) if affine else None
     with pytest.MonkeyPatch.context() as mp:
-        if threads:
-            mp.setattr(_fast, "PARALLEL_MIN", 1)
-            mp.setattr(_fast, "THREADS", 2)
+        if split:
+            mp.setattr(threads, "PARALLEL_MIN", 1)
+            mp.setattr(threads, "THREADS", 2)
         y_fast, y_ref = both_paths(lambda: ops.batch_norm(x, mean, var, w, b, eps=1e-3))
     assert_close(y_fast, y_ref)
 
@@ -340,13 +372,13 @@ def test_group_and_instance_norm_fast_equal_reference(B, G, cpg, hw, dtype, seed
 
 @given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(1, 13),
        st.integers(1, 13), st.booleans(), DTYPES, SEEDS, st.booleans())
-def test_bilinear_fast_is_bit_identical(B, C, H, W, oh, ow, align, dtype, seed, threads):
+def test_bilinear_fast_is_bit_identical(B, C, H, W, oh, ow, align, dtype, seed, split):
     x = np.random.default_rng(seed).standard_normal((B, C, H, W)).astype(dtype)
     with pytest.MonkeyPatch.context() as mp:
-        if threads:
-            mp.setattr(_fast, "PARALLEL_MIN", 1)
-            mp.setattr(_fast, "THREADS", 2)
-            mp.setattr(_fast, "BLOCK", 1)                   # one channel per block
+        if split:
+            mp.setattr(threads, "PARALLEL_MIN", 1)
+            mp.setattr(threads, "THREADS", 2)
+            mp.setattr(threads, "BLOCK", 1)                   # one channel per block
         y_fast, y_ref = both_paths(lambda: ops.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=align))
     assert y_fast.dtype == y_ref.dtype == dtype
     np.testing.assert_array_equal(y_fast, y_ref)
@@ -405,16 +437,16 @@ def test_adaptive_avg_pool_unchanged_axis_is_bit_identical(dtype):
 
 
 @given(shapes4, st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.booleans(), DTYPES, SEEDS, st.booleans())
-def test_max_pool_fast_is_bit_identical(shape, k, s, p, ceil, dtype, seed, threads):
+def test_max_pool_fast_is_bit_identical(shape, k, s, p, ceil, dtype, seed, split):
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     x.flat[-1] = np.nan
     p = min(p, k // 2)
     if min(shape[2:]) + 2 * p < k:
         return
     with pytest.MonkeyPatch.context() as mp:
-        if threads:
-            mp.setattr(_fast, "PARALLEL_MIN", 1)
-            mp.setattr(_fast, "THREADS", 2)
+        if split:
+            mp.setattr(threads, "PARALLEL_MIN", 1)
+            mp.setattr(threads, "THREADS", 2)
         y_fast, y_ref = both_paths(lambda: ops.max_pool2d(x, k, s, p, ceil_mode=ceil))
     np.testing.assert_array_equal(y_fast, y_ref)
 
@@ -443,14 +475,14 @@ def test_separable_self_attention_fast_equals_reference(B, d, P, N, dtype, seed,
 # threads and scratch buffers
 
 def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
-    monkeypatch.setattr(_fast, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(_fast, "THREADS", 3)
+    monkeypatch.setattr(threads, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(threads, "THREADS", 3)
     hits = np.zeros(10, int)
 
     def mark(lo, hi):
         hits[lo:hi] += 1
 
-    _fast.parallel(10, mark, size=10)
+    threads.parallel(10, mark, size=10)
     np.testing.assert_array_equal(hits, 1)
 
     def boom(lo, hi):
@@ -458,19 +490,19 @@ def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
             raise ValueError("worker failed")
 
     with pytest.raises(ValueError, match="worker failed"):
-        _fast.parallel(10, boom, size=10)
+        threads.parallel(10, boom, size=10)
     with pytest.raises(ValueError, match="positive int"):
-        _fast.set_num_threads(0)
+        threads.set_num_threads(0)
 
 
 def test_scratch_is_reused_and_large_requests_are_not_kept(monkeypatch):
-    a = _fast.scratch("test.a", (4, 5), np.float64)
-    b = _fast.scratch("test.a", (3, 2), np.float32)
+    a = buffers.scratch("test.a", (4, 5), np.float64)
+    b = buffers.scratch("test.a", (3, 2), np.float32)
     assert a.shape == (4, 5) and b.shape == (3, 2) and b.dtype == np.float32
     assert np.shares_memory(a, b)                          # same buffer, reused
-    assert not np.shares_memory(a, _fast.scratch("test.b", (4, 5), np.float64))
-    monkeypatch.setattr(_fast, "CACHE_LIMIT", 64)
-    big1, big2 = _fast.scratch("test.c", (100,), np.float64), _fast.scratch("test.c", (100,), np.float64)
+    assert not np.shares_memory(a, buffers.scratch("test.b", (4, 5), np.float64))
+    monkeypatch.setattr(buffers, "CACHE_LIMIT", 64)
+    big1, big2 = buffers.scratch("test.c", (100,), np.float64), buffers.scratch("test.c", (100,), np.float64)
     assert not np.shares_memory(big1, big2)
 
 
@@ -480,7 +512,62 @@ def test_tune_malloc_on_glibc():
 
 
 # ---------------------------------------------------------------------------------------------
-# BatchNorm folding
+# threads and buffers
+
+def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
+    monkeypatch.setattr(threads, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(threads, "THREADS", 3)
+    hits = np.zeros(10, int)
+
+    def mark(lo, hi):
+        hits[lo:hi] += 1
+
+    threads.parallel(10, mark, size=10)
+    np.testing.assert_array_equal(hits, 1)
+
+    def boom(lo, hi):
+        if lo > 0:
+            raise ValueError("worker failed")
+
+    with pytest.raises(ValueError, match="worker failed"):
+        threads.parallel(10, boom, size=10)
+    with pytest.raises(ValueError, match="positive int"):
+        threads.set_num_threads(0)
+
+
+def test_scratch_is_reused_and_large_requests_are_not_kept(monkeypatch):
+    a = buffers.scratch("test.a", (4, 5), np.float64)
+    b = buffers.scratch("test.a", (3, 2), np.float32)
+    assert a.shape == (4, 5) and b.shape == (3, 2) and b.dtype == np.float32
+    assert np.shares_memory(a, b)                          # same buffer, reused
+    assert not np.shares_memory(a, buffers.scratch("test.b", (4, 5), np.float64))
+    monkeypatch.setattr(buffers, "CACHE_LIMIT", 64)
+    big1, big2 = buffers.scratch("test.c", (100,), np.float64), buffers.scratch("test.c", (100,), np.float64)
+    assert not np.shares_memory(big1, big2)
+
+
+def test_derived_values_follow_the_array_they_come_from():
+    """``buffers.derived``: computed once per array (by identity) and tag, forgotten with the array."""
+    import gc
+    made = []
+    a = np.ones(3)
+    f = lambda: made.append(1) or a.sum()
+    assert buffers.derived(a, "t", f) == 3 and buffers.derived(a, "t", f) == 3 and made == [1]
+    buffers.derived(a, "other tag", f)
+    assert made == [1, 1]
+    n = len(buffers._DERIVED)
+    del a
+    gc.collect()
+    assert len(buffers._DERIVED) == n - 2
+
+
+def test_tune_malloc_on_glibc():
+    ok = fast.tune_malloc()
+    assert ok is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm folding (lmref.fast.folding)
 
 def _conv_bn_params(rng, cin, cout, k, bias, dtype, groups=1):
     p = {"conv": {"weight": rng.standard_normal((cout, cin // groups, k, k)).astype(dtype)},
@@ -492,112 +579,61 @@ def _conv_bn_params(rng, cin, cout, k, bias, dtype, groups=1):
     return p
 
 
+def _count_ops(monkeypatch, name):
+    """Count the calls of op ``name`` outside traces while the fast layer is on (its kernel, wrapped)."""
+    calls = []
+    inner = fast.KERNELS.get(name) or OPS[name].__wrapped_op__
+    monkeypatch.setitem(fast.KERNELS, name, lambda *a, **k: calls.append(1) or inner(*a, **k))
+    return calls
+
+
 @given(DTYPES, SEEDS, st.booleans(), st.sampled_from([1, 3]), st.sampled_from([1e-5, 1e-3]))
-def test_folded_conv_norm_act_equals_unfolded(dtype, seed, bias, k, eps):
+def test_folded_conv_norm_act_equals_the_definition(dtype, seed, bias, k, eps):
     rng = np.random.default_rng(seed)
-    params = {"a": _conv_bn_params(rng, 4, 6, k, bias, dtype), "b": {"0": _conv_bn_params(rng, 6, 6, 3, False, dtype, 6)},
-              "other": {"weight": np.ones(3, dtype)}}
-    folded, names = fast.fold_batch_norms(params, eps)
-    assert names == ["a", "b.0"]
-    assert set(folded["a"]) == {"conv"} and set(folded["a"]["conv"]) == {"weight", "bias"}
-    assert "bn" in params["a"] and set(params["a"]["conv"]) == ({"weight", "bias"} if bias else {"weight"})
-    assert folded["other"]["weight"] is params["other"]["weight"]
+    a, b = _conv_bn_params(rng, 4, 6, k, bias, dtype), _conv_bn_params(rng, 6, 6, 3, False, dtype, 6)
+    snapshot = {n: v.copy() for n, v in {**a["conv"], **a["bn"]}.items()}
     x = rng.standard_normal((2, 4, 6, 5)).astype(dtype)
-    with fast.reference_paths():
-        ref = conv_norm_act(conv_norm_act(x, params["a"], act_name="silu", eps=eps), params["b"]["0"],
-                            groups=6, act_name="relu", eps=eps)
-    y = conv_norm_act(conv_norm_act(x, folded["a"], act_name="silu", eps=eps), folded["b"]["0"],
-                      groups=6, act_name="relu", eps=eps)
-    assert_close(y, ref)
+    run = lambda: conv_norm_act(conv_norm_act(x, a, act_name="silu", eps=eps), b, groups=6, act_name="relu", eps=eps)
+    y_fast, y_ref = both_paths(run)
+    assert_close(y_fast, y_ref)
+    for n, v in {**a["conv"], **a["bn"]}.items():                           # the parameters are untouched
+        np.testing.assert_array_equal(v, snapshot[n])
+
+
+def test_folded_blocks_run_no_batch_norm(monkeypatch):
+    rng = np.random.default_rng(3)
+    p = _conv_bn_params(rng, 3, 4, 3, True, np.float64)
+    x = rng.standard_normal((1, 3, 5, 5))
+    calls = _count_ops(monkeypatch, "batch_norm")                            # calls while the layer is on
+    conv_norm_act(x, p)
+    assert calls == []
+    monkeypatch.setitem(fast.KERNELS, "lmref.models.common.conv_norm_act", lambda *a, **k: 1 / 0)
+    with fast.off():                                                          # no kernel is used
+        conv_norm_act(x, p)
+    with trace() as t:                                                        # a trace shows the BatchNorm
+        conv_norm_act(x, p)
+    assert [r.op for r in t] == ["conv2d", "batch_norm"]
 
 
 @given(DTYPES, SEEDS, st.sampled_from([1e-5, 1e-3]))
-def test_sequential_bn_folding_equals_unfolded(dtype, seed, eps):
-    """sequential=True folds an nn.Sequential's conv (entry k) + BatchNorm (entry k + 1) pairs: the
-    conv gets W' and b', the BN entry becomes {}, which Lite-HRNet's ``sequential`` skips."""
+def test_folded_layer_spec_equals_the_definition(dtype, seed, eps):
+    """Lite-HRNet's ``sequential`` with its conv (entry k) + BatchNorm (entry k + 1) pairs folded."""
     from lmref.models.litehrnet import sequential
     rng = np.random.default_rng(seed)
-    bn = lambda c: {k: v for k, v in _conv_bn_params(rng, c, c, 1, False, dtype)["bn"].items()}
+    bn = lambda c: _conv_bn_params(rng, c, c, 1, False, dtype)["bn"]
     spec = [("conv", 4, 4, 3, 2, 4), ("bn", 4), ("conv", 4, 6, 1, 1, 1), ("bn", 6), ("relu",)]
     p = {"0": {"weight": rng.standard_normal((4, 1, 3, 3)).astype(dtype)}, "1": bn(4),
          "2": {"weight": rng.standard_normal((6, 4, 1, 1)).astype(dtype)}, "3": bn(6)}
-    tree = {"a": {"0": p}, "b": _conv_bn_params(rng, 4, 4, 1, False, dtype)}
-    assert fast.fold_batch_norms(tree, eps)[1] == ["b"]                     # off by default
-    folded, names = fast.fold_batch_norms(tree, eps, sequential=True)
-    assert names == ["a.0.0", "a.0.2", "b"]
-    q = folded["a"]["0"]
-    assert q["1"] == {} and q["3"] == {} and set(q["0"]) == {"weight", "bias"}
-    assert set(p["1"]) == {"weight", "bias", "running_mean", "running_var"}    # input untouched
+    folded_spec, folded_p = fast.folding.folded_spec(p, spec, eps)
+    assert [item[0] for item in folded_spec] == ["conv", "conv", "relu"]
+    assert set(folded_p["0"]) == {"weight", "bias"} and set(p["1"]) == {"weight", "bias", "running_mean", "running_var"}
     x = rng.standard_normal((2, 4, 7, 6)).astype(dtype)
-    with fast.reference_paths():
-        ref = sequential(x, p, spec, eps=eps)
-    assert_close(sequential(x, q, spec, eps=eps), ref)
+    y_fast, y_ref = both_paths(lambda: sequential(x, p, spec, eps=eps))
+    assert_close(y_fast, y_ref)
 
 
-def test_litehrnet_folds_its_sequential_batch_norms():
-    """Lite-HRNet opts in (SEQUENTIAL_BN_FOLDING): its folded parameters hold no BatchNorm at all."""
-    kwargs, _ = MODELS["litehrnet"]
-    module = models.get("litehrnet")
-    cfg = module.Config(**kwargs)
-    model = Model(_random_params(module.param_shapes(cfg), np.random.default_rng(5), np.float64),
-                  _manifest("litehrnet", cfg, 3), dtype=np.float64)
-
-    def bns(p):
-        if not isinstance(p, dict):
-            return 0
-        return ("running_mean" in p) + sum(bns(v) for v in p.values())
-
-    assert bns(model.params) > 0 and bns(fast.folded_params(model)) == 0
-
-
-LITEHRNET_VARIANTS = {
-    "scaf pairwise dwconv": {},
-    "scaf pairwise avgpool bilinear": {"scaf_down": "avgpool", "scaf_up": "bilinear"},
-    "scaf cascade": {"scaf_route": "cascade"},
-    "pw fusion": {"fusion": "pw", "head": "simple", "iterative_head": True},
-}
-
-
-@pytest.mark.parametrize("variant", sorted(LITEHRNET_VARIANTS))
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_litehrnet_stacked_units_equal_unit_by_unit(variant, dtype):
-    """``litehrnet.fast_params`` stacks every block's spatial weighting and the SCAF units of each
-    pairwise target; the batched routes equal the layer-by-layer reference (which a trace runs)."""
-    kwargs, _ = MODELS["litehrnet"]
-    module = models.get("litehrnet")
-    cfg = module.Config(**{**kwargs, "num_modules": (1, 2, 1), **LITEHRNET_VARIANTS[variant]})
-    rng = np.random.default_rng(7)
-    model = Model(_random_params(module.param_shapes(cfg), rng, dtype), _manifest("litehrnet", cfg, 3), dtype=dtype)
-    folded = fast.folded_params(model)["backbone"]
-    for s in range(3):
-        for m in range(cfg.num_modules[s]):
-            assert "stacked" in folded[f"stage{s}"][str(m)]["layers"]["0"]["spatial_weighting"]
-            fuse = folded[f"stage{s}"][str(m)]["fuse_layers"]
-            stacked = ["stacked" in fuse[str(i)] for i in range(s + 2)]
-            assert all(stacked) if variant.startswith("scaf pairwise") else not any(stacked)
-            assert ("down" in fuse) == (variant == "scaf pairwise dwconv")     # dw steps stacked by level
-
-    def keys(p):
-        return set(p) | set().union(*(keys(v) for v in p.values() if isinstance(v, dict))) if isinstance(p, dict) else set()
-
-    assert "stacked" in keys(folded) and "stacked" not in keys(model.params)  # the loaded weights are untouched
-    x = rng.standard_normal((2, 3, 40, 48)).astype(dtype)
-    y = model(x)
-    with trace() as t:
-        y_traced = model(x)                                                   # unfolded, unit by unit
-    assert sum(r.op == "linear" for r in t) == 2 * sum(k.endswith("fc1.weight") for k in module.param_shapes(cfg))
-    with fast.reference_paths():
-        y_ref = model(x)
-    tol = {} if dtype == np.float64 else dict(rtol=2e-3, atol=2e-4)
-    assert_close(y, y_ref, **tol)
-    assert_close(y_traced, y_ref, **tol)
-
-
-def test_block_diagonal():
-    from lmref.models.litehrnet import block_diagonal
-    a, b = np.arange(6.0).reshape(2, 3), np.ones((1, 2))
-    np.testing.assert_array_equal(block_diagonal([a, b]), [[0, 1, 2, 0, 0], [3, 4, 5, 0, 0], [0, 0, 0, 1, 1]])
-
+# ---------------------------------------------------------------------------------------------
+# whole models, and Lite-HRNet's stacked units (lmref.fast.litehrnet)
 
 def _random_params(shapes, rng, dtype):
     """Weights of a plausible scale for param_shapes: convs/linears ~ N(0, 1/fan_in), BatchNorm
@@ -623,7 +659,7 @@ def _manifest(arch, cfg, channels):
     import dataclasses
     import json
     return {"format_version": 1, "architecture": arch, "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
-            "layout": None, "training": "random (test)",
+            "layout": getattr(cfg, "layout", None) if arch == "aam" else None, "training": "random (test)",
             "input": {"size": [64, 64], "channels": channels, "color": "RGB" if channels == 3 else "GRAY",
                       "mean": [0.0] * channels, "std": [1.0] * channels}}
 
@@ -635,64 +671,96 @@ MODELS = {   # arch -> (config kwargs, input shape); small inputs keep this fast
                    "num_channels": ((24, 48), (24, 48, 96), (24, 48, 96, 192)), "fusion": "scaf", "head": "mr",
                    "iterative_head": False}, (2, 3, 64, 64)),
 }
+F32_MODEL_TOL = dict(rtol=2e-3, atol=2e-4)    # float32: folded weights and BLAS sums round differently through ~20 layers
+
+
+def _model(arch, dtype, **overrides):
+    kwargs, shape = MODELS[arch]
+    module = models.get(arch)
+    cfg = module.Config(**{**kwargs, **overrides})
+    rng = np.random.default_rng(0)
+    model = Model(_random_params(module.param_shapes(cfg), rng, dtype), _manifest(arch, cfg, shape[1]), dtype=dtype)
+    return model, rng.standard_normal(shape).astype(dtype)
+
+
+def _outputs(out):
+    return out if isinstance(out, dict) else {"y": out}
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_whole_model_fast_equals_reference(arch, dtype):
-    """A whole model on its fast paths with folded BatchNorms equals the plain reference run."""
-    kwargs, shape = MODELS[arch]
-    module = models.get(arch)
-    cfg = module.Config(**kwargs)
-    rng = np.random.default_rng(0)
-    params = _random_params(module.param_shapes(cfg), rng, dtype)
-    x = rng.standard_normal(shape).astype(dtype)
-    manifest = _manifest(arch, cfg, shape[1])
-    if arch == "aam":
-        manifest["layout"] = cfg.layout
-    model = Model(params, manifest, dtype=dtype)
-    out_fast = model(x)
-    assert getattr(model, "_folded_params", None) is not None          # auto mode folded the BNs
-    assert fast.fold_batch_norms(model.params, fast.bn_eps(module, cfg))[1]    # ... and there were some
-    with fast.reference_paths():
-        out_ref = model(x)
-    out_fast = out_fast if isinstance(out_fast, dict) else {"y": out_fast}
-    out_ref = out_ref if isinstance(out_ref, dict) else {"y": out_ref}
+def test_whole_model_fast_equals_the_definitions(arch, dtype, monkeypatch):
+    """A whole model with the fast layer (kernels, folded BatchNorms, stacked units) equals the plain
+    definitions; the folded route really runs (no batch_norm call at all)."""
+    model, x = _model(arch, dtype)
+    calls = _count_ops(monkeypatch, "batch_norm")
+    out_fast = _outputs(model(x))
+    assert calls == []
+    with fast.off():
+        out_ref = _outputs(model(x))
     assert set(out_fast) == set(out_ref)
     for k in out_ref:
-        # float32: the folded weights and BLAS sums round differently through ~20 layers
-        tol = {} if dtype == np.float64 else dict(rtol=2e-3, atol=2e-4)
-        assert_close(out_fast[k], out_ref[k], **tol)
+        assert_close(out_fast[k], out_ref[k], **({} if dtype == np.float64 else F32_MODEL_TOL))
 
 
-def test_model_folds_only_outside_traces():
-    module = models.get("stud5")
-    cfg = module.Config()
-    rng = np.random.default_rng(1)
-    params = _random_params(module.param_shapes(cfg), rng, np.float64)
-    x = rng.standard_normal((1, 1, 32, 32))
-    auto = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64)
-    assert getattr(auto, "_folded_params", None) is not None           # folded at load time
+LITEHRNET_VARIANTS = {
+    "scaf pairwise dwconv": {},
+    "scaf pairwise avgpool bilinear": {"scaf_down": "avgpool", "scaf_up": "bilinear"},
+    "scaf cascade": {"scaf_route": "cascade"},
+    "pw fusion": {"fusion": "pw", "head": "simple", "iterative_head": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(LITEHRNET_VARIANTS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_litehrnet_stacked_units_equal_unit_by_unit(variant, dtype, monkeypatch):
+    """The stacked spatial weighting and the batched SCAF units (pairwise route) equal the
+    layer-by-layer definitions, which a trace runs (two linears per SCAF unit); the stacked route
+    makes far fewer linear calls."""
+    module = models.get("litehrnet")
+    model, _ = _model("litehrnet", dtype, num_modules=(1, 2, 1), **LITEHRNET_VARIANTS[variant])
+    model_x = np.random.default_rng(7).standard_normal((2, 3, 40, 48)).astype(dtype)
+    linears = _count_ops(monkeypatch, "linear")
+    y = model(model_x)
     with trace() as t:
-        y_traced = auto(x)
-    assert sum(r.op == "batch_norm" for r in t) == 5                    # every BN is in the trace
-    assert_close(auto(x), y_traced)                                     # folded run, same numbers
-    forced = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64, fold_bn=True)
+        y_traced = model(model_x)                                            # the definitions, unit by unit
+    units = sum(k.endswith("fc1.weight") for k in module.param_shapes(model.config))
+    assert sum(r.op == "linear" for r in t) == 2 * units
+    if variant.startswith("scaf pairwise"):
+        assert len(linears) < 2 * units
+    with fast.off():
+        y_ref = model(model_x)
+    tol = {} if dtype == np.float64 else F32_MODEL_TOL
+    assert_close(y, y_ref, **tol)
+    np.testing.assert_array_equal(y_traced, y_ref)
+
+
+def test_block_diagonal():
+    from lmref.fast.litehrnet import block_diagonal
+    a, b = np.arange(6.0).reshape(2, 3), np.ones((1, 2))
+    np.testing.assert_array_equal(block_diagonal([a, b]), [[0, 1, 2, 0, 0], [3, 4, 5, 0, 0], [0, 0, 0, 1, 1]])
+
+
+def test_trace_shows_every_batch_norm_with_the_fast_layer_on():
+    model, x = _model("stud5", np.float64)
     with trace() as t:
-        forced(x)
-    assert not any(r.op == "batch_norm" for r in t)
-    never = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64, fold_bn=False)
-    never(x)
-    assert getattr(never, "_folded_params", None) is None
-    with fast.reference_paths():
-        plain = Model(params, _manifest("stud5", cfg, 1), dtype=np.float64)
-        plain(x)
-        assert getattr(plain, "_folded_params", None) is None           # reference mode: no folding
+        y_traced = model(x[:1])
+    assert sum(r.op == "batch_norm" for r in t) == 5                        # every BN is in the trace
+    assert_close(model(x[:1]), y_traced)                                     # folded run, same numbers
 
 
-def test_bn_eps_comes_from_the_model():
-    from lmref.models import mobilevitv2, stud5
-    from lmref.models import aam_head
-    assert fast.bn_eps(stud5, stud5.Config(eps=1e-3)) == 1e-3
-    assert fast.bn_eps(mobilevitv2, mobilevitv2.Config()) == mobilevitv2.BN_EPS
-    assert fast.bn_eps(aam_head, aam_head.Config()) == mobilevitv2.BN_EPS
+@pytest.mark.parametrize("arch", ["stud5", "litehrnet"])
+def test_bundle_is_identical_with_the_fast_layer_on_or_off(arch):
+    """A golden bundle is the definitions' answer: recorded with the fast layer on or off, every
+    tensor is bit for bit the same, and the manifest says which code computed it."""
+    from lmref import bundle
+    model, x = _model(arch, np.float64)
+    with fast.on():
+        on = bundle.record(model, x[:1])
+    with fast.off():
+        off = bundle.record(model, x[:1])
+    assert on.manifest["computed_by"] == off.manifest["computed_by"] == bundle.COMPUTED_BY
+    assert on.names() == off.names() and len(on.names()) > 20
+    for name in on.names():
+        for dt in ("float64", "float32"):
+            np.testing.assert_array_equal(on.array(name, dt), off.array(name, dt))

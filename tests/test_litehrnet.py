@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import assert_close
-from lmref import info, weights
+from lmref import info, ops, weights
 from lmref.models import litehrnet as L
-from lmref.models.litehrnet_cost import PAPER_SIZES, block_of, cost_report, cost_table
+from lmref.cost.litehrnet import PAPER_SIZES, block_of, cost_report, cost_table
 from torch_impl.export import export, randomize_norms_
 from torch_impl.heatmap_losses import HeatmapLoss, gaussian_targets
 from torch_impl.losses import heatmap_bce, heatmap_mse
@@ -431,22 +431,22 @@ def test_decode_lmref_equals_torch_and_finds_the_points():
     # argmax: the quarter-pixel rule leaves < 0.5 heatmap px = 2 input px; soft-argmax of a clean
     # Gaussian is exact but for its tails cut at the border (>= 2.5 sigma away); softmax(10 H) is pulled to the centre
     for method, tol in (("argmax", 2.0), ("soft_argmax", 0.1), ("soft_argmax_softmax", 3.0)):
-        xy, _ = L.decode(clean.numpy(), method, beta=10.0)
+        xy, _ = ops.decode_heatmaps(clean.numpy(), method, beta=10.0)
         assert np.abs(xy - pts).max() < tol, (method, np.abs(xy - pts).max())
         for dt in (np.float64, np.float32):
-            xy, s = L.decode(noisy.numpy().astype(dt), method, beta=10.0)
+            xy, s = ops.decode_heatmaps(noisy.numpy().astype(dt), method, beta=10.0)
             txy, ts = T.decode(noisy.to(torch.float64 if dt is np.float64 else torch.float32), method, beta=10.0)
             assert xy.dtype == dt and s.dtype == dt
             assert_close(xy, txy, **({} if dt is np.float64 else dict(rtol=1e-5, atol=1e-4)))
             assert_close(s, ts)
     with pytest.raises(ValueError):
-        L.decode(noisy.numpy(), "mean")
+        ops.decode_heatmaps(noisy.numpy(), "mean")
 
 
 def test_decode_input_size_scales_each_axis():
     hm = np.zeros((1, 1, 16, 20))
     hm[0, 0, 5, 7] = 1.0
-    xy, s = L.decode(hm, "argmax", input_size=(32, 80))
+    xy, s = ops.decode_heatmaps(hm, "argmax", input_size=(32, 80))
     assert xy.tolist() == [[[7 * 4.0, 5 * 2.0]]] and s.tolist() == [[1.0]]
 
 

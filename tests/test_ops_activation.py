@@ -10,8 +10,8 @@ from conftest import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lmref.ops import (gelu, hardsigmoid, hardswish, log_softmax, relu, relu6, sigmoid, silu, softmax,
-                       tanh)
+from lmref.ops import (clamp, gelu, hardsigmoid, hardswish, leaky_relu, log_softmax, prelu, relu, relu6, sigmoid,
+                       silu, softmax, tanh)
 from lmref.ops.activation import erf
 from lmref.trace import trace
 
@@ -124,16 +124,16 @@ def test_activations_are_traced():
 
 @given(SHAPES, SCALES, DTYPES, SEEDS, st.booleans())
 def test_silu_inplace_matches_torch_and_overwrites_its_input(shape, scale, dtype, seed, reference):
-    """silu(x, inplace=True) returns x itself holding F.silu(x) (fast and reference paths), as
-    torch's inplace=True; a view that is not C-contiguous or a read-only array is refused."""
-    from lmref.fast import reference_paths
+    """silu(x, inplace=True) returns x itself holding F.silu(x) (the definition, and the fast layer's
+    kernel), as torch's inplace=True; a view that is not C-contiguous or a read-only array is refused."""
+    from lmref import fast
     x = _x(np.random.default_rng(seed), shape, scale, dtype)
-    expected = silu(x)
-    y = x.copy()
-    with reference_paths() if reference else warnings.catch_warnings():
+    with fast.off() if reference else fast.on():
+        expected = silu(x)
+        y = x.copy()
         out = silu(y, inplace=True)
     assert out is y
-    np.testing.assert_array_equal(out, expected) if not reference else assert_close(out, expected)
+    np.testing.assert_array_equal(out, expected)
     assert_close(out, F.silu(torch.from_numpy(x.copy()), inplace=True).numpy())
 
 
@@ -144,3 +144,46 @@ def test_silu_inplace_refuses_views_it_cannot_overwrite():
     x.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         silu(x, inplace=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# leaky_relu, prelu, clamp
+
+@given(shape=SHAPES, scale=SCALES, dtype=DTYPES, seed=SEEDS, slope=st.sampled_from([0.01, 0.2, -0.5, 1.5]))
+def test_leaky_relu_matches_torch(shape, scale, dtype, seed, slope):
+    x = _x(np.random.default_rng(seed), tuple(shape), scale, dtype)
+    y = leaky_relu(x, slope)
+    assert isinstance(y, np.ndarray)
+    assert_close(y, F.leaky_relu(torch.from_numpy(x), slope))
+
+
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=4), per_channel=st.booleans(), scale=SCALES,
+       dtype=DTYPES, seed=SEEDS)
+def test_prelu_matches_torch(shape, per_channel, scale, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = _x(rng, tuple(shape), scale, dtype)
+    n = shape[1] if per_channel and len(shape) >= 2 else 1
+    w = rng.standard_normal(n).astype(dtype)
+    y = prelu(x, w)
+    assert isinstance(y, np.ndarray)
+    assert_close(y, F.prelu(torch.from_numpy(x), torch.from_numpy(w)))
+
+
+def test_prelu_rejects_a_wrong_number_of_slopes():
+    with pytest.raises(ValueError, match="slopes"):
+        prelu(np.ones((1, 3, 2, 2)), np.ones(2))
+
+
+@given(shape=SHAPES, scale=SCALES, dtype=DTYPES, seed=SEEDS,
+       lo=st.one_of(st.none(), st.floats(-3, 3)), hi=st.one_of(st.none(), st.floats(-3, 3)))
+def test_clamp_matches_torch(shape, scale, dtype, seed, lo, hi):
+    x = _x(np.random.default_rng(seed), tuple(shape), scale, dtype)
+    if x.size:
+        x.flat[-1] = np.nan                                  # NaN stays NaN
+    if lo is None and hi is None:
+        with pytest.raises(ValueError, match="at least one"):
+            clamp(x)
+        return
+    y = clamp(x, lo, hi)                                     # lo > hi: every value is hi, as in torch
+    assert isinstance(y, np.ndarray)
+    assert_close(y, torch.clamp(torch.from_numpy(x), lo, hi))

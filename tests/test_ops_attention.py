@@ -129,3 +129,12 @@ def test_matmul_matches_torch(shapes, dtype, seed):
 def test_matmul_bad_arguments_raise(a, b, err, match):
     with pytest.raises(err, match=match):
         matmul(a, b)
+
+
+@given(st.integers(1, 6), DTYPES, SEEDS)
+def test_matmul_of_two_vectors_is_a_0d_array(n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    y = matmul(a, b)
+    assert isinstance(y, np.ndarray) and y.shape == () and y.dtype == dtype
+    assert_close(y, torch.matmul(torch.from_numpy(a), torch.from_numpy(b)))

@@ -7,7 +7,7 @@ from conftest import assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from lmref.ops import conv2d, fold_batch_norm, linear
+from lmref.ops import conv2d, conv_transpose2d, fold_batch_norm, linear
 from lmref.trace import trace
 
 DTYPES = st.sampled_from([np.float32, np.float64])
@@ -224,3 +224,57 @@ def test_conv_ops_are_traced():
     np.testing.assert_array_equal(rec.output, y)
     # the centre output sees the full 2x3x3 window of ones
     assert y.shape == (1, 3, 2, 2) and y[0, 0, 1, 1] == 18.0
+
+
+# ---------------------------------------------------------------------------------------------
+# conv_transpose2d
+
+@st.composite
+def conv_transpose_cases(draw):
+    """Random conv_transpose2d arguments: grouped, strided, dilated, padded, with output padding."""
+    G = draw(st.integers(1, 3))
+    cin, cout_g = G * draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride, dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3))), (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    out_pad = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    H, W = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    size = [(n - 1) * s - 2 * p + d * (kk - 1) + o + 1 for n, s, p, d, kk, o in zip((H, W), stride, padding, dilation, k, out_pad)]
+    if min(size) < 1:
+        padding = (0, 0)
+    return dict(shape=(draw(st.integers(1, 2)), cin, H, W), wshape=(cin, cout_g) + k, stride=stride, padding=padding,
+                output_padding=out_pad, dilation=dilation, groups=G, bias=draw(st.booleans()))
+
+
+@given(conv_transpose_cases(), DTYPES, SEEDS)
+def test_conv_transpose2d_matches_torch(c, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(c["shape"]).astype(dtype)
+    w = rng.standard_normal(c["wshape"]).astype(dtype)
+    b = rng.standard_normal(c["wshape"][1] * c["groups"]).astype(dtype) if c["bias"] else None
+    kw = {k: c[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+    y = conv_transpose2d(x, w, b, **kw)
+    assert y.flags.c_contiguous
+    assert_close(y, F.conv_transpose2d(t(x), t(w), t(b), **kw))
+
+
+def test_conv_transpose2d_is_the_adjoint_of_conv2d():
+    """<conv2d(x, W), y> == <x, conv_transpose2d(y, W)>: the definition of the transposed conv."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
+    y = rng.standard_normal(conv2d(x, w, stride=2, padding=1).shape)
+    lhs = np.vdot(conv2d(x, w, stride=2, padding=1), y)
+    rhs = np.vdot(x, conv_transpose2d(y, w, stride=2, padding=1, output_padding=(0, 1)))
+    assert abs(lhs - rhs) < 1e-9 * abs(lhs)
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(output_padding=2, stride=2), ValueError, "output_padding"),
+    (dict(groups=2), ValueError, "input channels"),
+    (dict(stride=0), ValueError, "stride"),
+    (dict(padding=5), ValueError, "not positive"),
+])
+def test_conv_transpose2d_bad_arguments(kw, err, match):
+    x, w = np.ones((1, 3, 4, 4)), np.ones((3, 2, 3, 3))
+    with pytest.raises(err, match=match):
+        conv_transpose2d(x, w, **kw)

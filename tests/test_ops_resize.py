@@ -193,7 +193,7 @@ def test_traced_with_attrs():
 @pytest.mark.parametrize("kw, err, match", [
     (dict(), ValueError, "exactly one"),
     (dict(size=4, scale_factor=2), ValueError, "exactly one"),
-    (dict(size=4, mode="bicubic"), ValueError, "mode"),
+    (dict(size=4, mode="area"), ValueError, "mode"),
     (dict(size=4, mode="nearest", align_corners=False), ValueError, "align_corners"),
     (dict(size=4, recompute_scale_factor=True), ValueError, "recompute_scale_factor"),
     (dict(size=0), ValueError, "> 0"),
@@ -214,3 +214,40 @@ def test_bad_input_raises():
         interpolate(np.zeros((1, 5, 5)), size=4)
     with pytest.raises(TypeError, match="float32 or float64"):
         interpolate(np.zeros((1, 1, 5, 5), np.float16), size=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# nearest-exact and bicubic
+
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 30), st.integers(1, 30), DTYPES, SEEDS, st.booleans())
+def test_nearest_exact_matches_torch(H, W, oh, ow, dtype, seed, by_scale):
+    x = np.random.default_rng(seed).standard_normal((1, 2, H, W)).astype(dtype)
+    kw = dict(scale_factor=(oh / H, ow / W)) if by_scale else dict(size=(oh, ow))
+    got, expected = both(x, mode="nearest-exact", **kw)
+    assert_close(got, expected, rtol=0, atol=0)              # copies values: exact
+
+
+@given(st.integers(1, 10), st.integers(1, 10), st.integers(1, 24), st.integers(1, 24), st.booleans(), DTYPES,
+       SEEDS, st.booleans())
+def test_bicubic_matches_torch(H, W, oh, ow, align, dtype, seed, by_scale):
+    x = np.random.default_rng(seed).standard_normal((2, 2, H, W)).astype(dtype)
+    kw = dict(scale_factor=(oh / H, ow / W)) if by_scale else dict(size=(oh, ow))
+    got, expected = both(x, mode="bicubic", align_corners=align, **kw)
+    assert_close(got, expected)
+
+
+def test_bicubic_coefficients_and_border():
+    """Keys' a = -0.75: the weights sum to 1, interpolate exactly at t = 0, and the border repeats."""
+    from lmref.ops.resize import cubic_coefficients, cubic_source_weights
+    t = np.linspace(0, 1, 11)
+    c = cubic_coefficients(t)
+    np.testing.assert_allclose(c.sum(axis=1), 1, atol=1e-15)
+    np.testing.assert_array_equal(cubic_coefficients(np.array([0.0]))[0], [0, 1, 0, 0])
+    np.testing.assert_allclose(cubic_coefficients(np.array([0.5]))[0], [-0.09375, 0.59375, 0.59375, -0.09375])
+    taps, _ = cubic_source_weights(3, 6, False, None, np.float64)
+    assert taps.min() == 0 and taps.max() == 2 and (taps[0] == [0, 0, 0, 1]).all()
+
+
+def test_align_corners_rejected_for_nearest_exact():
+    with pytest.raises(ValueError, match="align_corners"):
+        interpolate(np.ones((1, 1, 2, 2)), size=4, mode="nearest-exact", align_corners=True)

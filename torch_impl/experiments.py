@@ -636,7 +636,7 @@ def _subset_nmes(result, attrs):
 def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     from lmref.data import synthetic
     from lmref.models.litehrnet import Config as HRConfig
-    from lmref.models.litehrnet_cost import cost_table
+    from lmref.cost.litehrnet import cost_table
     s = settings(quick)
     runs = litehrnet_runs(s)
     t0 = time.time()
@@ -683,7 +683,7 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     md.append(_mean_shape_line(anchor))
     md.append(f"- Heatmaps at 1/4 of the input, Gaussian targets (sigma {runs['plus10m_mse'][0]['heatmap_sigma']} "
               "heatmap px, centred at the sub-pixel landmark), decoded by argmax + quarter-pixel shift. "
-              "MFLOPs in the paper's convention (`lmref.models.litehrnet_cost`). The paper trains 210 epochs at "
+              "MFLOPs in the paper's convention (`lmref.cost.litehrnet`). The paper trains 210 epochs at "
               "96×96 with batch 64; this is a much shorter CPU run.")
     md.append(timing[0])
     payload = {"experiment": "litehrnet", "seeds": seeds, "quick": quick, "cost": cost, "timing": timing[1],

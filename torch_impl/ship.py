@@ -34,12 +34,13 @@ import numpy as np
 
 from lmref import metrics, weights
 from lmref.landmarks import get as get_layout
-from lmref.ops import normalized_to_pixels
+from lmref.ops import decode_heatmaps, normalized_to_pixels
+
+from .data import split_record
 
 __all__ = ["landmarks_in_pixels", "split_record", "measure", "check", "verdict", "remeasure", "half", "main",
            "measure_torch", "check_torch", "SAME_RENDER_RTOL", "OTHER_RENDER_RTOL"]
 
-SPLIT_KEYS = ("version", "split", "seed", "n", "size", "sha256", "numpy", "opencv")
 # The same pixels: torch_impl (or another lmref run) and lmref differ by float32 rounding only; the
 # shipped models reproduce their manifests to 2e-8 relative (student), 2e-11 (stud5), 0 (litehrnet_plus).
 SAME_RENDER_RTOL = 1e-4
@@ -58,21 +59,8 @@ def landmarks_in_pixels(out, cfg, H, W):
     if cfg.task == "aam":
         return out["landmarks"]
     if cfg.task == "heatmap":
-        from lmref.models.litehrnet import decode
-        return decode(out, cfg.decode, (H, W))[0]
+        return decode_heatmaps(out, cfg.decode, (H, W))[0]
     return normalized_to_pixels(out.reshape(out.shape[0], -1, 2), W, H)     # regression: [-1, 1]
-
-
-def split_record(dataset):
-    """Which render of a synthetic split a dataset holds -> {version, split, seed, n, size, sha256,
-    numpy, opencv} from the split's cache manifest (sha256 over its image and label files; the numpy
-    and OpenCV versions that rendered it), or None for data not from ``lmref.data.synthetic``.
-    dataset: an ``lmref.data.synthetic.SyntheticSplit`` or a ``torch_impl.data.LandmarkDataset`` on one.
-    The trainer stores it in a manifest as ``training["test_split"] = split_record(test_ds)``."""
-    man = getattr(getattr(dataset, "records", dataset), "manifest", None)
-    if not isinstance(man, dict) or "sha256" not in man:
-        return None
-    return {k: man[k] for k in SPLIT_KEYS if k in man}
 
 
 def _test_set(path):

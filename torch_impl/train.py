@@ -802,12 +802,12 @@ def _finish(cfg, model, test_ds, st, layout, device, main_rank, train_ds):
     summary["test"] = summarize(ev)
     summary["test_nme_per_image"] = ev["nme"].tolist()
     if cfg.export:
-        from . import data, ship
+        from . import data
         name = cfg.name or os.path.basename(os.path.normpath(cfg.out_dir))
         path = os.path.join(cfg.out_dir, f"{name}.safetensors")
         training = {"recipe": "torch_impl.train", "config": config_to_dict(cfg),
                     "best_epoch": st["best_epoch"], "val_nme": st["best_nme"], "test": summary["test"],
-                    "test_split": ship.split_record(test_ds), "data": data.describe(train_ds)}
+                    "test_split": data.split_record(test_ds), "data": data.describe(train_ds)}
         export(model.cpu(), path, cfg.arch, model.cfg, layout=layout.name,
                input=data.input_spec(cfg), training=training)
         model.to(device)

@@ -1,9 +1,9 @@
-"""Lite-HRNet and Lite-HRNet Plus: heatmaps from exported weights, in NumPy ops.
+"""Lite-HRNet Plus and Lite-HRNet: heatmaps from exported weights, in NumPy ops.
 
-Lite-HRNet: Yu et al., "Lite-HRNet: A Lightweight High-Resolution Network", CVPR 2021.  The layer
-order follows the authors' code, HRNet/Lite-HRNet ``models/backbones/litehrnet.py`` (fact sheet §4).
 Lite-HRNet Plus: Kato et al., "Lite-HRNet Plus: fast and accurate facial landmark detection" (§3): the
 SCAF block replaces the fusion's point-wise convolutions, the MR head replaces the output module.
+Lite-HRNet: Yu et al., "Lite-HRNet: A Lightweight High-Resolution Network", CVPR 2021.  The layer
+order follows the authors' code, HRNet/Lite-HRNet ``models/backbones/litehrnet.py`` (fact sheet §4).
 
 State-dict keys are those of an mmpose ``TopDown`` model (``backbone.*``, ``keypoint_head.*``), so a
 published Lite-HRNet checkpoint's ``state_dict`` loads unchanged (with ``upstream_fusion=True``).
@@ -13,11 +13,17 @@ published Lite-HRNet checkpoint's ``state_dict`` loads unchanged (with ``upstrea
       -> stage s = 0, 1, 2: transition s (adds a branch at half the lowest resolution), then
          num_modules[s] x (num_blocks[s] conditional channel weighting units + fusion)
          branch k: [B, C_k, H/2^(k+2), W/2^(k+2)]
-      -> iterative head (Lite-HRNet) -> keypoint head: 1x1 conv on branch 0 (Lite-HRNet) or the MR head
-         (Plus)                                                  heatmaps [B, K, H/4, W/4]
+      -> keypoint head: the MR head (Plus), or the iterative head + a 1x1 conv on branch 0 (Lite-HRNet)
+                                                                 heatmaps [B, K, H/4, W/4]
 
 Sizes not divisible by 32 work: every stride-2 conv gives ceil(n/2) and every upsampling goes to the
 target branch's size (upstream's ``nn.Upsample(scale_factor=2**k)`` is the same when sizes divide).
+
+Reading order: the config, then Lite-HRNet Plus top-down (forward, backbone, stem, the conditional
+channel weighting, SCAF, the MR head); below the first divider the ablation fusions of the paper's
+Table 2a and upstream Lite-HRNet-18's conv fusion with its quirk and iterative head; below the second
+the parameter shapes.  Heatmap decoding is ``lmref.ops.decode_heatmaps``; the cost per block is
+``lmref.cost.litehrnet``; a faster route for the same parameters is ``lmref.fast.litehrnet``.
 
 Choices (each a Config field, so the alternatives can be run):
 * Fusion: the corrected sum is the default; ``upstream_fusion=True`` reproduces upstream's double
@@ -32,14 +38,6 @@ Choices (each a Config field, so the alternatives can be run):
 * MR head: bilinear upsampling with align_corners=True (as the iterative head), no iterative head in
   front (the paper's "1.87 times the Lite-HRNet output module" is sum_k 2^-k over four branches of
   doubling width: 1 + 1/2 + 1/4 + 1/8 = 1.875, i.e. 1x1 convs on the stage outputs themselves).
-
-Speed (``lmref.fast``, never inside a trace): besides the folded BatchNorms, ``fast_params`` stacks
-the small layers that share an input or a resolution -- the spatial weighting of a block's branches
-(block-diagonal), the SCAF units of one target, and the SCAF dw downsampling steps that run at one
-resolution (one depthwise conv per level) -- so that a Plus 10M pass makes about 500 op calls
-instead of 900; ``spatial_weighting_stacked``, ``scaf_fusion_stacked`` and ``scaf_down_stacked`` run
-them, and the fast path writes concat + channel shuffle (2) as one interleaving copy. All are tested
-equal to the layer-by-layer code above (tests/test_fast_paths.py).
 """
 from __future__ import annotations
 
@@ -49,10 +47,9 @@ import numpy as np
 
 from .. import ops
 from ..ops._check import check_array
-from ..trace import scope
+from ..trace import replaceable, scope
 
 ARCH = "litehrnet"
-SEQUENTIAL_BN_FOLDING = True     # lmref.fast may fold the BatchNorms of ``sequential`` specs (it skips them)
 
 FUSIONS = ("pw", "bottleneck", "group", "scaf")
 HEADS = ("simple", "mr")
@@ -67,7 +64,6 @@ def stem_widths(cfg):
     if cfg.stem_channels == cfg.stem_out_channels:
         return cfg.stem_out_channels - half, mid, half
     return cfg.stem_out_channels - cfg.stem_channels, mid, cfg.stem_channels
-
 
 
 @dataclass
@@ -176,7 +172,7 @@ def _plus(**kw):
 
 
 # The Lite-HRNet Plus paper gives sizes, not configurations.  These two land on its sizes (98 points,
-# 96x96, FLOP convention in lmref.models.litehrnet_cost): Lite-HRNet-30's depth and widths for the
+# 96x96, FLOP convention in lmref.cost.litehrnet): Lite-HRNet-30's depth and widths for the
 # 1.51 M / 30.27 MFLOPs model, Lite-HRNet-18's depth at 24..192 channels with a 16-channel stem for the
 # 0.37 M / 10.25 MFLOPs one (both measured in tests/test_litehrnet.py).
 PRESETS = {
@@ -204,21 +200,292 @@ def branch_widths(cfg):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Lite-HRNet Plus, top-down
+
+
+def forward(params, x, cfg):
+    """Heatmaps [B, K, ceil(H/4), ceil(W/4)] from images [B, in_channels, H, W] (raw head output: train
+    with MSE on it, or BCE with it as logits)."""
+    check_array(x, "x", ndim=4)
+    if x.shape[1] != cfg.in_channels:
+        raise ValueError(f"x: expected {cfg.in_channels} input channels, got shape {x.shape}")
+    if min(x.shape[2:]) < 8:
+        raise ValueError(f"x: input {x.shape[2:]} too small for the stride-4 stem and three halvings")
+    with scope("backbone"):
+        ys = backbone(params["backbone"], x, cfg)
+    with scope("keypoint_head"):
+        return keypoint_head(ys, params["keypoint_head"], cfg)
+
+
+def backbone(params, x, cfg):
+    """[B, 3, H, W] -> list of branch maps, highest resolution first (after the iterative head if any)."""
+    with scope("stem"):
+        ys = [stem(x, params["stem"], cfg)]                                  # [B, 32, H/4, W/4]
+    prev = (cfg.stem_out_channels,)
+    for s, chans in enumerate(cfg.num_channels):
+        xs = []
+        for k in range(len(chans)):
+            spec = transition_spec(prev, chans, k)
+            if spec is None:
+                xs.append(ys[k])
+                continue
+            with scope(f"transition{s}.{k}"):
+                p = params[f"transition{s}"][str(k)]
+                if k < len(prev):
+                    xs.append(sequential(ys[k], p, spec, eps=cfg.bn_eps))
+                else:                                                         # new branch at half size
+                    xs.append(steps(ys[-1], p, spec, cfg.bn_eps))
+        for m in range(cfg.num_modules[s]):
+            with scope(f"stage{s}.{m}"):
+                xs = lite_hr_module(xs, params[f"stage{s}"][str(m)], cfg, s)
+        ys, prev = xs, chans
+    if cfg.iterative_head:
+        with scope("head_layer"):
+            ys = iterative_head(ys, params["head_layer"], cfg.bn_eps)
+    return ys
+
+
+def lite_hr_module(xs, p, cfg, s):
+    """num_blocks[s] conditional channel weighting units, then the fusion."""
+    for blk in range(cfg.num_blocks[s]):
+        with scope(f"layers.{blk}"):
+            xs = conditional_channel_weighting(xs, p["layers"][str(blk)], cfg.bn_eps)
+    with scope("fuse_layers"):
+        if cfg.fusion == "scaf":
+            return scaf_fusion(xs, p["fuse_layers"], cfg)
+        return conv_fusion(xs, p["fuse_layers"], cfg)
+
+
+def stem(x, p, cfg):
+    """3x3 s2 conv + BN + ReLU; halves: (dw 3x3 s2 + BN, 1x1 + BN + ReLU) and (1x1 + BN + ReLU,
+    dw 3x3 s2 + BN, 1x1 + BN + ReLU); concat; channel shuffle (2).  [B, 3, H, W] -> [B, C, H/4, W/4]"""
+    eps = cfg.bn_eps
+    with scope("conv1"):
+        x = conv_bn(x, p["conv1"], stride=2, act="relu", eps=eps)             # [B, C, H/2, W/2]
+    half = x.shape[1] // 2
+    x1, x2 = x[:, :half], x[:, half:]
+    with scope("branch1.0"):
+        x1 = conv_bn(x1, p["branch1"]["0"], stride=2, groups=half, eps=eps)  # [B, C/2, H/4, W/4]
+    with scope("branch1.1"):
+        x1 = conv_bn(x1, p["branch1"]["1"], act="relu", eps=eps)              # [B, inc, H/4, W/4]
+    with scope("expand_conv"):
+        x2 = conv_bn(x2, p["expand_conv"], act="relu", eps=eps)               # [B, mid, H/2, W/2]
+    with scope("depthwise_conv"):
+        x2 = conv_bn(x2, p["depthwise_conv"], stride=2, groups=x2.shape[1], eps=eps)   # [B, mid, H/4, W/4]
+    with scope("linear_conv"):
+        x2 = conv_bn(x2, p["linear_conv"], act="relu", eps=eps)               # [B, lin, H/4, W/4]
+    return ops.channel_shuffle(np.concatenate([x1, x2], axis=1), 2)           # [B, C_out, H/4, W/4]
+
+
+@replaceable
+def conditional_channel_weighting(xs, p, eps):
+    """Halves A_k, B_k of every branch; B goes through cross-resolution weighting, dw 3x3 + BN and
+    spatial weighting; concat [A_k, B_k]; channel shuffle (2).  Shapes unchanged."""
+    a = [s[:, :s.shape[1] // 2] for s in xs]
+    b = [s[:, s.shape[1] // 2:] for s in xs]
+    with scope("cross_resolution_weighting"):
+        b = cross_resolution_weighting(b, p["cross_resolution_weighting"], eps)
+    for k in range(len(b)):
+        with scope(f"depthwise_convs.{k}"):
+            b[k] = conv_bn(b[k], p["depthwise_convs"][str(k)], groups=b[k].shape[1], eps=eps)
+        with scope(f"spatial_weighting.{k}"):
+            b[k] = spatial_weighting(b[k], p["spatial_weighting"][str(k)])
+    out = []
+    for k in range(len(xs)):
+        with scope(f"shuffle{k}"):
+            out.append(ops.channel_shuffle(np.concatenate([a[k], b[k]], axis=1), 2))
+    return out
+
+
+def cross_resolution_weighting(xs, p, eps):
+    """Pool every branch to the smallest size, concat (sum C_k), 1x1 + BN + ReLU to sum/r, 1x1 + BN +
+    Sigmoid back, split, nearest-upsample each weight map to its branch, multiply."""
+    size = xs[-1].shape[2:]
+    pooled = []
+    for k, s in enumerate(xs[:-1]):
+        with scope(f"pool{k}"):
+            pooled.append(ops.adaptive_avg_pool2d(s, size))                 # [B, C_k, h, w]
+    w = np.concatenate(pooled + [xs[-1]], axis=1)                           # [B, sum C_k, h, w]
+    with scope("conv1"):
+        w = conv_bn(w, p["conv1"], act="relu", eps=eps)                     # [B, sum/r, h, w]
+    with scope("conv2"):
+        w = conv_bn(w, p["conv2"], act="sigmoid", eps=eps)                  # [B, sum C_k, h, w]
+    out, start = [], 0
+    for k, s in enumerate(xs):
+        a = w[:, start:start + s.shape[1]]
+        start += s.shape[1]
+        with scope(f"up{k}"):
+            out.append(s * ops.interpolate(a, size=s.shape[2:], mode="nearest"))   # [B, C_k, H_k, W_k]
+    return out
+
+
+def spatial_weighting(x, p):
+    """SE: GAP, 1x1 (bias) C -> C/4 + ReLU, 1x1 (bias) -> C + Sigmoid, channel-wise product."""
+    with scope("pool"):
+        w = ops.adaptive_avg_pool2d(x, 1)                                   # [B, C, 1, 1]
+    with scope("conv1"):
+        w = conv_act(w, p["conv1"], "relu")                                 # [B, C/4, 1, 1]
+    with scope("conv2"):
+        w = conv_act(w, p["conv2"], "sigmoid")                              # [B, C, 1, 1]
+    return x * w
+
+
+@replaceable
+def scaf_fusion(xs, p, cfg):
+    """Stepped channel attention fusion, then ReLU as the conv fusion has.
+    pairwise: y_i = x_i + sum_{j != i} unit_ij(GAP(x_i), x_j), all from the fusion's inputs (GAP once
+    per i).  cascade: the sweeps of ``scaf_pairs`` update the branches in turn,
+    x_i <- x_i + unit_ij(GAP(x_i), x_j), so branch i sees every other branch through its neighbours."""
+    xs = list(xs)
+    sizes = [x.shape[2:] for x in xs]
+    S = len(xs)
+    if cfg.scaf_route == "cascade":
+        for i, j in scaf_pairs(S, cfg):
+            with scope(f"{i}.{j}"):
+                xs[i] = xs[i] + scaf_unit(gap(xs[i]), xs[j], sizes[i], p[str(i)][str(j)], max(0, i - j), cfg)
+        return [ops.relu(x) for x in xs]
+    out = []
+    for i in range(S):
+        with scope(str(i)):
+            g = gap(xs[i])                                                    # [B, C_i]
+        y = xs[i]
+        for j in range(S):
+            if j != i:
+                with scope(f"{i}.{j}"):
+                    y = y + scaf_unit(g, xs[j], sizes[i], p[str(i)][str(j)], max(0, i - j), cfg)
+        out.append(ops.relu(y))
+    return out
+
+
+def scaf_unit(g_i, x_j, size_i, p, down_steps, cfg):
+    """One SCAF merge of branch j into branch i (Lite-HRNet Plus Fig. 3); returns the map added to x_i.
+
+        a_i   = sigmoid(fc2(ReLU(fc1(g_i))))     g_i = GAP(x_i) [B, C_i]    (2 C_i^2 / r MACs)
+        m_j   = mean over channels of x_j        [B, 1, h_j, w_j]
+        new   = resize(m_j) * a_i                [B, C_i, h_i, w_i]
+
+    Fig. 3 multiplies before resizing; resizing the one-channel map first gives the same numbers
+    (both resizes are linear per channel) at a cost independent of C_i (``scaf_map``)."""
+    m = scaf_map(x_j, size_i, p, down_steps, cfg)                             # [B, 1, h_i, w_i]
+    with scope("fc1"):
+        a = ops.relu(ops.linear(g_i, p["fc1"]["weight"], p["fc1"]["bias"]))  # [B, C_i/r]
+    with scope("fc2"):
+        a = ops.sigmoid(ops.linear(a, p["fc2"]["weight"], p["fc2"]["bias"]))  # [B, C_i]
+    return m * a[:, :, None, None]                                            # [B, C_i, h_i, w_i]
+
+
+def scaf_map(x_j, size_i, p, down_steps, cfg):
+    """The spatial map of SCAF's merge j -> i: m_j, the mean over channels of x_j, at branch i's size
+    [B, 1, h_i, w_i].  high -> low (j < i), scaf_down="dwconv": (i - j) steps of Lite-HRNet's dw 3x3 s2
+    + BN on x_j, then the mean; otherwise the mean resized (``scaf_resize``)."""
+    if down_steps and cfg.scaf_down == "dwconv":
+        with scope("down"):
+            x_j = steps(x_j, p["down"], scaf_down_spec(x_j.shape[1], down_steps), cfg.bn_eps)   # [B, C_j, h_i, w_i]
+        return channel_mean(x_j)                                              # [B, 1, h_i, w_i]
+    return scaf_resize(channel_mean(x_j), size_i, down_steps, cfg)
+
+
+def scaf_resize(m, size_i, down_steps, cfg):
+    """A channel-mean map m [B, 1, h_j, w_j] at branch i's size: low -> high (no down steps) nearest
+    (or bilinear) upsampling; high -> low with scaf_down="avgpool" adaptive average pooling."""
+    if not down_steps:
+        align = True if cfg.scaf_up == "bilinear" else None
+        return ops.interpolate(m, size=size_i, mode=cfg.scaf_up, align_corners=align)   # [B, 1, h_i, w_i]
+    return ops.adaptive_avg_pool2d(m, size_i)                                 # [B, 1, h_i, w_i]
+
+
+def channel_mean(x):
+    """Average over channels, [B, C, H, W] -> [B, 1, H, W]: an adaptive average pool of each image's
+    [C, H*W] matrix to one row (lmref.ops has no reduction op)."""
+    B, C, H, W = x.shape
+    m = ops.adaptive_avg_pool2d(x.reshape(B, 1, C, H * W), (1, H * W))       # [B, 1, 1, H*W]
+    return m.reshape(B, 1, H, W)
+
+
+def gap(x):
+    """Global average pool, [B, C, H, W] -> [B, C]."""
+    return ops.adaptive_avg_pool2d(x, 1)[:, :, 0, 0]
+
+
+def keypoint_head(ys, p, cfg):
+    """simple: 1x1 conv on branch 0.  mr (Lite-HRNet Plus §3.2): a 1x1 conv per branch to K heatmaps,
+    upsampled to branch 0's size, summed.  -> [B, K, H/4, W/4]"""
+    if cfg.head == "simple":
+        with scope("final_layer"):
+            return ops.conv2d(ys[0], p["final_layer"]["weight"], p["final_layer"]["bias"])
+    size = ys[0].shape[2:]
+    align = cfg.mr_align_corners if cfg.mr_mode == "bilinear" else None
+    out = None
+    for k, y in enumerate(ys):
+        with scope(f"final_layers.{k}"):
+            q = p["final_layers"][str(k)]
+            h = ops.conv2d(y, q["weight"], q["bias"])                         # [B, K, H_k, W_k]
+            if k > 0:
+                h = ops.interpolate(h, size=size, mode=cfg.mr_mode, align_corners=align)   # [B, K, H/4, W/4]
+        out = h if out is None else out + h
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layers
+
+
+@replaceable
+def conv_bn(x, p, stride=1, groups=1, act=None, eps=1e-5):
+    """mmcv ConvModule: conv (padding k // 2, no bias) -> BN -> activation.
+    [B, Cin, H, W] -> [B, Cout, H/stride, W/stride]"""
+    w = p["conv"]["weight"]
+    with scope("conv"):
+        x = ops.conv2d(x, w, None, stride=stride, padding=w.shape[2] // 2, groups=groups)
+    with scope("bn"):
+        bn = p["bn"]
+        x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
+    return x if act is None else getattr(ops, act)(x)
+
+
+def conv_act(x, p, act):
+    """mmcv ConvModule without a norm (SpatialWeighting's): 1x1 conv with a bias -> activation."""
+    with scope("conv"):
+        x = ops.conv2d(x, p["conv"]["weight"], p["conv"]["bias"])
+    return getattr(ops, act)(x)
+
+
+@replaceable
+def sequential(x, p, spec, size=None, eps=1e-5):
+    """Run a layer spec (see ``transition_spec``) with its params ``p["0"], p["1"], ...``."""
+    for idx, item in enumerate(spec):
+        with scope(str(idx)):
+            kind = item[0]
+            if kind == "conv":
+                _, _, _, k, stride, groups = item
+                q = p[str(idx)]                       # upstream's convs have no bias (lmref.fast's folded ones do)
+                x = ops.conv2d(x, q["weight"], q.get("bias"), stride=stride, padding=k // 2, groups=groups)
+            elif kind == "bn":
+                bn = p[str(idx)]
+                x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
+            elif kind == "relu":
+                x = ops.relu(x)
+            elif kind == "shuffle":
+                x = ops.channel_shuffle(x, item[1])
+            elif kind == "upsample":
+                x = ops.interpolate(x, size=size, mode="nearest")
+    return x
+
+
+def steps(x, p, spec_steps, eps):
+    """A list of specs run one after the other (upstream's nested Sequential)."""
+    for k, spec in enumerate(spec_steps):
+        with scope(str(k)):
+            x = sequential(x, p[str(k)], spec, eps=eps)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------
 # Layer specs for the nn.Sequential parts (transitions, conv fuse layers, SCAF downsampling).
 # torch_impl builds its Sequential from the same list, so numeric keys (``fuse_layers.2.0.1.3.weight``)
 # agree by construction.  Items:
 #   ("conv", cin, cout, kernel, stride, groups)    bias-free, padding kernel // 2
 #   ("bn", c)   ("relu",)   ("shuffle", groups)   ("upsample",)   (nearest, to the target branch's size)
-
-def _pointwise(cin, cout, cfg):
-    """The fusion's 1x1 conv + BN, or its Table 2a replacement."""
-    if cfg.fusion == "bottleneck":
-        m = max(1, min(cin, cout) // cfg.bottleneck_ratio)
-        return [("conv", cin, m, 1, 1, 1), ("bn", m), ("conv", m, cout, 1, 1, 1), ("bn", cout)]
-    if cfg.fusion == "group":
-        g = int(np.gcd(np.gcd(cfg.fusion_groups, cin), cout))
-        return [("conv", cin, cout, 1, 1, g), ("bn", cout)] + ([("shuffle", g)] if g > 1 else [])
-    return [("conv", cin, cout, 1, 1, 1), ("bn", cout)]
 
 
 def transition_spec(cin_list, cout_list, k):
@@ -236,21 +503,6 @@ def transition_spec(cin_list, cout_list, k):
         cout = cout_list[k] if j == k - len(cin_list) else cin
         steps.append([("conv", cin, cin, 3, 2, cin), ("bn", cin), ("conv", cin, cout, 1, 1, 1), ("bn", cout),
                       ("relu",)])
-    return steps
-
-
-def fuse_spec(chans, i, j, cfg):
-    """``fuse_layers.{i}.{j}`` of a conv fusion (upstream ``_make_fuse_layers``): input branch j to
-    output branch i.  j > i: 1x1 C_j -> C_i + BN, nearest upsample to branch i's size.  j < i: (i - j)
-    steps of [dw 3x3 s2 + BN, 1x1 + BN], ReLU after all but the last, whose 1x1 maps to C_i (a list
-    of steps)."""
-    if j > i:
-        return _pointwise(chans[j], chans[i], cfg) + [("upsample",)]
-    steps, c = [], chans[j]
-    for k in range(i - j):
-        last = k == i - j - 1
-        step = [("conv", c, c, 3, 2, c), ("bn", c)] + _pointwise(c, chans[i] if last else c, cfg)
-        steps.append(step if last else step + [("relu",)])
     return steps
 
 
@@ -275,8 +527,88 @@ def scaf_down_spec(c, steps):
     return [[("conv", c, c, 3, 2, c), ("bn", c)] + ([("relu",)] if k < steps - 1 else []) for k in range(steps)]
 
 
-# ----------------------------------------------------------------------------------------------------
-# Parameter shapes
+# ====================================================================================================
+# Below: Lite-HRNet's own fusion and head -- the point-wise conv fusion with its Table 2a ablations
+# (bottleneck, group conv), upstream's double count of branch 0 (``upstream_fusion``), and the
+# iterative head -- which Lite-HRNet Plus replaces with SCAF and the MR head.
+# ====================================================================================================
+
+
+def _pointwise(cin, cout, cfg):
+    """The fusion's 1x1 conv + BN, or its Table 2a replacement."""
+    if cfg.fusion == "bottleneck":
+        m = max(1, min(cin, cout) // cfg.bottleneck_ratio)
+        return [("conv", cin, m, 1, 1, 1), ("bn", m), ("conv", m, cout, 1, 1, 1), ("bn", cout)]
+    if cfg.fusion == "group":
+        g = int(np.gcd(np.gcd(cfg.fusion_groups, cin), cout))
+        return [("conv", cin, cout, 1, 1, g), ("bn", cout)] + ([("shuffle", g)] if g > 1 else [])
+    return [("conv", cin, cout, 1, 1, 1), ("bn", cout)]
+
+
+def fuse_spec(chans, i, j, cfg):
+    """``fuse_layers.{i}.{j}`` of a conv fusion (upstream ``_make_fuse_layers``): input branch j to
+    output branch i.  j > i: 1x1 C_j -> C_i + BN, nearest upsample to branch i's size.  j < i: (i - j)
+    steps of [dw 3x3 s2 + BN, 1x1 + BN], ReLU after all but the last, whose 1x1 maps to C_i (a list
+    of steps)."""
+    if j > i:
+        return _pointwise(chans[j], chans[i], cfg) + [("upsample",)]
+    steps, c = [], chans[j]
+    for k in range(i - j):
+        last = k == i - j - 1
+        step = [("conv", c, c, 3, 2, c), ("bn", c)] + _pointwise(c, chans[i] if last else c, cfg)
+        steps.append(step if last else step + [("relu",)])
+    return steps
+
+
+def conv_fusion(xs, p, cfg):
+    """Output i = ReLU(sum_j f_ij(x_j)), f_ii the identity (``fuse_spec``).
+
+    upstream_fusion=True is HRNet/Lite-HRNet ``LiteHRModule.forward`` exactly: the sum of output 0
+    starts from x_0 and adds x_0 again, in place, so that x_0 itself becomes
+    S_0 = 2 x_0 + sum_{j>0} f_0j(x_j); every later output starts from f_i0(S_0) and adds it again."""
+    chans = [x.shape[1] for x in xs]
+    sizes = [x.shape[2:] for x in xs]
+    out = []
+
+    def f(i, j, x):
+        with scope(f"{i}.{j}"):
+            if j > i:
+                return sequential(x, p[str(i)][str(j)], fuse_spec(chans, i, j, cfg), size=sizes[i], eps=cfg.bn_eps)
+            return steps(x, p[str(i)][str(j)], fuse_spec(chans, i, j, cfg), cfg.bn_eps)
+
+    for i in range(len(xs)):
+        y = xs[0] if i == 0 else f(i, 0, xs[0])
+        if cfg.upstream_fusion:
+            y = y + y                                                         # branch 0 counted twice
+        for j in range(1, len(xs)):
+            y = y + (xs[j] if j == i else f(i, j, xs[j]))
+        if cfg.upstream_fusion and i == 0:
+            xs = [y] + list(xs[1:])                                           # the in-place alias of x_0
+        out.append(ops.relu(y))
+    return out
+
+
+def iterative_head(xs, p, eps):
+    """From the lowest resolution up: add the bilinearly upsampled (align_corners=True) previous output,
+    then dw 3x3 + BN, 1x1 + BN + ReLU (C_k -> C_{k-1}; C_0 -> C_0 at the top).  Highest first."""
+    ys, last = [], None
+    for i, s in enumerate(xs[::-1]):
+        with scope(f"projects.{i}"):
+            if last is not None:
+                s = s + ops.interpolate(last, size=s.shape[2:], mode="bilinear", align_corners=True)
+            q = p["projects"][str(i)]
+            with scope("depthwise_conv"):
+                s = conv_bn(s, q["depthwise_conv"], groups=s.shape[1], eps=eps)
+            with scope("pointwise_conv"):
+                last = conv_bn(s, q["pointwise_conv"], act="relu", eps=eps)
+        ys.append(last)
+    return ys[::-1]
+
+
+# ====================================================================================================
+# Parameter shapes (torch_impl's state-dict keys)
+# ====================================================================================================
+
 
 def _bn(prefix, c):
     return {f"{prefix}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")}
@@ -372,544 +704,3 @@ def _fusion_shapes(prefix, chans, cfg):
             elif j < i:
                 shapes.update(_steps_shapes(f"{prefix}.{i}.{j}", fuse_spec(chans, i, j, cfg)))
     return shapes
-
-
-# ----------------------------------------------------------------------------------------------------
-# Layers
-
-def conv_bn(x, p, stride=1, groups=1, act=None, eps=1e-5):
-    """mmcv ConvModule: conv (padding k // 2, bias if present) -> BN -> activation.  Without "bn":
-    SpatialWeighting's convs (no norm, a bias), or a block ``lmref.fast`` has folded into its conv.
-    [B, Cin, H, W] -> [B, Cout, H/stride, W/stride]"""
-    w = p["conv"]["weight"]
-    with scope("conv"):
-        x = ops.conv2d(x, w, p["conv"].get("bias"), stride=stride, padding=w.shape[2] // 2, groups=groups)
-    if "bn" in p:
-        with scope("bn"):
-            bn = p["bn"]
-            x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
-    return x if act is None else getattr(ops, act)(x)
-
-
-def sequential(x, p, spec, size=None, eps=1e-5):
-    """Run a layer spec (see ``fuse_spec``) with its params ``p["0"], p["1"], ...``."""
-    for idx, item in enumerate(spec):
-        with scope(str(idx)):
-            kind = item[0]
-            if kind == "conv":
-                _, _, _, k, stride, groups = item
-                q = p[str(idx)]                       # a bias only when lmref.fast folded the next BN in
-                x = ops.conv2d(x, q["weight"], q.get("bias"), stride=stride, padding=k // 2, groups=groups)
-            elif kind == "bn":
-                bn = p[str(idx)]
-                if not bn:                            # folded into the conv before it (lmref.fast)
-                    continue
-                x = ops.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], eps=eps)
-            elif kind == "relu":
-                x = ops.relu(x)
-            elif kind == "shuffle":
-                x = ops.channel_shuffle(x, item[1])
-            elif kind == "upsample":
-                x = ops.interpolate(x, size=size, mode="nearest")
-    return x
-
-
-def steps(x, p, spec_steps, eps):
-    """A list of specs run one after the other (upstream's nested Sequential)."""
-    for k, spec in enumerate(spec_steps):
-        with scope(str(k)):
-            x = sequential(x, p[str(k)], spec, eps=eps)
-    return x
-
-
-def stem(x, p, cfg):
-    """3x3 s2 conv + BN + ReLU; halves: (dw 3x3 s2 + BN, 1x1 + BN + ReLU) and (1x1 + BN + ReLU,
-    dw 3x3 s2 + BN, 1x1 + BN + ReLU); concat; channel shuffle (2).  [B, 3, H, W] -> [B, C, H/4, W/4]"""
-    eps = cfg.bn_eps
-    with scope("conv1"):
-        x = conv_bn(x, p["conv1"], stride=2, act="relu", eps=eps)             # [B, C, H/2, W/2]
-    half = x.shape[1] // 2
-    x1, x2 = x[:, :half], x[:, half:]
-    with scope("branch1.0"):
-        x1 = conv_bn(x1, p["branch1"]["0"], stride=2, groups=half, eps=eps)  # [B, C/2, H/4, W/4]
-    with scope("branch1.1"):
-        x1 = conv_bn(x1, p["branch1"]["1"], act="relu", eps=eps)              # [B, inc, H/4, W/4]
-    with scope("expand_conv"):
-        x2 = conv_bn(x2, p["expand_conv"], act="relu", eps=eps)               # [B, mid, H/2, W/2]
-    with scope("depthwise_conv"):
-        x2 = conv_bn(x2, p["depthwise_conv"], stride=2, groups=x2.shape[1], eps=eps)   # [B, mid, H/4, W/4]
-    with scope("linear_conv"):
-        x2 = conv_bn(x2, p["linear_conv"], act="relu", eps=eps)               # [B, lin, H/4, W/4]
-    return ops.channel_shuffle(np.concatenate([x1, x2], axis=1), 2)           # [B, C_out, H/4, W/4]
-
-
-def cross_resolution_weighting(xs, p, eps, fast=False):
-    """Pool every branch to the smallest size, concat (sum C_k), 1x1 + BN + ReLU to sum/r, 1x1 + BN +
-    Sigmoid back, split, nearest-upsample each weight map to its branch, multiply (``fast``: the
-    smallest branch's map without the upsampling, which is the identity there)."""
-    size = xs[-1].shape[2:]
-    pooled = []
-    for k, s in enumerate(xs[:-1]):
-        with scope(f"pool{k}"):
-            pooled.append(ops.adaptive_avg_pool2d(s, size))                 # [B, C_k, h, w]
-    w = np.concatenate(pooled + [xs[-1]], axis=1)                           # [B, sum C_k, h, w]
-    with scope("conv1"):
-        w = conv_bn(w, p["conv1"], act="relu", eps=eps)                     # [B, sum/r, h, w]
-    with scope("conv2"):
-        w = conv_bn(w, p["conv2"], act="sigmoid", eps=eps)                  # [B, sum C_k, h, w]
-    out, start = [], 0
-    for k, s in enumerate(xs):
-        a = w[:, start:start + s.shape[1]]
-        start += s.shape[1]
-        if fast and a.shape[2:] == s.shape[2:]:                              # the smallest branch: nearest
-            out.append(s * a)                                                 # to its own size is the identity
-            continue
-        with scope(f"up{k}"):
-            out.append(s * ops.interpolate(a, size=s.shape[2:], mode="nearest"))   # [B, C_k, H_k, W_k]
-    return out
-
-
-def spatial_weighting(x, p):
-    """SE: GAP, 1x1 (bias) C -> C/4 + ReLU, 1x1 (bias) -> C + Sigmoid, channel-wise product."""
-    with scope("pool"):
-        w = ops.adaptive_avg_pool2d(x, 1)                                   # [B, C, 1, 1]
-    with scope("conv1"):
-        w = conv_bn(w, p["conv1"], act="relu")                              # [B, C/4, 1, 1]
-    with scope("conv2"):
-        w = conv_bn(w, p["conv2"], act="sigmoid")                           # [B, C, 1, 1]
-    return x * w
-
-
-def stack_spatial_weighting(p, num_branches):
-    """The SE layers of one block's branches as block-diagonal 1x1 convs, so that
-    ``spatial_weighting_stacked`` runs them as two products: conv1 [sum C_k/4, sum C_k] and conv2
-    [sum C_k, sum C_k/4] (branch k's weights on the diagonal, zeros elsewhere) and their biases."""
-    units = [p[str(k)] for k in range(num_branches)]
-    w1 = [u["conv1"]["conv"]["weight"][:, :, 0, 0] for u in units]           # [C_k/4, C_k] each
-    w2 = [u["conv2"]["conv"]["weight"][:, :, 0, 0] for u in units]           # [C_k, C_k/4] each
-    return {"conv1_weight": block_diagonal(w1), "conv1_bias": np.concatenate([u["conv1"]["conv"]["bias"] for u in units]),
-            "conv2_weight": block_diagonal(w2), "conv2_bias": np.concatenate([u["conv2"]["conv"]["bias"] for u in units])}
-
-
-def block_diagonal(blocks):
-    """Matrices [m_k, n_k] -> [sum m_k, sum n_k] with block k on the diagonal and zeros elsewhere."""
-    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)), blocks[0].dtype)
-    r = c = 0
-    for b in blocks:
-        out[r:r + b.shape[0], c:c + b.shape[1]] = b
-        r, c = r + b.shape[0], c + b.shape[1]
-    return out
-
-
-def spatial_weighting_stacked(xs, q):
-    """``spatial_weighting`` of all branches of a block at once: the GAPs concatenated [B, sum C_k],
-    the block-diagonal layers of ``stack_spatial_weighting`` (the same sums; the zero blocks add
-    exact zeros for finite inputs), split back per branch."""
-    g = np.concatenate([gap(x) for x in xs], axis=1)                          # [B, sum C_k]
-    w = ops.relu(ops.linear(g, q["conv1_weight"], q["conv1_bias"]))           # [B, sum C_k/4]
-    w = ops.sigmoid(ops.linear(w, q["conv2_weight"], q["conv2_bias"]))        # [B, sum C_k]
-    out, start = [], 0
-    for x in xs:
-        out.append(x * w[:, start:start + x.shape[1], None, None])           # [B, C_k, H_k, W_k]
-        start += x.shape[1]
-    return out
-
-
-def conditional_channel_weighting(xs, p, eps):
-    """Halves A_k, B_k of every branch; B goes through cross-resolution weighting, dw 3x3 + BN and
-    spatial weighting; concat [A_k, B_k]; channel shuffle (2).  Shapes unchanged."""
-    a = [s[:, :s.shape[1] // 2] for s in xs]
-    b = [s[:, s.shape[1] // 2:] for s in xs]
-    sw = p["spatial_weighting"]
-    fast = "stacked" in sw                                                    # prepared by fast_params
-    with scope("cross_resolution_weighting"):
-        b = cross_resolution_weighting(b, p["cross_resolution_weighting"], eps, fast)
-    for k in range(len(b)):
-        with scope(f"depthwise_convs.{k}"):
-            b[k] = conv_bn(b[k], p["depthwise_convs"][str(k)], groups=b[k].shape[1], eps=eps)
-        if not fast:
-            with scope(f"spatial_weighting.{k}"):
-                b[k] = spatial_weighting(b[k], sw[str(k)])
-    if fast:
-        b = spatial_weighting_stacked(b, sw["stacked"])
-        # concat + channel shuffle (2) interleaves the halves: channel 2m is A_m, 2m + 1 is B_m
-        return [np.stack([a[k], b[k]], axis=2).reshape(xs[k].shape) for k in range(len(xs))]
-    out = []
-    for k in range(len(xs)):
-        with scope(f"shuffle{k}"):
-            out.append(ops.channel_shuffle(np.concatenate([a[k], b[k]], axis=1), 2))
-    return out
-
-
-def conv_fusion(xs, p, cfg):
-    """Output i = ReLU(sum_j f_ij(x_j)), f_ii the identity (``fuse_spec``).
-
-    upstream_fusion=True is HRNet/Lite-HRNet ``LiteHRModule.forward`` exactly: the sum of output 0
-    starts from x_0 and adds x_0 again, in place, so that x_0 itself becomes
-    S_0 = 2 x_0 + sum_{j>0} f_0j(x_j); every later output starts from f_i0(S_0) and adds it again."""
-    chans = [x.shape[1] for x in xs]
-    sizes = [x.shape[2:] for x in xs]
-    out = []
-
-    def f(i, j, x):
-        with scope(f"{i}.{j}"):
-            if j > i:
-                return sequential(x, p[str(i)][str(j)], fuse_spec(chans, i, j, cfg), size=sizes[i], eps=cfg.bn_eps)
-            return steps(x, p[str(i)][str(j)], fuse_spec(chans, i, j, cfg), cfg.bn_eps)
-
-    for i in range(len(xs)):
-        y = xs[0] if i == 0 else f(i, 0, xs[0])
-        if cfg.upstream_fusion:
-            y = y + y                                                         # branch 0 counted twice
-        for j in range(1, len(xs)):
-            y = y + (xs[j] if j == i else f(i, j, xs[j]))
-        if cfg.upstream_fusion and i == 0:
-            xs = [y] + list(xs[1:])                                           # the in-place alias of x_0
-        out.append(ops.relu(y))
-    return out
-
-
-def channel_mean(x):
-    """Average over channels, [B, C, H, W] -> [B, 1, H, W]: an adaptive average pool of each image's
-    [C, H*W] matrix to one row (lmref.ops has no reduction op)."""
-    B, C, H, W = x.shape
-    m = ops.adaptive_avg_pool2d(x.reshape(B, 1, C, H * W), (1, H * W))       # [B, 1, 1, H*W]
-    return m.reshape(B, 1, H, W)
-
-
-def scaf_map(x_j, size_i, p, down_steps, cfg, mean=None):
-    """The spatial map of SCAF's merge j -> i: m_j, the mean over channels of x_j, at branch i's size
-    [B, 1, h_i, w_i].  low -> high (j > i): nearest (or bilinear) upsampling of the mean.  high -> low
-    (j < i), scaf_down="dwconv": (i - j) steps of Lite-HRNet's dw 3x3 s2 + BN on x_j before the mean;
-    "avgpool": adaptive average pool of the mean.  ``mean``: channel_mean(x_j) if already computed
-    (not for "dwconv" downsampling, which takes the mean after its steps)."""
-    if down_steps and cfg.scaf_down == "dwconv":
-        with scope("down"):
-            x_j = steps(x_j, p["down"], scaf_down_spec(x_j.shape[1], down_steps), cfg.bn_eps)   # [B, C_j, h_i, w_i]
-        mean = None
-    m = channel_mean(x_j) if mean is None else mean                           # [B, 1, h, w]
-    if not down_steps:
-        align = True if cfg.scaf_up == "bilinear" else None
-        m = ops.interpolate(m, size=size_i, mode=cfg.scaf_up, align_corners=align)   # [B, 1, h_i, w_i]
-    elif cfg.scaf_down == "avgpool":
-        m = ops.adaptive_avg_pool2d(m, size_i)                                # [B, 1, h_i, w_i]
-    return m
-
-
-def scaf_unit(g_i, x_j, size_i, p, down_steps, cfg):
-    """One SCAF merge of branch j into branch i (Lite-HRNet Plus Fig. 3); returns the map added to x_i.
-
-        a_i   = sigmoid(fc2(ReLU(fc1(g_i))))     g_i = GAP(x_i) [B, C_i]    (2 C_i^2 / r MACs)
-        m_j   = mean over channels of x_j        [B, 1, h_j, w_j]
-        new   = resize(m_j) * a_i                [B, C_i, h_i, w_i]
-
-    Fig. 3 multiplies before resizing; resizing the one-channel map first gives the same numbers
-    (both resizes are linear per channel) at a cost independent of C_i (``scaf_map``)."""
-    m = scaf_map(x_j, size_i, p, down_steps, cfg)                             # [B, 1, h_i, w_i]
-    with scope("fc1"):
-        a = ops.relu(ops.linear(g_i, p["fc1"]["weight"], p["fc1"]["bias"]))  # [B, C_i/r]
-    with scope("fc2"):
-        a = ops.sigmoid(ops.linear(a, p["fc2"]["weight"], p["fc2"]["bias"]))  # [B, C_i]
-    return m * a[:, :, None, None]                                            # [B, C_i, h_i, w_i]
-
-
-def gap(x):
-    """Global average pool, [B, C, H, W] -> [B, C]."""
-    return ops.adaptive_avg_pool2d(x, 1)[:, :, 0, 0]
-
-
-def scaf_fusion(xs, p, cfg):
-    """Stepped channel attention fusion, then ReLU as the conv fusion has.
-    pairwise: y_i = x_i + sum_{j != i} unit_ij(GAP(x_i), x_j), all from the fusion's inputs (GAP once
-    per i).  cascade: the sweeps of ``scaf_pairs`` update the branches in turn,
-    x_i <- x_i + unit_ij(GAP(x_i), x_j), so branch i sees every other branch through its neighbours.
-    Parameters prepared by ``fast_params`` (a "stacked" entry per target) take ``scaf_fusion_stacked``."""
-    xs = list(xs)
-    sizes = [x.shape[2:] for x in xs]
-    S = len(xs)
-    if cfg.scaf_route == "cascade":
-        for i, j in scaf_pairs(S, cfg):
-            with scope(f"{i}.{j}"):
-                xs[i] = xs[i] + scaf_unit(gap(xs[i]), xs[j], sizes[i], p[str(i)][str(j)], max(0, i - j), cfg)
-        return [ops.relu(x) for x in xs]
-    if "stacked" in p["0"]:
-        return scaf_fusion_stacked(xs, p, cfg)
-    out = []
-    for i in range(S):
-        with scope(str(i)):
-            g = gap(xs[i])                                                    # [B, C_i]
-        y = xs[i]
-        for j in range(S):
-            if j != i:
-                with scope(f"{i}.{j}"):
-                    y = y + scaf_unit(g, xs[j], sizes[i], p[str(i)][str(j)], max(0, i - j), cfg)
-        out.append(ops.relu(y))
-    return out
-
-
-def stack_scaf_units(p_i, sources):
-    """The fc layers of the J = S - 1 units merging into one target, stacked so that ``scaf_fusion_stacked``
-    runs them as two products: fc1 [J*hid, C_i] (the units' fc1 one above the other, they share the
-    input g_i) and fc2 as J matrices [J, hid, C_i] (transposed), biases [J*hid] and [J, 1, C_i]."""
-    units = [p_i[str(j)] for j in sources]
-    return {"fc1_weight": np.concatenate([u["fc1"]["weight"] for u in units]),      # [J*hid, C_i]
-            "fc1_bias": np.concatenate([u["fc1"]["bias"] for u in units]),          # [J*hid]
-            "fc2_weight_t": np.stack([u["fc2"]["weight"].T for u in units]),        # [J, hid, C_i]
-            "fc2_bias": np.stack([u["fc2"]["bias"] for u in units])[:, None, :]}    # [J, 1, C_i]
-
-
-def scaf_down_units(num_branches, level):
-    """The pairwise SCAF units (i, j) with a high->low step at branch ``level``'s resolution
-    (j <= level < i), in (i, j) order: first the units that arrive at their target i = level + 1."""
-    return [(i, j) for i in range(level + 1, num_branches) for j in range(level + 1)]
-
-
-def stack_scaf_down(fuse, chans):
-    """The dw 3x3 s2 steps of a pairwise SCAF fusion (scaf_down="dwconv") stacked by the resolution
-    they run at, so that ``scaf_down_stacked`` makes one depthwise conv per level: for level L the
-    folded weights [n_L, 1, 3, 3] and biases [n_L] of the units ``scaf_down_units(S, L)`` one after
-    the other (step L - j of unit (i, j), C_j channels each), and "mean" [L+1, sum_{j<=L} C_j], the
-    channel means of the arriving units as one product (row j: 1/C_j over unit (L+1, j)'s channels).
-    Level 0's units all start from x_0: their weights are interleaved channel by channel (filter u of
-    channel c at c*(S-1) + u) for one conv with a channel multiplier, which reads x_0 once."""
-    levels = {}
-    for L in range(len(chans) - 1):
-        units = scaf_down_units(len(chans), L)
-        convs = [fuse[str(i)][str(j)]["down"][str(L - j)]["0"] for i, j in units]
-        w = np.concatenate([c["weight"] for c in convs])                      # [n_L, 1, 3, 3], unit by unit
-        b = np.concatenate([c["bias"] for c in convs])                        # [n_L]
-        if L == 0:                                                            # channel-major for the multiplier
-            w = w.reshape(len(convs), chans[0], *w.shape[1:]).transpose(1, 0, 2, 3, 4).reshape(w.shape)
-            b = b.reshape(len(convs), chans[0]).T.reshape(-1)
-        levels[str(L)] = {"weight": w, "bias": b,
-                          "mean": block_diagonal([np.full((1, c), 1 / c, w.dtype) for c in chans[:L + 1]])}
-    return levels
-
-
-def scaf_down_stacked(xs, levels):
-    """The high->low maps of a pairwise SCAF fusion with dwconv downsampling (``scaf_map``'s steps and
-    channel means for every j < i), one depthwise conv per resolution (``stack_scaf_down``): at level
-    L the inputs are x_L for the units starting there and the ReLU'd outputs of level L - 1 for the
-    units passing through; the units arriving at i = L + 1 take their channel means.
-    Returns {i: [B, i, h_i*w_i]}, row j the map of unit (i, j)."""
-    B, S = xs[0].shape[0], len(xs)
-    chans = [x.shape[1] for x in xs]
-    carry, down = None, {}
-    for L in range(S - 1):
-        q = levels[str(L)]
-        if L == 0:                                                            # S-1 filters per channel of x_0
-            z = ops.conv2d(xs[0], q["weight"], q["bias"], stride=2, padding=1, groups=chans[0])   # [B, C_0*(S-1), h_1, w_1]
-            z = z.reshape(B, chans[0], S - 1, -1).transpose(0, 2, 1, 3).reshape(B, -1, *z.shape[2:])   # unit by unit
-        else:
-            pieces, pos = [], 0
-            for i, j in scaf_down_units(S, L):
-                if j == L:
-                    pieces.append(xs[L])                                      # the unit's first step
-                else:
-                    pieces.append(carry[:, pos:pos + chans[j]])               # its step L - j
-                    pos += chans[j]
-            z = np.concatenate(pieces, axis=1)                                # [B, n_L, h_L, w_L]
-            z = ops.conv2d(z, q["weight"], q["bias"], stride=2, padding=1, groups=z.shape[1])   # [B, n_L, h_L+1, w_L+1]
-        arrived = q["mean"].shape[1]                                          # channels of units (L+1, j)
-        h, w = z.shape[2:]
-        down[L + 1] = q["mean"] @ z[:, :arrived].reshape(B, arrived, h * w)  # [B, L+1, h*w]
-        if arrived < z.shape[1]:
-            carry = ops.relu(z[:, arrived:])                                  # ReLU between steps
-    return down
-
-
-def scaf_fusion_stacked(xs, p, cfg):
-    """The pairwise ``scaf_fusion`` with the units of each target batched (the same sum, rounded in
-    another order; tests/test_fast_paths.py checks it against the unit-by-unit reference):
-
-        h   = ReLU(g_i @ fc1_stack^T + b1)              [B, J*hid]   one linear for the J units
-        a   = sigmoid(h_j @ fc2_j^T + b2_j)             [B, J, C_i]  one batched product
-        M   = the J maps m_j (``scaf_map``)             [B, J, h_i*w_i]
-        y_i = ReLU(x_i + a^T @ M)                       [B, C_i, h_i, w_i]
-
-    The channel mean of a source that is only resized (j > i, or scaf_down="avgpool") is computed once
-    per fusion instead of once per target; with dwconv downsampling the maps j < i come from
-    ``scaf_down_stacked``.  Used by ``lmref.weights.Model`` on the fast path (``fast_params``), never
-    inside a trace, which shows every unit."""
-    S = len(xs)
-    B = xs[0].shape[0]
-    down = scaf_down_stacked(xs, p["down"]) if "down" in p else {}            # {i: [B, i, h_i*w_i]}
-    means = {}
-    out = []
-    for i in range(S):
-        q = p[str(i)]["stacked"]
-        C_i, (h_i, w_i) = xs[i].shape[1], xs[i].shape[2:]
-        a = ops.relu(ops.linear(gap(xs[i]), q["fc1_weight"], q["fc1_bias"]))  # [B, J*hid]
-        a = a.reshape(B, S - 1, 1, -1) @ q["fc2_weight_t"] + q["fc2_bias"]    # [B, J, 1, C_i]
-        a = ops.sigmoid(a.reshape(B, S - 1, C_i))                             # [B, J, C_i]
-        maps = [down[i]] if i in down else []
-        for j in range(i + 1 if i in down else 0, S):
-            if j == i:
-                continue
-            down_steps = max(0, i - j)
-            if not (down_steps and cfg.scaf_down == "dwconv") and j not in means:
-                means[j] = channel_mean(xs[j])                                # [B, 1, h_j, w_j]
-            m = scaf_map(xs[j], (h_i, w_i), p[str(i)][str(j)], down_steps, cfg, means.get(j))   # [B, 1, h_i, w_i]
-            maps.append(m.reshape(B, 1, h_i * w_i))
-        M = np.concatenate(maps, axis=1)                                      # [B, J, h_i*w_i]
-        y = xs[i] + (a.transpose(0, 2, 1) @ M).reshape(B, C_i, h_i, w_i)      # [B, C_i, h_i, w_i]
-        out.append(ops.relu(y))
-    return out
-
-
-def fast_params(params, cfg):
-    """Parameters for the fast path (``lmref.fast.folded_params`` calls this after folding the
-    BatchNorms): every block's spatial weighting gets a "stacked" entry (``stack_spatial_weighting``),
-    and each pairwise SCAF fusion one per target (``stack_scaf_units``) and, with dwconv
-    downsampling, a "down" entry with its steps stacked by resolution (``stack_scaf_down``).
-    A new dict tree; the arrays of ``params`` are shared, not copied."""
-    scaf = cfg.fusion == "scaf" and cfg.scaf_route == "pairwise"
-    backbone = dict(params["backbone"])
-    for s, chans in enumerate(cfg.num_channels):
-        S = len(chans)
-        stage = dict(backbone[f"stage{s}"])
-        for m in range(cfg.num_modules[s]):
-            module = dict(stage[str(m)])
-            layers = dict(module["layers"])
-            for blk in range(cfg.num_blocks[s]):
-                sw = layers[str(blk)]["spatial_weighting"]
-                layers[str(blk)] = {**layers[str(blk)],
-                                    "spatial_weighting": {**sw, "stacked": stack_spatial_weighting(sw, S)}}
-            module["layers"] = layers
-            if scaf:
-                fuse = dict(module["fuse_layers"])
-                for i in range(S):
-                    fuse[str(i)] = {**fuse[str(i)],
-                                    "stacked": stack_scaf_units(fuse[str(i)], [j for j in range(S) if j != i])}
-                if cfg.scaf_down == "dwconv":
-                    fuse["down"] = stack_scaf_down(fuse, chans)
-                module["fuse_layers"] = fuse
-            stage[str(m)] = module
-        backbone[f"stage{s}"] = stage
-    return {**params, "backbone": backbone}
-
-
-def lite_hr_module(xs, p, cfg, s):
-    """num_blocks[s] conditional channel weighting units, then the fusion."""
-    for blk in range(cfg.num_blocks[s]):
-        with scope(f"layers.{blk}"):
-            xs = conditional_channel_weighting(xs, p["layers"][str(blk)], cfg.bn_eps)
-    with scope("fuse_layers"):
-        if cfg.fusion == "scaf":
-            return scaf_fusion(xs, p["fuse_layers"], cfg)
-        return conv_fusion(xs, p["fuse_layers"], cfg)
-
-
-def iterative_head(xs, p, eps):
-    """From the lowest resolution up: add the bilinearly upsampled (align_corners=True) previous output,
-    then dw 3x3 + BN, 1x1 + BN + ReLU (C_k -> C_{k-1}; C_0 -> C_0 at the top).  Highest first."""
-    ys, last = [], None
-    for i, s in enumerate(xs[::-1]):
-        with scope(f"projects.{i}"):
-            if last is not None:
-                s = s + ops.interpolate(last, size=s.shape[2:], mode="bilinear", align_corners=True)
-            q = p["projects"][str(i)]
-            with scope("depthwise_conv"):
-                s = conv_bn(s, q["depthwise_conv"], groups=s.shape[1], eps=eps)
-            with scope("pointwise_conv"):
-                last = conv_bn(s, q["pointwise_conv"], act="relu", eps=eps)
-        ys.append(last)
-    return ys[::-1]
-
-
-def backbone(params, x, cfg):
-    """[B, 3, H, W] -> list of branch maps, highest resolution first (after the iterative head if any)."""
-    with scope("stem"):
-        ys = [stem(x, params["stem"], cfg)]                                  # [B, 32, H/4, W/4]
-    prev = (cfg.stem_out_channels,)
-    for s, chans in enumerate(cfg.num_channels):
-        xs = []
-        for k in range(len(chans)):
-            spec = transition_spec(prev, chans, k)
-            if spec is None:
-                xs.append(ys[k])
-                continue
-            with scope(f"transition{s}.{k}"):
-                p = params[f"transition{s}"][str(k)]
-                if k < len(prev):
-                    xs.append(sequential(ys[k], p, spec, eps=cfg.bn_eps))
-                else:                                                         # new branch at half size
-                    xs.append(steps(ys[-1], p, spec, cfg.bn_eps))
-        for m in range(cfg.num_modules[s]):
-            with scope(f"stage{s}.{m}"):
-                xs = lite_hr_module(xs, params[f"stage{s}"][str(m)], cfg, s)
-        ys, prev = xs, chans
-    if cfg.iterative_head:
-        with scope("head_layer"):
-            ys = iterative_head(ys, params["head_layer"], cfg.bn_eps)
-    return ys
-
-
-def keypoint_head(ys, p, cfg):
-    """simple: 1x1 conv on branch 0.  mr (Lite-HRNet Plus §3.2): a 1x1 conv per branch to K heatmaps,
-    upsampled to branch 0's size, summed.  -> [B, K, H/4, W/4]"""
-    if cfg.head == "simple":
-        with scope("final_layer"):
-            return ops.conv2d(ys[0], p["final_layer"]["weight"], p["final_layer"]["bias"])
-    size = ys[0].shape[2:]
-    align = cfg.mr_align_corners if cfg.mr_mode == "bilinear" else None
-    out = None
-    for k, y in enumerate(ys):
-        with scope(f"final_layers.{k}"):
-            q = p["final_layers"][str(k)]
-            h = ops.conv2d(y, q["weight"], q["bias"])                         # [B, K, H_k, W_k]
-            if k > 0:
-                h = ops.interpolate(h, size=size, mode=cfg.mr_mode, align_corners=align)   # [B, K, H/4, W/4]
-        out = h if out is None else out + h
-    return out
-
-
-def forward(params, x, cfg):
-    """Heatmaps [B, K, ceil(H/4), ceil(W/4)] from images [B, in_channels, H, W] (raw head output: train
-    with MSE on it, or BCE with it as logits)."""
-    check_array(x, "x", ndim=4)
-    if x.shape[1] != cfg.in_channels:
-        raise ValueError(f"x: expected {cfg.in_channels} input channels, got shape {x.shape}")
-    if min(x.shape[2:]) < 8:
-        raise ValueError(f"x: input {x.shape[2:]} too small for the stride-4 stem and three halvings")
-    with scope("backbone"):
-        ys = backbone(params["backbone"], x, cfg)
-    with scope("keypoint_head"):
-        return keypoint_head(ys, params["keypoint_head"], cfg)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Decoding
-
-def decode(heatmaps, method="argmax", input_size=None, beta=1.0):
-    """Heatmaps [B, K, h, w] -> (landmarks [B, K, 2] as input-pixel (x, y), scores [B, K] = the maxima).
-
-    "argmax": the maximum with HRNet's quarter-pixel shift toward the higher neighbour
-      (``ops.argmax_subpixel``, mmpose's default post-processing).
-    "soft_argmax": the expectation of the ReLU'd, sum-normalised map (``ops.soft_argmax`` "star" after
-      ``ops.relu``: an MSE-trained map has small negative values that would pull toward the centre).
-    "soft_argmax_softmax": the expectation under softmax(beta H) (DSNT).
-    Heatmap pixel (u, v) is input pixel (u W/w, v H/h), as mmpose maps them (its MSRA targets put
-    landmark x at heatmap pixel round(x w/W)); input_size (H, W) defaults to 4x the heatmap size."""
-    check_array(heatmaps, "heatmaps", ndim=4)
-    B, K, h, w = heatmaps.shape
-    H, W = input_size if input_size is not None else (4 * h, 4 * w)
-    dt = heatmaps.dtype
-    scores = heatmaps.reshape(B, K, h * w).max(axis=-1)                       # [B, K]
-    if method == "argmax":
-        uv, scores = ops.argmax_subpixel(heatmaps)                            # [B, K, 2] heatmap pixels
-    elif method in ("soft_argmax", "soft_argmax_softmax"):
-        if method == "soft_argmax":
-            xy = ops.soft_argmax(ops.relu(heatmaps), method="star")           # [B, K, 2] in [-1, 1]
-        else:
-            xy = ops.soft_argmax(heatmaps, method="softmax", beta=beta)
-        uv = (xy + 1) * np.array([(w - 1) / 2, (h - 1) / 2], dtype=dt)        # X_j = 2j/(w-1) - 1 -> j
-    else:
-        raise ValueError(f"decode: method must be 'argmax', 'soft_argmax' or 'soft_argmax_softmax', got {method!r}")
-    return uv * np.array([W / w, H / h], dtype=dt), scores
-
-
-def info_report(params, cfg, input_size):
-    """Extra text for ``lmref info``: parameters and FLOPs per block, Lite-HRNet vs Lite-HRNet Plus."""
-    from .litehrnet_cost import cost_report
-    return cost_report(cfg, tuple(input_size), params)

@@ -8,6 +8,7 @@ from .attention import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .heatmap import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
+from .padding import *  # noqa: F401,F403
 from .patches import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .resize import *  # noqa: F401,F403

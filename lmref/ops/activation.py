@@ -8,21 +8,24 @@
                    = x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) approximate="tanh"
     hardsigmoid(x) = min(max(x + 3, 0), 6) / 6
     hardswish(x)   = x * min(max(x + 3, 0), 6) / 6
+    leaky_relu(x)  = x if x > 0 else negative_slope * x
+    prelu(x, w)    = x if x > 0 else w_c * x                          w per channel (dim 1) or one
+    clamp(x)       = min(max(x, min), max)                            either bound may be None
     softmax(x)_i   = exp(x_i - max x) / sum_j exp(x_j - max x)        along ``dim``
     log_softmax(x)_i = (x_i - max x) - log sum_j exp(x_j - max x)
 
 All take [*] and return [*] in x's dtype (softmax / log_softmax along one dim of [*]).
+Faster sigmoid and silu kernels (fewer temporaries, threads) are in ``lmref.fast.activation``.
 """
 import math
 
 import numpy as np
 
 from ..trace import op
-from . import _fast
-from ._check import check_array
+from ._check import check_array, check_same_dtype
 
 __all__ = ["relu", "relu6", "silu", "gelu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
-           "softmax", "log_softmax"]
+           "leaky_relu", "prelu", "clamp", "softmax", "log_softmax"]
 
 _math_erf = np.frompyfunc(math.erf, 1, 1)
 
@@ -75,20 +78,7 @@ def relu6(x):
 def sigmoid(x):
     """1 / (1 + exp(-x)), as ``torch.sigmoid``; no overflow for large |x|.  [*] -> [*]"""
     check_array(x)
-    if _fast.ENABLED and x.ndim:
-        return _sigmoid_fast(x)
-    return _sigmoid(x)
-
-
-def _sigmoid_fast(x):
-    """The reference's formula with fewer temporaries, bit-identical: e = exp(-|x|) once,
-    then (1 if x >= 0 else e) / (1 + e)."""
-    e = np.abs(x)
-    np.negative(e, out=e)
-    np.exp(e, out=e)                                     # e = exp(-|x|) in (0, 1]
-    d = e + 1
-    np.copyto(e, 1, where=x >= 0)                        # numerator: 1 where x >= 0, else e
-    return np.divide(e, d, out=e)
+    return _array(_sigmoid(x))
 
 
 @op
@@ -98,47 +88,24 @@ def tanh(x):
     return _array(np.tanh(x))
 
 
+def _silu_args(x, inplace):
+    check_array(x)
+    if inplace and not (x.flags.writeable and x.flags.c_contiguous):
+        raise ValueError(f"silu: inplace=True needs a writeable C-contiguous array, got shape {x.shape} "
+                         f"(writeable={x.flags.writeable}, C-contiguous={x.flags.c_contiguous})")
+
+
 @op
 def silu(x, inplace=False):
     """x * sigmoid(x), as ``F.silu(x, inplace=...)`` (swish; MobileViT-v2's activation).  [*] -> [*]
 
     inplace=True writes the result into x (writeable and C-contiguous) and returns x: models pass
     their own fresh conv outputs, so that a large map's activation needs no second buffer."""
-    check_array(x)
-    if inplace and not (x.flags.writeable and x.flags.c_contiguous):
-        raise ValueError(f"silu: inplace=True needs a writeable C-contiguous array, got shape {x.shape} "
-                         f"(writeable={x.flags.writeable}, C-contiguous={x.flags.c_contiguous})")
-    if _fast.ENABLED and x.ndim:
-        return _silu_fast(x, inplace)
+    _silu_args(x, inplace)
     y = _array(x * _sigmoid(x))
     if inplace:
         x[...] = y
         return x
-    return y
-
-
-def _silu_fast(x, inplace=False):
-    """silu's fast path: x / (1 + exp(-x)), four passes over blocks that stay in cache (the reference
-    makes about ten passes), split over threads for large arrays; inplace, the denominators go to a
-    block-sized scratch buffer and the quotients into x. Where exp(-x) overflows (x < -88.7 in
-    float32, -709.8 in float64) the quotient is -0.0 instead of the reference's tiny x * e^x, an
-    absolute difference below 3e-37 (float32) / 4e-306 (float64); -inf gives nan in both."""
-    x = x if inplace else np.ascontiguousarray(x)
-    y = x if inplace else np.empty_like(x)
-    xf, yf = x.reshape(-1), y.reshape(-1)
-
-    def part(lo, hi):
-        tmp = _fast.scratch("silu.denominator", (min(_fast.BLOCK, hi - lo),), x.dtype) if inplace else None
-        with np.errstate(over="ignore"):
-            for a in range(lo, hi, _fast.BLOCK):
-                v, out = xf[a:min(hi, a + _fast.BLOCK)], yf[a:min(hi, a + _fast.BLOCK)]
-                t = tmp[:v.size] if inplace else out
-                np.negative(v, out=t)
-                np.exp(t, out=t)
-                t += 1
-                np.divide(v, t, out=out)
-
-    _fast.parallel(xf.size, part, xf.size)
     return y
 
 
@@ -174,6 +141,44 @@ def hardswish(x):
     """x * min(max(x + 3, 0), 6) / 6, as ``F.hardswish`` (MobileNetV3).  [*] -> [*]"""
     check_array(x)
     return _array(x * np.clip(x + 3, 0, 6) / 6)
+
+
+@op
+def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x, as ``F.leaky_relu`` (PFLD, MediaPipe-style nets).  [*] -> [*]"""
+    check_array(x)
+    return _array(np.where(x > 0, x, x.dtype.type(negative_slope) * x))
+
+
+@op
+def prelu(x, weight):
+    """x where x > 0, else weight * x, as ``F.prelu``: weight [1] (one slope) or [C], the slope of
+    channel c = x's dim 1 (x of rank >= 2; a rank-0/1 x takes one slope).  [*] -> [*]"""
+    check_array(x)
+    check_array(weight, "weight", ndim=1)
+    check_same_dtype(("x", x), ("weight", weight))
+    C = x.shape[1] if x.ndim >= 2 else 1
+    if weight.shape[0] not in (1, C):
+        raise ValueError(f"prelu: weight has {weight.shape[0]} slopes, expected 1 or the {C} channels of x {x.shape}")
+    w = weight.reshape((1, -1) + (1,) * (x.ndim - 2)) if x.ndim >= 2 else weight.reshape(())   # [1, C|1, 1, ...]
+    return _array(np.where(x > 0, x, w * x))
+
+
+@op
+def clamp(x, min=None, max=None):
+    """min(max(x, min), max) element-wise, as ``torch.clamp``: either bound may be None (not both); a
+    bound is a number or an array broadcasting against x; when min > max every value is max, and NaN
+    stays NaN, as in torch.  [*] -> [*]"""
+    check_array(x)
+    if min is None and max is None:
+        raise ValueError("clamp: give at least one of min and max")
+    bounds = [np.asarray(b, dtype=x.dtype) if b is not None else None for b in (min, max)]
+    y = x if bounds[0] is None else np.maximum(x, bounds[0])
+    y = y if bounds[1] is None else np.minimum(y, bounds[1])
+    if y.shape != x.shape:
+        raise ValueError(f"clamp: bounds of shape {[None if b is None else b.shape for b in bounds]} "
+                         f"do not broadcast to x's shape {x.shape}")
+    return _array(y)
 
 
 @op

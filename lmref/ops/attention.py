@@ -10,12 +10,12 @@ and timm ``timm/models/mobilevit.py`` ``LinearSelfAttention._forward_self_attn``
     out = relu(value) * context_vector.expand_as(value)
     out = out_proj(out)                                    # 1x1 conv d -> d, bias
 
-(attention dropout and output dropout are identities at inference.)
+(attention dropout and output dropout are identities at inference.) A faster kernel (the context
+reduction as a matrix-vector product) is in ``lmref.fast.attention``.
 """
 import numpy as np
 
 from ..trace import op
-from . import _fast
 from ._check import check_array, check_same_dtype
 
 __all__ = ["separable_self_attention", "matmul"]
@@ -25,7 +25,7 @@ __all__ = ["separable_self_attention", "matmul"]
 def matmul(a, b):
     """``torch.matmul`` (= ``numpy.matmul``): a [..., n, k] @ b [..., k, m] -> [..., n, m] with batch
     dimensions broadcast; a 1-D operand is treated as a row (a) or column (b) vector and that dimension
-    dropped from the result."""
+    dropped from the result (two 1-D operands: their dot product as a 0-d array, not a NumPy scalar)."""
     check_array(a, "a", min_ndim=1)
     check_array(b, "b", min_ndim=1)
     check_same_dtype(("a", a), ("b", b))
@@ -33,7 +33,7 @@ def matmul(a, b):
     if a.shape[-1] != k_b:
         raise ValueError(f"matmul: inner dimensions differ, a {a.shape} vs b {b.shape}")
     try:
-        return np.matmul(a, b)
+        return np.asarray(np.matmul(a, b))        # two 1-D operands: a 0-d array, as torch gives
     except ValueError as e:                       # batch dimensions that do not broadcast
         raise ValueError(f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast") from e
 
@@ -64,6 +64,19 @@ def _conv1x1(x, w, bias):
     return y if bias is None else y + bias[:, None, None]
 
 
+def _attention_args(x, qkv_weight, qkv_bias, out_weight, out_bias):
+    """Checks; returns the weights as matrices (w_qkv [1+2d, d], b_qkv, w_out [d, d], b_out)."""
+    check_array(x, "x", ndim=4)
+    d = x.shape[1]
+    w_qkv = _pointwise_weight(qkv_weight, "qkv_weight", 1 + 2 * d, d)   # [1+2d, d]
+    b_qkv = _bias(qkv_bias, "qkv_bias", 1 + 2 * d)
+    w_out = _pointwise_weight(out_weight, "out_weight", d, d)           # [d, d]
+    b_out = _bias(out_bias, "out_bias", d)
+    check_same_dtype(("x", x), ("qkv_weight", w_qkv), ("qkv_bias", b_qkv),
+                     ("out_weight", w_out), ("out_bias", b_out))
+    return w_qkv, b_qkv, w_out, b_out
+
+
 @op
 def separable_self_attention(x, qkv_weight, qkv_bias, out_weight, out_bias):
     """MobileViT-v2 separable self-attention on patches x [B, d, P, N] -> [B, d, P, N].
@@ -80,36 +93,12 @@ def separable_self_attention(x, qkv_weight, qkv_bias, out_weight, out_bias):
     Cost is linear in N and there are no heads. The softmax subtracts the max over N before exp, as
     torch does.
     """
-    check_array(x, "x", ndim=4)
-    B, d, P, N = x.shape
-    w_qkv = _pointwise_weight(qkv_weight, "qkv_weight", 1 + 2 * d, d)   # [1+2d, d]
-    b_qkv = _bias(qkv_bias, "qkv_bias", 1 + 2 * d)
-    w_out = _pointwise_weight(out_weight, "out_weight", d, d)           # [d, d]
-    b_out = _bias(out_bias, "out_bias", d)
-    check_same_dtype(("x", x), ("qkv_weight", w_qkv), ("qkv_bias", b_qkv),
-                     ("out_weight", w_out), ("out_bias", b_out))
-
-    if _fast.ENABLED:
-        return _separable_self_attention_fast(x, w_qkv, b_qkv, w_out, b_out)
+    w_qkv, b_qkv, w_out, b_out = _attention_args(x, qkv_weight, qkv_bias, out_weight, out_bias)
+    d = x.shape[1]
     qkv = _conv1x1(x, w_qkv, b_qkv)                            # [B, d, P, N] -> [B, 1+2d, P, N]
     query, key, value = qkv[:, :1], qkv[:, 1:1 + d], qkv[:, 1 + d:]   # [B,1,P,N], [B,d,P,N], [B,d,P,N]
     e = np.exp(query - query.max(axis=-1, keepdims=True))
     context_scores = e / e.sum(axis=-1, keepdims=True)         # softmax over N: [B, 1, P, N]
     context_vector = (key * context_scores).sum(axis=-1, keepdims=True)   # [B, d, P, N] -> [B, d, P, 1]
     out = np.maximum(value, 0) * context_vector                # ReLU(V) * c_v: [B, d, P, N]
-    return _conv1x1(out, w_out, b_out)                         # out_proj: [B, d, P, N]
-
-
-def _separable_self_attention_fast(x, w_qkv, b_qkv, w_out, b_out):
-    """The same steps with fewer temporaries: the context vector sum_N K * c_s as one stacked
-    matrix-vector product per (batch, p) instead of a [B, d, P, N] product and a sum, and
-    ReLU(V) * c_v computed in place.  x [B, d, P, N] -> [B, d, P, N]."""
-    B, d, P, N = x.shape
-    qkv = _conv1x1(x, w_qkv, b_qkv)                            # [B, d, P, N] -> [B, 1+2d, P, N]
-    query, key, value = qkv[:, 0], qkv[:, 1:1 + d], qkv[:, 1 + d:]   # [B,P,N], [B,d,P,N], [B,d,P,N]
-    e = np.exp(query - query.max(axis=-1, keepdims=True))
-    e /= e.sum(axis=-1, keepdims=True)                         # context scores c_s: [B, P, N]
-    context_vector = np.matmul(key.transpose(0, 2, 1, 3), e[..., None])   # [B, P, d, N] @ [B, P, N, 1] -> [B, P, d, 1]
-    out = np.maximum(value, 0)                                 # ReLU(V): [B, d, P, N]
-    out *= context_vector.transpose(0, 2, 1, 3)                # * c_v [B, d, P, 1]
     return _conv1x1(out, w_out, b_out)                         # out_proj: [B, d, P, N]

@@ -1,5 +1,6 @@
 """Heatmap ops: soft-argmax decoding (STAR / DSNT), the AAM head's E2P transform and fusion, argmax
-with the HRNet quarter-pixel refinement, and STAR's normalised-to-pixel rule.
+with the HRNet quarter-pixel refinement, STAR's normalised-to-pixel rule, and decoding heatmaps
+(Lite-HRNet's, or any [B, K, h, w] maps) to input-pixel landmarks.
 
 Coordinate conventions
 * soft_argmax returns (x, y) in [-1, 1] on STAR's grid X_j = 2j/(w-1) - 1, Y_i = 2i/(h-1) - 1: the
@@ -15,8 +16,9 @@ import numpy as np
 
 from ..trace import op
 from ._check import check_array, check_same_dtype
+from .activation import relu
 
-__all__ = ["soft_argmax", "e2p", "aam_fusion", "argmax_subpixel", "normalized_to_pixels"]
+__all__ = ["soft_argmax", "e2p", "aam_fusion", "argmax_subpixel", "normalized_to_pixels", "decode_heatmaps"]
 
 SOFT_ARGMAX_METHODS = ("star", "softmax")
 
@@ -183,3 +185,33 @@ def normalized_to_pixels(coords, width, height):
     dt = coords.dtype.type
     size = np.array([width, height], dtype=coords.dtype)       # (W, H) per coordinate
     return ((coords + dt(1)) * size - dt(1)) / dt(2)
+
+
+@op
+def decode_heatmaps(heatmaps, method="argmax", input_size=None, beta=1.0):
+    """Heatmaps [B, K, h, w] -> (landmarks [B, K, 2] as input-pixel (x, y), scores [B, K] = the maxima).
+
+    "argmax": the maximum with HRNet's quarter-pixel shift toward the higher neighbour
+      (``argmax_subpixel``, mmpose's default post-processing).
+    "soft_argmax": the expectation of the ReLU'd, sum-normalised map (``soft_argmax`` "star" after
+      ``relu``: an MSE-trained map has small negative values that would pull toward the centre).
+    "soft_argmax_softmax": the expectation under softmax(beta H) (DSNT).
+    Heatmap pixel (u, v) is input pixel (u W/w, v H/h), as mmpose maps them (its MSRA targets put
+    landmark x at heatmap pixel round(x w/W)); input_size (H, W) defaults to 4x the heatmap size."""
+    check_array(heatmaps, "heatmaps", ndim=4)
+    B, K, h, w = heatmaps.shape
+    H, W = input_size if input_size is not None else (4 * h, 4 * w)
+    dt = heatmaps.dtype
+    scores = heatmaps.reshape(B, K, h * w).max(axis=-1)                       # [B, K]
+    if method == "argmax":
+        uv, scores = argmax_subpixel(heatmaps)                                # [B, K, 2] heatmap pixels
+    elif method in ("soft_argmax", "soft_argmax_softmax"):
+        if method == "soft_argmax":
+            xy = soft_argmax(relu(heatmaps), method="star")                   # [B, K, 2] in [-1, 1]
+        else:
+            xy = soft_argmax(heatmaps, method="softmax", beta=beta)
+        uv = (xy + 1) * np.array([(w - 1) / 2, (h - 1) / 2], dtype=dt)        # X_j = 2j/(w-1) - 1 -> j
+    else:
+        raise ValueError(f"decode_heatmaps: method must be 'argmax', 'soft_argmax' or 'soft_argmax_softmax', "
+                         f"got {method!r}")
+    return uv * np.array([W / w, H / h], dtype=dt), scores

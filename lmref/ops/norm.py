@@ -13,11 +13,13 @@ They differ only in which axes the statistics run over:
                    (num_groups=1: over C x H x W jointly -- MobileViT-v2's "LayerNorm2d")
     instance_norm  per sample and channel, over spatial
     layer_norm     per position, over the trailing normalized_shape dims
+
+Faster batch_norm, group_norm and instance_norm kernels (per-channel factors combined first) are in
+``lmref.fast.norm``.
 """
 import numpy as np
 
 from ..trace import op
-from . import _fast
 from ._check import check_array, check_same_dtype
 
 __all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm"]
@@ -80,20 +82,40 @@ def _affine_per_channel(y, weight, bias):
     return y
 
 
-@op
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
-    """Inference BatchNorm, as ``torch.nn.functional.batch_norm(..., training=False)``.
-
-    x [B, C, *] (rank >= 2), running_mean / running_var / weight / bias [C] (weight, bias optional)
-    y = (x - running_mean) / sqrt(running_var + eps) * weight + bias   -> [B, C, *]"""
+def _batch_norm_args(x, running_mean, running_var, weight, bias, eps):
     check_array(x, "x", min_ndim=2)
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: running_mean and running_var are required (inference only)")
     _check_channel_params("batch_norm", x, x.shape[1], running_mean=running_mean, running_var=running_var,
                           weight=weight, bias=bias)
     _check_eps(eps, "batch_norm")
-    if _fast.ENABLED:
-        return _batch_norm_fast(x, running_mean, running_var, weight, bias, eps)
+
+
+def _group_norm_args(x, num_groups, weight, bias, eps):
+    check_array(x, "x", min_ndim=2)
+    if not isinstance(num_groups, (int, np.integer)) or num_groups < 1:
+        raise ValueError(f"group_norm: num_groups must be a positive int, got {num_groups!r}")
+    if x.shape[1] % num_groups:
+        raise ValueError(f"group_norm: num_groups={num_groups} does not divide the {x.shape[1]} channels of x {x.shape}")
+    _check_channel_params("group_norm", x, x.shape[1], weight=weight, bias=bias)
+    _check_eps(eps, "group_norm")
+
+
+def _instance_norm_args(x, weight, bias, eps):
+    check_array(x, "x", min_ndim=3)
+    if int(np.prod(x.shape[2:])) <= 1:
+        raise ValueError(f"instance_norm: expected more than 1 spatial element, got x of shape {x.shape}")
+    _check_channel_params("instance_norm", x, x.shape[1], weight=weight, bias=bias)
+    _check_eps(eps, "instance_norm")
+
+
+@op
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
+    """Inference BatchNorm, as ``torch.nn.functional.batch_norm(..., training=False)``.
+
+    x [B, C, *] (rank >= 2), running_mean / running_var / weight / bias [C] (weight, bias optional)
+    y = (x - running_mean) / sqrt(running_var + eps) * weight + bias   -> [B, C, *]"""
+    _batch_norm_args(x, running_mean, running_var, weight, bias, eps)
     y = (x - _per_channel(running_mean, x.ndim)) / np.sqrt(_per_channel(running_var, x.ndim) + x.dtype.type(eps))
     return _affine_per_channel(y, weight, bias)
 
@@ -107,17 +129,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     sample over each group's channels and all spatial positions, then a per-channel affine.
     num_groups=1 normalises over C x H x W jointly per sample (MobileViT-v2's LayerNorm2d / timm
     GroupNorm1), which is *not* layer_norm over C alone.   -> [B, C, *]"""
-    check_array(x, "x", min_ndim=2)
-    B, C = x.shape[:2]
-    if not isinstance(num_groups, (int, np.integer)) or num_groups < 1:
-        raise ValueError(f"group_norm: num_groups must be a positive int, got {num_groups!r}")
-    if C % num_groups:
-        raise ValueError(f"group_norm: num_groups={num_groups} does not divide the {C} channels of x {x.shape}")
-    _check_channel_params("group_norm", x, C, weight=weight, bias=bias)
-    _check_eps(eps, "group_norm")
-    if _fast.ENABLED and x.size:
-        return _group_norm_fast(x, int(num_groups), weight, bias, eps)
-    g = x.reshape(B, int(num_groups), -1)                  # [B, C, *] -> [B, G, C/G * prod(*)]
+    _group_norm_args(x, num_groups, weight, bias, eps)
+    g = x.reshape(x.shape[0], int(num_groups), -1)                  # [B, C, *] -> [B, G, C/G * prod(*)]
     y = _normalize(g, axes=2, eps=eps).reshape(x.shape)   # -> [B, C, *]
     return _affine_per_channel(y, weight, bias)
 
@@ -129,64 +142,9 @@ def instance_norm(x, weight=None, bias=None, eps=1e-5):
 
     x [B, C, *spatial] (rank >= 3, more than one spatial element, as torch requires);
     weight / bias [C] (optional).  Mean and biased variance per (sample, channel) over spatial."""
-    check_array(x, "x", min_ndim=3)
-    if int(np.prod(x.shape[2:])) <= 1:
-        raise ValueError(f"instance_norm: expected more than 1 spatial element, got x of shape {x.shape}")
-    _check_channel_params("instance_norm", x, x.shape[1], weight=weight, bias=bias)
-    _check_eps(eps, "instance_norm")
-    if _fast.ENABLED:
-        return _group_norm_fast(x, x.shape[1], weight, bias, eps)     # one group per channel
+    _instance_norm_args(x, weight, bias, eps)
     y = _normalize(x, axes=tuple(range(2, x.ndim)), eps=eps)   # [B, C, *] -> [B, C, *]
     return _affine_per_channel(y, weight, bias)
-
-
-# ---------------------------------------------------------------------------------------------
-# fast paths: the same formulas with the per-channel factors combined first and the big arrays
-# touched fewer times (tests/test_fast_paths.py checks them against the reference paths above)
-
-def _batch_norm_fast(x, running_mean, running_var, weight, bias, eps):
-    """(x - mean) * s + bias with s = weight / sqrt(var + eps) precomputed per channel [C]:
-    three passes over x into one output (the reference makes four, each into a new array),
-    channels split over threads."""
-    dt = x.dtype.type
-    s = 1 / np.sqrt(running_var + dt(eps))                                 # [C]
-    if weight is not None:
-        s = s * weight
-    y = np.empty_like(x)
-    m, s = _per_channel(running_mean, x.ndim), _per_channel(s, x.ndim)     # [C, 1, ...]
-    b = None if bias is None else _per_channel(bias, x.ndim)
-
-    def part(c0, c1):
-        yc = y[:, c0:c1]
-        np.subtract(x[:, c0:c1], m[c0:c1], out=yc)                         # [B, c, *]
-        yc *= s[c0:c1]
-        if b is not None:
-            yc += b[c0:c1]
-
-    _fast.parallel(x.shape[1], part, x.size)
-    return y
-
-
-def _group_norm_fast(x, num_groups, weight, bias, eps):
-    """Group statistics as in ``_normalize`` (mean, then the biased variance of x - mean), with the
-    sum of squares as a dot product (no squared temporary) and 1/sqrt(var + eps) * weight folded into
-    one factor per (sample, channel).  x [B, C, *] -> [B, C, *]."""
-    B, C = x.shape[:2]
-    dt = x.dtype.type
-    g = x.reshape(B, num_groups, -1)                                       # [B, G, M]
-    with np.errstate(over="ignore", invalid="ignore"):
-        d = g - g.mean(axis=2, keepdims=True)                              # [B, G, M]
-        ss = np.matmul(d[:, :, None, :], d[:, :, :, None])[:, :, 0, 0]     # sum of squares [B, G]
-        var = _overflow_to_nan((ss / dt(g.shape[2]))[:, :, None], d, 2)[:, :, 0]   # [B, G]
-        rstd = 1 / np.sqrt(var + dt(eps))                                  # [B, G]
-    scale = np.repeat(rstd, C // num_groups, axis=1)                       # [B, C]
-    if weight is not None:
-        scale = scale * weight
-    y = d.reshape(x.shape)                                                 # [B, C, *], owns its data
-    y *= scale.reshape((B, C) + (1,) * (x.ndim - 2))
-    if bias is not None:
-        y += _per_channel(bias, x.ndim)
-    return y
 
 
 @op

@@ -2,15 +2,13 @@
 
 Sources: ``torch.nn.functional.max_pool2d`` / ``avg_pool2d`` / ``adaptive_avg_pool2d`` and their CPU
 kernels (``aten/src/ATen/native/Pool.h`` ``pooling_output_shape``, ``AvgPoolKernel.cpp``,
-``AdaptivePooling.h`` ``start_index`` / ``end_index``).
+``AdaptivePooling.h`` ``start_index`` / ``end_index``). Faster max_pool2d and adaptive_avg_pool2d
+kernels are in ``lmref.fast.pooling``.
 """
-import functools
-
 import numpy as np
 
 from ..trace import op
-from . import _fast
-from ._check import check_array, pair, remembered
+from ._check import check_array, pair
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -85,32 +83,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     padding <= kernel_size // 2 and raises otherwise; so does this.
     """
     k, s, p, d, out = _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
-    if _fast.ENABLED:
-        return _max_pool2d_fast(x, k, s, p, d, out)
     xp = _pad_for_windows(x, k, s, p, d, out, -np.inf)          # [B, C, H, W] -> [B, C, H+.., W+..]
     y = np.full(x.shape[:2] + out, -np.inf, dtype=x.dtype)      # [B, C, H_out, W_out]
     for rows, cols in _window_slices(k, s, d, out):
         y = np.maximum(y, xp[:, :, rows, cols])                  # one kernel tap for every window
-    return y
-
-
-def _max_pool2d_fast(x, k, s, p, d, out):
-    """max_pool2d's fast path, bit-identical (a max is exact): no padded copy when the windows lie
-    inside x (no padding, no ceil-mode overhang), the maximum taken in place into one output, and
-    channels split over threads.  x [B, C, H, W] -> [B, C, H_out, W_out]."""
-    reach = [(out[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 for i in range(2)]
-    inside = p == (0, 0) and reach[0] <= x.shape[2] and reach[1] <= x.shape[3]
-    xp = x if inside else _pad_for_windows(x, k, s, p, d, out, -np.inf)
-    taps = list(_window_slices(k, s, d, out))
-    y = np.empty(x.shape[:2] + out, dtype=x.dtype)              # [B, C, H_out, W_out]
-
-    def part(c0, c1):
-        yc, xc = y[:, c0:c1], xp[:, c0:c1]
-        np.copyto(yc, xc[:, :, taps[0][0], taps[0][1]])
-        for rows, cols in taps[1:]:
-            np.maximum(yc, xc[:, :, rows, cols], out=yc)
-
-    _fast.parallel(x.shape[1], part, y.size * len(taps))
     return y
 
 
@@ -178,16 +154,6 @@ def _adaptive_args(x, output_size):
     return oh, ow
 
 
-def _checked_adaptive_args(x, output_size):
-    """_adaptive_args, skipped for a signature (x's shape and dtype, an int or a tuple of ints) that
-    passed before; other argument types are checked every time."""
-    key = None
-    if type(x) is np.ndarray and (type(output_size) is int or (
-            type(output_size) is tuple and all(type(v) is int for v in output_size))):
-        key = (x.shape, x.dtype, output_size)
-    return remembered(_adaptive_args, key, x, output_size)
-
-
 @op
 def adaptive_avg_pool2d(x, output_size):
     """``torch.nn.functional.adaptive_avg_pool2d``: x [B, C, H, W] -> [B, C, oh, ow].
@@ -196,52 +162,9 @@ def adaptive_avg_pool2d(x, output_size):
     [floor(j*W/ow), ceil((j+1)*W/ow)) (bins may overlap when the size does not divide). output_size is
     an int or a pair; None in the pair keeps that input size, as in torch.
     """
-    oh, ow = _checked_adaptive_args(x, output_size)
+    oh, ow = _adaptive_args(x, output_size)
     H, W = x.shape[2:]
-    if _fast.ENABLED and x.flags.c_contiguous and (oh * ow == 1 or H * W * oh * ow <= KRON_MAX):
-        B, C = x.shape[:2]                                       # small output: one product, all bins
-        k, count = _pool_kron(H, W, oh, ow, x.dtype.str)
-        return (x.reshape(B, C, H * W) @ k / count).reshape(B, C, oh, ow)
-    if _fast.ENABLED:                                            # the same products, matrices cached
-        mh, mw, count = _pool_matrices(H, W, oh, ow, x.dtype.str)
-        if ow == W:                                              # mw is the identity: x @ I == x
-            return mh @ x / count
-        if oh == H:
-            return x @ mw.T / count
-        return mh @ x @ mw.T / count
     mh, nh = _bin_matrix(H, oh, x.dtype)                         # [oh, H], [oh]
     mw, nw = _bin_matrix(W, ow, x.dtype)                         # [ow, W], [ow]
     total = mh @ x @ mw.T                                        # [B, C, H, W] -> [B, C, oh, ow] bin sums
     return total / (nh[:, None] * nw[None, :]).astype(x.dtype)
-
-
-KRON_MAX = 1 << 16     # pools with H*W*oh*ow up to this take the one-product fast path (and every global pool)
-
-
-@functools.lru_cache(maxsize=256)
-def _pool_kron(H, W, oh, ow, dtype):
-    """adaptive_avg_pool2d's fast path for small outputs: the 0/1 matrix [H*W, oh*ow] whose column
-    (i, j) marks the pixels of bin (i, j) (the Kronecker product of the row and column bin matrices)
-    and the divisors [oh*ow], so that one product sums every bin (in another order than the
-    reference's rows-then-columns products: equal to rounding, not bit for bit). Read-only."""
-    mh, nh = _bin_matrix(H, oh, np.dtype(dtype))                 # [oh, H], [oh]
-    mw, nw = _bin_matrix(W, ow, np.dtype(dtype))                 # [ow, W], [ow]
-    k = np.ascontiguousarray(np.kron(mh, mw).T)                  # [H*W, oh*ow]
-    count = (nh[:, None] * nw[None, :]).reshape(-1).astype(dtype)
-    for a in (k, count):
-        a.flags.writeable = False
-    return k, count
-
-
-@functools.lru_cache(maxsize=256)
-def _pool_matrices(H, W, oh, ow, dtype):
-    """adaptive_avg_pool2d's fast path: its bin matrices and divisors, built once per size (building
-    them is most of the op's time on the small maps of Lite-HRNet; the arithmetic is unchanged, so the
-    results are bit-identical, except that an axis whose size does not change skips its product with
-    the identity, which leaves finite values unchanged). Read-only: they are shared between calls."""
-    mh, nh = _bin_matrix(H, oh, np.dtype(dtype))                 # [oh, H], [oh]
-    mw, nw = _bin_matrix(W, ow, np.dtype(dtype))                 # [ow, W], [ow]
-    count = (nh[:, None] * nw[None, :]).astype(dtype)            # [oh, ow]
-    for a in (mh, mw, count):
-        a.flags.writeable = False
-    return mh, mw, count

@@ -1,23 +1,25 @@
-"""Resizing: ``interpolate`` with torch's index rules for modes "nearest" and "bilinear".
+"""Resizing: ``interpolate`` with torch's index rules for modes "nearest", "nearest-exact", "bilinear"
+and "bicubic".
 
 Sources: ``torch.nn.functional.interpolate`` (output size, which scale reaches the kernel) and the
 CPU kernels ``aten/src/ATen/native/UpSample.h`` (``compute_scales_value``,
 ``area_pixel_compute_scale``, ``area_pixel_compute_source_index``, ``nearest_idx``,
-``guard_index_and_lambda``) and ``cpu/UpSampleKernel.cpp``.
+``guard_index_and_lambda``, ``nearest_neighbor_exact_compute_source_index``,
+``get_cubic_upsample_coefficients``) and ``cpu/UpSampleKernel.cpp``. A faster kernel (tables cached,
+bilinear rows interpolated before they are gathered) is in ``lmref.fast.resize``.
 """
-import functools
 import math
 import numbers
 
 import numpy as np
 
 from ..trace import op
-from . import _fast
-from ._check import check_array, remembered
+from ._check import check_array
 
 __all__ = ["interpolate"]
 
-MODES = ("nearest", "bilinear")
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic")
+CUBIC_A = -0.75          # the cubic convolution coefficient torch uses (Keys' a; OpenCV's too)
 
 
 def output_size(in_size, size=None, scale_factor=None):
@@ -85,6 +87,13 @@ def nearest_opmath(dtype, out_h, out_w):
     return None if out_h + out_w <= NEAREST_SMALL_OUTPUT else np.dtype(dtype).type
 
 
+def _half_pixel_source(dst, n_in, n_out, scale, dt):
+    """align_corners=False: the source coordinate of output pixel centres, r * (dst + 0.5) - 0.5 with
+    r = 1/scale_factor if one reaches the kernel, else n_in/n_out (``area_pixel_compute_source_index``)."""
+    r = dt(1.0 / scale) if scale is not None else dt(n_in) / dt(n_out)
+    return r * (dst + dt(0.5)) - dt(0.5)
+
+
 def linear_source_weights(n_in, n_out, align_corners, scale, dtype):
     """Per output index: the two source indices (i0, i1) and weights (l0, l1), torch's bilinear rule
     computed in the input dtype (torch's opmath type for float32/float64):
@@ -105,8 +114,7 @@ def linear_source_weights(n_in, n_out, align_corners, scale, dtype):
         r = dt(n_in - 1) / dt(n_out - 1) if n_out > 1 else dt(0)
         src = r * dst
     else:
-        r = dt(1.0 / scale) if scale is not None else dt(n_in) / dt(n_out)
-        src = np.maximum(r * (dst + dt(0.5)) - dt(0.5), dt(0))
+        src = np.maximum(_half_pixel_source(dst, n_in, n_out, scale, dt), dt(0))
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     l1 = np.clip(src - i0.astype(dtype), dt(0), dt(1))
     l0 = dt(1) - l1
@@ -114,13 +122,51 @@ def linear_source_weights(n_in, n_out, align_corners, scale, dtype):
     return i0, i1, l0, l1
 
 
+def nearest_exact_source_index(n_in, n_out, scale=None):
+    """Source index of every output index, torch's "nearest-exact" rule (the pixel whose centre is
+    nearest): src = min(floor((dst + 0.5) * s), n_in - 1), s = 1/scale_factor when a scale factor
+    reaches the kernel, else n_in/n_out, s in float32 (``compute_scales_value<float>``), the product in
+    float64 rounded to float32 before the floor (``floorf``). No special cases."""
+    s = np.float32(1.0 / scale) if scale is not None else np.float32(n_in) / np.float32(n_out)
+    src = np.floor(((np.arange(n_out) + 0.5) * np.float64(s)).astype(np.float32))
+    return np.minimum(src.astype(np.int64), n_in - 1)
+
+
+def cubic_coefficients(t, a=CUBIC_A):
+    """The 4 weights of taps i0-1, i0, i0+1, i0+2 for the fraction t = src - i0 in [0, 1] (Keys' cubic
+    convolution, torch's ``get_cubic_upsample_coefficients``):
+        W(d) = (a+2)|d|^3 - (a+3)|d|^2 + 1          |d| <= 1
+        W(d) = a|d|^3 - 5a|d|^2 + 8a|d| - 4a        1 < |d| < 2
+    at distances d = t+1, t, 1-t, 2-t.  t [n] -> [n, 4]; the rows sum to 1."""
+    near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1
+    far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+def cubic_source_weights(n_in, n_out, align_corners, scale, dtype):
+    """Per output index: the 4 source indices [n_out, 4] and their weights [n_out, 4], torch's bicubic
+    rule in the input dtype: src as in :func:`linear_source_weights` but not clamped at 0
+    (align_corners=False: src = r * (dst + 0.5) - 0.5 may be negative), i0 = min(floor(src), n_in - 1),
+    t = clip(src - i0, 0, 1), taps i0-1 .. i0+2 clamped to [0, n_in - 1] (the border pixel repeats)."""
+    dt = np.dtype(dtype).type
+    dst = np.arange(n_out, dtype=dtype)
+    if align_corners:
+        src = (dt(n_in - 1) / dt(n_out - 1) if n_out > 1 else dt(0)) * dst
+    else:
+        src = _half_pixel_source(dst, n_in, n_out, scale, dt)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    t = np.clip(src - i0.astype(dtype), dt(0), dt(1))
+    taps = np.clip(i0[:, None] + np.arange(-1, 3), 0, n_in - 1)            # [n_out, 4]
+    return taps, cubic_coefficients(t, dt(CUBIC_A)).astype(dtype)         # [n_out, 4], [n_out, 4]
+
+
 def _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scale_factor):
     """interpolate's argument checks; returns (H_out, W_out, the scale factors that reach the kernel)."""
     check_array(x, "x", ndim=4)
     if mode not in MODES:
         raise ValueError(f"interpolate: mode must be one of {MODES}, got {mode!r}")
-    if mode == "nearest" and align_corners is not None:
-        raise ValueError("interpolate: align_corners can only be set with mode='bilinear'")
+    if mode in ("nearest", "nearest-exact") and align_corners is not None:
+        raise ValueError("interpolate: align_corners can only be set with mode='bilinear' or 'bicubic'")
     if recompute_scale_factor and size is not None:
         raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
     oh, ow = output_size(x.shape[2:], size, scale_factor)
@@ -134,93 +180,52 @@ def _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scal
 @op
 def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None):
-    """``torch.nn.functional.interpolate`` for 4-D input, modes "nearest" (torch's legacy rule, not
-    "nearest-exact") and "bilinear" (antialias=False).
+    """``torch.nn.functional.interpolate`` for 4-D input, modes "nearest" (torch's legacy rule),
+    "nearest-exact", "bilinear" and "bicubic" (antialias=False).
 
     x: [B, C, H, W] -> [B, C, H_out, W_out]. Give exactly one of ``size`` (int or pair) and
     ``scale_factor`` (number or pair, H_out = floor(H * scale_factor)).
 
-    Which scale the index rule uses (as in torch): when ``scale_factor`` is given and
-    ``recompute_scale_factor`` is None/False, the kernel uses 1/scale_factor, not H/H_out (these differ
-    whenever H * scale_factor is not an integer); with ``recompute_scale_factor=True`` it uses H/H_out.
-    For bilinear with align_corners=True the scale is always (H-1)/(H_out-1).
+    Which scale the index rule uses (as in torch): 1/scale_factor when ``scale_factor`` is given and
+    ``recompute_scale_factor`` is None/False (it differs from H/H_out whenever H * scale_factor is not
+    an integer), else H/H_out; (H-1)/(H_out-1) with align_corners=True.  Per mode, the source pixels
+    and weights of every output pixel come from one rule, rows and columns alike:
 
-    nearest:  out[i, j] = x[min(floor(i * sh), H-1), min(floor(j * sw), W-1)], in float32 index
-              arithmetic with torch's two special cases when H_out + W_out <= 128, else in the input
-              dtype rounded to float32 before the floor, as torch's two CPU kernels do
-              (:func:`nearest_source_index`).
-    bilinear: out[i, j] = l0h (l0w x[h0, w0] + l1w x[h0, w1]) + l1h (l0w x[h1, w0] + l1w x[h1, w1])
-              with (h0, h1, l0h, l1h) from :func:`linear_source_weights`.
-    align_corners: only for "bilinear" (None means False, torch's default); torch raises when it is
-    set with "nearest", and so does this.
+    nearest        :func:`nearest_source_index` (torch's legacy rule and its two CPU kernels)
+    nearest-exact  :func:`nearest_exact_source_index` (the pixel whose centre is nearest)
+    bilinear       :func:`linear_source_weights`, 2 x 2 taps
+    bicubic        :func:`cubic_source_weights`, 4 x 4 taps, a = -0.75, border repeated (may overshoot)
+
+    align_corners: only for "bilinear" and "bicubic" (None means False, torch's default); torch raises
+    when it is set with "nearest" or "nearest-exact", and so does this.
     """
-    key = None
-    if (type(x) is np.ndarray and scale_factor is None and recompute_scale_factor is None
-            and type(mode) is str and (align_corners is None or type(align_corners) is bool)
-            and (type(size) is int or (type(size) is tuple and all(type(v) is int for v in size)))):
-        key = (x.shape, x.dtype, size, mode, align_corners)
-    oh, ow, scales = remembered(_interpolate_args, key, x, size, scale_factor, mode, align_corners,
-                                recompute_scale_factor)
+    oh, ow, scales = _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scale_factor)
     H, W = x.shape[2:]
-
-    if mode == "nearest" and _fast.ENABLED:                    # cached indices, gather W then H
-        om = nearest_opmath(x.dtype, oh, ow)
-        rows, cols = _cached(nearest_source_index, H, oh, scales[0], om), _cached(nearest_source_index, W, ow, scales[1], om)
-        return x.take(cols, axis=3).take(rows, axis=2)         # [B, C, H, W] -> [B, C, H, W_out] -> [B, C, H_out, W_out]
     if mode == "nearest":
         om = nearest_opmath(x.dtype, oh, ow)                   # which of torch's two index rules
         rows = nearest_source_index(H, oh, scales[0], om)      # [H_out]
         cols = nearest_source_index(W, ow, scales[1], om)      # [W_out]
         return x[:, :, rows[:, None], cols[None, :]]           # [B, C, H, W] -> [B, C, H_out, W_out]
-
+    if mode == "nearest-exact":
+        rows = nearest_exact_source_index(H, oh, scales[0])    # [H_out]
+        cols = nearest_exact_source_index(W, ow, scales[1])    # [W_out]
+        return x[:, :, rows[:, None], cols[None, :]]
     align = bool(align_corners)
-    if _fast.ENABLED:
-        h0, h1, l0h, l1h = _cached(linear_source_weights, H, oh, align, scales[0], x.dtype.str)
-        w0, w1, l0w, l1w = _cached(linear_source_weights, W, ow, align, scales[1], x.dtype.str)
-    else:
-        h0, h1, l0h, l1h = linear_source_weights(H, oh, align, scales[0], x.dtype)
-        w0, w1, l0w, l1w = linear_source_weights(W, ow, align, scales[1], x.dtype)
-    if _fast.ENABLED and oh >= H:           # upsampling rows: interpolate along W before gathering rows
-        return _bilinear_fast(x, (h0, h1, l0h, l1h), (w0, w1, l0w, l1w))
+    if mode == "bicubic":
+        rows, wh = cubic_source_weights(H, oh, align, scales[0], x.dtype)   # [H_out, 4] each
+        cols, ww = cubic_source_weights(W, ow, align, scales[1], x.dtype)   # [W_out, 4] each
+        along_w = (x[..., cols] * ww).sum(axis=-1)                        # [B, C, H, W_out, 4] -> [B, C, H, W_out]
+        return (along_w[:, :, rows, :] * wh[:, :, None]).sum(axis=3)      # [B, C, H_out, 4, W_out] -> [B, C, H_out, W_out]
+    return bilinear(x, linear_source_weights(H, oh, align, scales[0], x.dtype),
+                    linear_source_weights(W, ow, align, scales[1], x.dtype))
+
+
+def bilinear(x, hw, ww):
+    """Bilinear resampling with the tables (h0, h1, l0h, l1h) and (w0, w1, l0w, l1w) of
+    :func:`linear_source_weights`: rows gathered, then interpolated along W, then along H.
+    x [B, C, H, W] -> [B, C, H_out, W_out]"""
+    (h0, h1, l0h, l1h), (w0, w1, l0w, l1w) = hw, ww
     rows0, rows1 = x[:, :, h0, :], x[:, :, h1, :]               # [B, C, H, W] -> [B, C, H_out, W]
     top = l0w * rows0[..., w0] + l1w * rows0[..., w1]           # -> [B, C, H_out, W_out]
     bottom = l0w * rows1[..., w0] + l1w * rows1[..., w1]
     return l0h[:, None] * top + l1h[:, None] * bottom
-
-
-@functools.lru_cache(maxsize=512)
-def _cached(fn, *args):
-    """fn(*args) (an index / weight table above) computed once per argument tuple and kept read-only:
-    the fast paths' tables are the reference's, just not rebuilt on every call."""
-    out = fn(*args)
-    for a in (out if isinstance(out, tuple) else (out,)):
-        a.flags.writeable = False
-    return out
-
-
-def _bilinear_fast(x, hw, ww):
-    """Bilinear's fast path, bit-identical to the reference: interpolate along W once for every
-    *input* row, then gather those rows along H.  The reference interpolates along W after gathering
-    the rows, i.e. once per output row; each output row's W-interpolation is the same arithmetic on
-    the same numbers either way, so the results agree exactly while upsampling (H_out > H) does
-    H/H_out of the W-work.  Channels are split over threads.  x [B, C, H, W] -> [B, C, H_out, W_out]."""
-    (h0, h1, l0h, l1h), (w0, w1, l0w, l1w) = hw, ww
-    B, C = x.shape[:2]
-    out = np.empty((B, C, len(h0), len(w0)), dtype=x.dtype)
-
-    step = max(1, _fast.BLOCK // (B * len(h0) * len(w0)))      # channels per block of work
-
-    def part(c0, c1):
-        for a in range(c0, c1, step):                           # temporaries of one block, in cache
-            xc = x[:, a:min(c1, a + step)]
-            r = l0w * xc[..., w0]                               # [B, c, H, W] -> [B, c, H, W_out]
-            r += l1w * xc[..., w1]                              # r = l0w x[., w0] + l1w x[., w1]
-            o = out[:, a:min(c1, a + step)]
-            np.take(r, h0, axis=2, out=o, mode="clip")          # -> [B, c, H_out, W_out] (take, unlike r[:, :, h0],
-            o *= l0h[:, None]                                   #    gives C order: fast to write into o)
-            t = np.take(r, h1, axis=2)
-            t *= l1h[:, None]
-            o += t
-
-    _fast.parallel(C, part, out.size)
-    return out

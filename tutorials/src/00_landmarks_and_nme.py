@@ -30,7 +30,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from lmref import landmarks, metrics, viz
-from lmref.cli import evaluate
+from lmref.evaluate import evaluate
 from lmref.data import synthetic
 from lmref.detect import resolve_model
 from lmref.weights import load_model
@@ -276,7 +276,7 @@ say(f"Mean-shape baseline on these {len(P)} faces: NME **{base68.mean():.3f}** o
 # ### The shipped models against the baseline
 #
 # Each shipped model's manifest records its NME on these test faces; the student is also re-run
-# here on some of them (`lmref.cli.evaluate`, the Python side of `lmref eval`, cropping each face
+# here on some of them (`lmref.evaluate.evaluate`, the Python side of `lmref eval`, cropping each face
 # around its ground-truth landmark box) to draw its CED curve next to the baseline's.
 
 # %%

@@ -42,7 +42,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from lmref import landmarks, metrics, viz
-from lmref.cli import eval_summary, evaluate
+from lmref.evaluate import eval_summary, evaluate
 from lmref.data import readers, synthetic, transforms
 from lmref.detect import Landmarker
 
@@ -105,7 +105,7 @@ plt.show()
 # %% [markdown]
 # ## 3. Evaluate a model on it
 #
-# `lmref eval --data DIR` (or `lmref.cli.evaluate` from Python) runs a model over every face:
+# `lmref eval --data DIR` (or `lmref.evaluate.evaluate` from Python) runs a model over every face:
 # crop around the face box, run, map the landmarks back to the image, then NME, failure rate and
 # AUC as the benchmarks compute them. Two ways to get the face box:
 #
