@@ -75,7 +75,8 @@ def photo(package, version, member):
 def labelled_faces():
     """-> list of dicts (photo, licence, image, box (dlib's HOG), labels [68, 2] by dlib's predictor).
     A HOG box counts as a face only where YuNet finds one too (IoU >= 0.3): two detectors trained
-    apart agree (dlib's HOG alone gives a second box on the astronaut photo that YuNet does not confirm)."""
+    apart agree (dlib's HOG alone gives a second box on the astronaut photo that YuNet does not
+    confirm)."""
     from benchmarks.realism import Dlib68, best_match
     from lmref.detect import YuNetDetector
     dlib68, yunet = Dlib68(upsample=1), YuNetDetector(calibrate=False)

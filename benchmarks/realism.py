@@ -1,8 +1,9 @@
 """Do synthetic faces pass for photographs? Ask models trained on photographs that run offline.
 
-    python -m benchmarks.realism --n 2000 --version 3        # the numbers in the README
-    python -m benchmarks.realism --n 500 --version 2         # quicker, while changing the renderer
+    python -m benchmarks.realism --n 500 --version 2         # the README's numbers (and --version 3)
+    python -m benchmarks.realism --n 2000                    # the whole test split, newest version
     python -m benchmarks.realism --calibrate                 # the detector box calibration constants
+    python -m benchmarks.realism --confidence                # what lmref.detect.LOW_CONFIDENCE is read from
 
 For the first ``--n`` faces of the synthetic test split (seed 0, rendered here with the chosen
 renderer ``--version``, never read from or written to the shared cache) it prints:

@@ -347,7 +347,7 @@ def cmd_detect(args):
                    "faces": [f.to_json() for f in faces]}
             _write_json(st.path(f"{stem}.json"), doc)
             viz.save_png(viz.draw_faces(img, faces, lm.layout), st.path(f"{stem}.png"))
-            if args.show_heatmaps:
+            if args.show_heatmaps and faces:            # a folder's faceless image has no maps
                 if args.face >= len(faces):
                     raise CLIError(f"{path}: --face {args.face} but only {len(faces)} face(s) found")
                 fig = viz.maps_figure(faces[args.face], lm.layout,
@@ -480,7 +480,7 @@ def cmd_trace(args):
         raise CLIError(f"--out {args.out}: already exists; remove it or choose another name")
     model = weights.load_model(path, dtype=np.float64)
     if args.input is not None:
-        lm = Landmarker(path, detector=None if args.box else "haar")
+        lm = Landmarker(path, detector=None if args.box else "yunet")
         img_boxes = np.asarray(args.box, np.float64).reshape(-1, 4) if args.box else None
         x, faces = lm.prepare(args.input, img_boxes)
         x = x[:1]
