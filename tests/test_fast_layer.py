@@ -472,46 +472,6 @@ def test_separable_self_attention_fast_equals_reference(B, d, P, N, dtype, seed,
 
 
 # ---------------------------------------------------------------------------------------------
-# threads and scratch buffers
-
-def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
-    monkeypatch.setattr(threads, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(threads, "THREADS", 3)
-    hits = np.zeros(10, int)
-
-    def mark(lo, hi):
-        hits[lo:hi] += 1
-
-    threads.parallel(10, mark, size=10)
-    np.testing.assert_array_equal(hits, 1)
-
-    def boom(lo, hi):
-        if lo > 0:
-            raise ValueError("worker failed")
-
-    with pytest.raises(ValueError, match="worker failed"):
-        threads.parallel(10, boom, size=10)
-    with pytest.raises(ValueError, match="positive int"):
-        threads.set_num_threads(0)
-
-
-def test_scratch_is_reused_and_large_requests_are_not_kept(monkeypatch):
-    a = buffers.scratch("test.a", (4, 5), np.float64)
-    b = buffers.scratch("test.a", (3, 2), np.float32)
-    assert a.shape == (4, 5) and b.shape == (3, 2) and b.dtype == np.float32
-    assert np.shares_memory(a, b)                          # same buffer, reused
-    assert not np.shares_memory(a, buffers.scratch("test.b", (4, 5), np.float64))
-    monkeypatch.setattr(buffers, "CACHE_LIMIT", 64)
-    big1, big2 = buffers.scratch("test.c", (100,), np.float64), buffers.scratch("test.c", (100,), np.float64)
-    assert not np.shares_memory(big1, big2)
-
-
-def test_tune_malloc_on_glibc():
-    ok = fast.tune_malloc()
-    assert ok is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
-
-
-# ---------------------------------------------------------------------------------------------
 # threads and buffers
 
 def test_parallel_covers_the_range_once_and_reraises(monkeypatch):

@@ -47,26 +47,3 @@ def positive_int(v, name):
     if v < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {v}")
     return int(v)
-
-
-_PASSED = {}            # (check function, signature) -> result, for argument checks that passed
-PASSED_MAX = 8192       # the memo is emptied when it reaches this many entries
-
-
-def remembered(check, key, *args):
-    """``check(*args)`` -- an op's argument checks, which raise on bad arguments and otherwise return
-    what the op needs (not None) -- run once per ``key``: a hashable signature holding everything
-    the checks depend on (shapes, dtypes, int arguments). Models call their ops hundreds of times per
-    pass with a few signatures, and on small maps the checks cost as much as the arithmetic. A call
-    whose signature has passed before skips them; ``key=None`` (arguments of other types) checks
-    every time."""
-    if key is None:
-        return check(*args)
-    k = (check, key)
-    result = _PASSED.get(k)
-    if result is None:
-        result = check(*args)
-        if len(_PASSED) >= PASSED_MAX:
-            _PASSED.clear()
-        _PASSED[k] = result
-    return result
