@@ -31,6 +31,8 @@ import math
 import cv2
 import numpy as np
 
+from .scene import jpeg_roundtrip
+
 __all__ = ["adjust_look", "light_cast", "depth_of_field", "auto_exposure", "finish", "CASTS"]
 
 # colour of the light relative to daylight (linear RGB, green = 1) and how often it is drawn
@@ -101,8 +103,7 @@ def finish(rng, out, gray=False):
         info["sharpen"] = float(amount)
     if rng.random() < 0.9:
         q = int(rng.integers(55, 96))
-        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        out = jpeg_roundtrip(out, q)
         info["jpeg_v3"] = q
     if gray:
         out = np.repeat(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=-1)

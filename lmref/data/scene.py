@@ -540,6 +540,12 @@ def to_uint8(lin):
     return (np.sqrt(np.clip(lin, 0, 1)) * 255.0 + 0.5).astype(np.uint8)
 
 
+def jpeg_roundtrip(rgb, quality):
+    """An RGB uint8 image [S, S, 3] saved as a JPEG of this quality (OpenCV's encoder) and read back."""
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+
 def camera_effects(rng, img_lin, blur=None, gray=None):
     """Camera pipeline on a linear image [S, S, 3]: white balance, tone curve, optics blur (blur =
     (kind, amount) or None for the mild default), sensor noise, resampling, JPEG, grayscale.
@@ -590,8 +596,7 @@ def camera_effects(rng, img_lin, blur=None, gray=None):
         info["lowres"] = float(f)
     if rng.random() < 0.65:
         q = int(rng.integers(25, 96))
-        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        out = jpeg_roundtrip(out, q)
         info["jpeg"] = q
     if gray if gray is not None else rng.random() < 0.07:
         gimg = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
