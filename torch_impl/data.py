@@ -291,11 +291,14 @@ def make_splits(cfg):
 
     cfg.data keys (all optional): source ("synthetic" or a directory of images + .pts), test_source
     (default: the synthetic test split, or source), seed (of the synthetic data, default 0),
-    render_size (synthetic image side, default 256), cache_dir, workers, margin, mean, std.
+    render_size (synthetic image side, default 256), synthetic_version (the renderer,
+    ``lmref.data.synthetic.VERSIONS``; default 2, what the experiments, the teachers and the shipped
+    models were trained on: a config asks for 3 explicitly), cache_dir, workers, margin, mean, std.
     The training pool (cfg.num_train faces) is split into train / val with cfg.val_ratio (the last
     faces are the validation set); the test set has cfg.num_test faces."""
     d = dict(cfg.data)
-    known = {"source", "test_source", "seed", "render_size", "cache_dir", "workers", "margin", "mean", "std"}
+    known = {"source", "test_source", "seed", "render_size", "synthetic_version", "cache_dir", "workers", "margin",
+             "mean", "std"}
     unknown = set(d) - known
     if unknown:
         raise ValueError(f"cfg.data: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -308,7 +311,8 @@ def make_splits(cfg):
         if src == "synthetic":
             from lmref.data import synthetic
             return synthetic.load_split(split, n=n, seed=int(d.get("seed", 0)), size=int(d.get("render_size", 256)),
-                                        cache_dir=d.get("cache_dir"), workers=int(d.get("workers", 1)))
+                                        cache_dir=d.get("cache_dir"), workers=int(d.get("workers", 1)),
+                                        version=int(d.get("synthetic_version", 2)))
         from lmref.data import readers
         recs = readers.read_300w_dir(src)
         if not recs:
