@@ -1,7 +1,7 @@
 """Record every op call made inside a ``with trace():`` block.
 
-Each op in ``lmref.ops`` is wrapped by :func:`op`. Outside a trace the wrapper costs one global
-lookup and a function call; inside, it records
+Each op in ``lmref.ops`` is wrapped by :func:`op`. Outside a trace the wrapper costs a global and a
+dict lookup and a function call; inside, it records
 
     name    the scoped name: the ``scope()`` stack joined by dots, then ``:`` and the op name,
             e.g. ``backbone.stages.2.1.transformer.0.attn:separable_self_attention``; a second
@@ -102,7 +102,8 @@ def _name(opname):
 
 
 def op(fn):
-    """Register ``fn`` as an lmref op and make it traceable."""
+    """Register ``fn`` as an lmref op and make it traceable; outside a trace, the call goes to the fast
+    layer's kernel for the op while one is registered and the layer is on (``use_kernels``)."""
     opname = fn.__name__
 
     @functools.wraps(fn)
