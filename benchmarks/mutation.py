@@ -606,7 +606,7 @@ def write_report(rows, out_md, seed, head, baseline):
         "baseline (the unmutated tests pass) on this 2-core machine. List and method: "
         "`benchmarks/mutation.py`; issue 21's findings under their mutants: `mutation_findings.md`.",
         "",
-        f"**Score: {k} of {n} mutants killed ({100 * k / max(n, 1):.1f}%)** in lmref/ops, lmref/models, "
+        f"**Score: {k} of {n} mutants killed ({100 * k / max(n, 1):.1f}%)** in lmref/ops, lmref/fast, lmref/models, "
         "lmref/weights.py, lmref/bundle.py and lmref/metrics.py.",
         "",
         "| module | killed / mutants |",
