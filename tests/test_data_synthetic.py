@@ -1,4 +1,5 @@
 """lmref.data.synthetic and its 3D face model: geometry, labels, determinism, splits, the CLI."""
+import dataclasses
 import hashlib
 import os
 
@@ -145,6 +146,19 @@ def test_load_split_caches_and_subsets(tmp_path):
     with pytest.warns(RuntimeWarning, match="stale"):
         c = syn.load_split("test", n=6, seed=1, size=96, cache_dir=tmp_path)
     assert np.array_equal(c.landmarks, b.landmarks)
+    # a renderer that disagrees with itself (e.g. across worker processes) is rebuilt once, then an error,
+    # never an endless loop of renders
+    real = syn._generate_many
+
+    def shifted(*args, **kw):
+        return [dataclasses.replace(s, landmarks=s.landmarks + 1.0) for s in real(*args, **kw)]
+    mp = pytest.MonkeyPatch()
+    mp.setattr(syn, "_generate_many", shifted)
+    try:
+        with pytest.warns(RuntimeWarning, match="stale"), pytest.raises(RuntimeError, match="not deterministic"):
+            syn.load_split("test", n=3, seed=5, size=96, cache_dir=tmp_path / "loop")
+    finally:
+        mp.undo()
     with pytest.raises(ValueError, match="split"):
         syn.load_split("dev", n=2, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="attribute"):
