@@ -143,7 +143,9 @@ def test_detect_dir_with_summary_max_faces_and_annotated_pngs(group, tmp_path, c
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "3 image(s) read, 3 face(s); 1 image(s) without a face: " in out and "empty.png" in out
-    assert "detect" in err and "3/3" in err                                      # the progress bar
+    # the progress bar over the 3 images (leave=False clears it at the end, so whether "3/3" was ever drawn
+    # depends on timing; its total is always shown)
+    assert "detect:" in err and "/3 [" in err
     docs = {s: json.loads((tmp_path / "o" / f"{s}.json").read_text()) for s in ("group", "single", "empty")}
     assert [len(docs[s]["faces"]) for s in ("group", "single", "empty")] == [2, 1, 0]
     areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in docs["group"]["faces"]]
