@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import assert_close
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lmref import fast, models, ops
@@ -395,16 +395,20 @@ def test_nearest_fast_is_bit_identical(B, C, H, W, oh, ow, dtype, seed):
 
 @given(st.integers(1, 2), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(1, 9),
        st.integers(1, 9), DTYPES, SEEDS)
+@example(B=1, C=1, H=4, W=4, oh=1, ow=4, dtype=np.float32, seed=0)   # an identity skipped: 1 ulp (seed 2640029787)
 def test_adaptive_avg_pool_fast_equals_reference(B, C, H, W, oh, ow, dtype, seed):
     """Small outputs (all of these) sum every bin in one product with a 0/1 matrix: to rounding;
-    a strided input takes the separable products: bit for bit."""
+    a strided input takes the separable products: bit for bit, unless an axis keeps its size (the
+    fast layer then skips the product with the identity, so BLAS sums a strided operand instead of
+    the definition's contiguous one: to rounding)."""
     x = np.random.default_rng(seed).standard_normal((B, C, H, W)).astype(dtype)
     y_fast, y_ref = both_paths(lambda: ops.adaptive_avg_pool2d(x, (oh, ow)))
     assert y_fast.dtype == dtype and y_fast.shape == y_ref.shape
     assert_close(y_fast, y_ref)
     assert_close(y_fast, both_paths(lambda: ops.adaptive_avg_pool2d(x.transpose(0, 1, 3, 2), (ow, oh)))[1].transpose(0, 1, 3, 2))
     xt = x.transpose(0, 1, 3, 2)                           # not C-contiguous: the separable route
-    same = np.testing.assert_array_equal if not xt.flags.c_contiguous else assert_close
+    skips = ow == W or oh == H                                 # xt is [B, C, W, H] pooled to (ow, oh)
+    same = np.testing.assert_array_equal if not (xt.flags.c_contiguous or skips) else assert_close
     same(*both_paths(lambda: ops.adaptive_avg_pool2d(xt, (ow, oh))))   # (H or W == 1: still contiguous)
     again = y_fast.copy()
     y_fast[...] = 0                                        # results never alias the cached matrices

@@ -81,7 +81,8 @@ def _pool_matrices(H, W, oh, ow, dtype):
     """The definition's bin matrices and divisors, built once per size (building them is most of the
     op's time on the small maps of Lite-HRNet; the arithmetic is unchanged, so the results are
     bit-identical, except that an axis whose size does not change skips its product with the
-    identity, which leaves finite values unchanged). Read-only: they are shared between calls."""
+    identity: BLAS then sums the input as it is laid out instead of the definition's contiguous
+    product, which can differ in the last bit). Read-only: they are shared between calls."""
     mh, nh = D._bin_matrix(H, oh, np.dtype(dtype))               # [oh, H], [oh]
     mw, nw = D._bin_matrix(W, ow, np.dtype(dtype))               # [ow, W], [ow]
     count = (nh[:, None] * nw[None, :]).astype(dtype)            # [oh, ow]
