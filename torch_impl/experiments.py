@@ -572,10 +572,15 @@ def icme(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     return _write("icme", out, md, payload)
 
 
+def _paired_t(m, sd, n):
+    """Paired t of n per-seed differences with mean m and sample sd (nan when it cannot be formed)."""
+    return m / (sd / np.sqrt(n)) if n > 1 and sd > 0 else float("nan")
+
+
 def _verdict(m, sd, n):
-    if n < 2 or sd == 0:
+    t = _paired_t(m, sd, n)
+    if np.isnan(t):
         return "Too few seeds to judge."
-    t = m / (sd / np.sqrt(n))
     if abs(t) < 2:
         return f"The difference is within the seed-to-seed spread (paired t = {t:.1f}): no clear effect here."
     return f"Paired t = {t:.1f}: KD {'helped' if m < 0 else 'hurt'} clearly here."
@@ -734,7 +739,7 @@ def sweep(name, seeds, quick, jobs, work, out, log=print, teacher=None):
         d = _paired_delta(by[base], by[vid])
         deltas[vid] = d
         m, sd = mean_std(d)
-        t = m / (sd / np.sqrt(len(d))) if len(d) > 1 and sd > 0 else float("nan")
+        t = _paired_t(m, sd, len(d))
         md.append(f"| {label} | {fmt([x['test']['nme'] for x in by[vid]])} | {m * 100:+.2f} ± {sd * 100:.2f} | "
                   f"{sum(x < 0 for x in d)} of {len(d)} | {t:.1f} |")
     md += ["", timing[0]]
