@@ -46,6 +46,18 @@ def test_plan_orders_teachers_first_and_wires_them(tmp_path):
     assert icme["student_kd-s4"][1]["distill"]["teacher"] == str(tmp_path / "teacher-s3" / "best.pt")
 
 
+def test_input_size_reuses_icmes_student_runs_and_plans_without_a_teacher(tmp_path):
+    # the 96 px student of the input-size study is icme's student: same config, same run directory
+    work = os.path.join(str(tmp_path), "runs", "experiments", E.WORK_OF["input_size"])
+    icme = {r[0]: r[1] for r in E.plan("icme", [0, 1], False, work)}
+    size = {r[0]: r[1] for r in E.plan("input_size", [0, 1], False, work)}
+    assert sorted(size) == ["student-s0", "student-s1", "student_128-s0", "student_128-s1"]
+    assert size["student-s1"] == icme["student-s1"]
+    assert size["student_128-s1"]["input_size"] == 128 and "distill" not in size["student_128-s1"]
+    # experiments without a pre-trained teacher plan with the default settings too
+    assert len(E.plan("litehrnet", [0], False, str(tmp_path))) == len(E.litehrnet_runs(E.settings(False)))
+
+
 def test_kd_quick_two_seeds_and_reuse(dirs):
     md, payload = _run(dirs, "kd", [0, 1])
     for label in ("ResNet50Base", "Stud5Base", "Stud5RBD", "Stud5CKD", "Did distillation help?", "mean-shape baseline"):

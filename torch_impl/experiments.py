@@ -43,7 +43,7 @@ import numpy as np
 from lmref.data.synthetic import ATTRIBUTES
 
 __all__ = ["EXPERIMENTS", "SWEEPS", "settings", "plan", "sweep_plan", "run_plan", "mean_std", "icme", "kd",
-           "litehrnet", "sweep", "main"]
+           "litehrnet", "input_size", "sweep", "main"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -211,7 +211,21 @@ def litehrnet_runs(s):
     return runs
 
 
-EXPERIMENTS = {"icme": icme_runs, "kd": kd_runs, "litehrnet": litehrnet_runs}
+def input_size_runs(s):
+    """The icme student without KD at its experiment's input (96 x 96: the stride-32 map is 3 x 3, resized up to
+    4 x 4 for the last block's 2 x 2 patches; heatmaps 24 x 24) and at 128 x 128 (4 x 4 without a resize;
+    heatmaps 32 x 32): which input gives the
+    better NME per CPU-hour, for the shipped student's long run.  The 96 run is icme's ``student`` itself
+    (same config, same run directory: reused when icme has run)."""
+    student = icme_runs(s)["student"]
+    big = copy.deepcopy(student[0])
+    big["input_size"] = 64 if s["quick"] else 128
+    return {"student": student, "student_128": (big, None)}
+
+
+EXPERIMENTS = {"icme": icme_runs, "kd": kd_runs, "litehrnet": litehrnet_runs, "input_size": input_size_runs}
+# the run directories an experiment shares with another (input_size reuses icme's student runs)
+WORK_OF = {"input_size": "icme"}
 
 
 # When the default distillation does not help, these settings are measured next (issue 15: "find out why"):
@@ -244,7 +258,7 @@ def plan(name, seeds, quick, work_dir, teacher_path=None):
     s = settings(quick)
     runs = EXPERIMENTS[name](s)
     shared = SHARED.get(name, ())
-    pretrained = None if quick else (teacher_path or teacher_file(name))
+    pretrained = None if quick or name not in PRETRAINED else (teacher_path or teacher_file(name))
     out = []
     for seed in seeds:
         for run, (cfg, teacher) in runs.items():
@@ -252,7 +266,8 @@ def plan(name, seeds, quick, work_dir, teacher_path=None):
                 continue
             cfg = copy.deepcopy(cfg)
             rid = f"{run}-s{seed}"
-            cfg.update(seed=seed, out_dir=os.path.join(work_dir, rid), name=f"{name}_{run}_s{seed}")
+            cfg.update(seed=seed, out_dir=os.path.join(work_dir, rid),
+                       name=f"{WORK_OF.get(name, name)}_{run}_s{seed}")
             if run in shared and pretrained:
                 cfg["pretrained"] = os.path.abspath(pretrained)
             tid = f"{teacher}-s{seeds[0] if teacher in shared else seed}" if teacher else None
@@ -628,6 +643,67 @@ def kd(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     return _write("kd", out, md, payload)
 
 
+def input_size(seeds, quick, jobs, work, out, assets=None, log=print, teacher=None):
+    """-> student_input_size.md / .json / .png: the student's test NME at 96 and 128 px, paired by seed,
+    beside the CPU time each run took (its epochs' seconds, both sizes trained under the same load:
+    ``jobs`` runs side by side, one thread each), and val NME against training hours."""
+    s = settings(quick)
+    runs = input_size_runs(s)
+    t0 = time.time()
+    results = run_plan(plan("input_size", seeds, quick, work), jobs, log)
+    timing = _timing(results, t0, jobs)
+    by = _by_run(results, runs, seeds)
+    cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
+    hours = {r: [sum(h["seconds"] for h in x["history"]) / 3600 for x in by[r]] for r in runs}
+    md = [f"# The student's input size: accuracy per CPU-hour ({len(seeds)} seed(s))", "",
+          "MobileViT-v2 x0.5 + AAM (inner 51 points, the icme experiment's student without KD), the same "
+          "epochs on the same faces at two input sizes.", "",
+          "| input | MMACs | val NME (%) | test NME (%) | FR@0.1 (%) | training hours per run |", "|---|---|---|---|---|---|"]
+    for r, (cfg, _) in runs.items():
+        n = cfg["input_size"]
+        md.append(f"| {n}×{n} | {cost[r][1] / 1e6:.1f} | {fmt([x['best_val_nme'] for x in by[r]])} | "
+                  f"{fmt([x['test']['nme'] for x in by[r]])} | {fmt([x['test']['fr_0.1'] for x in by[r]])} | "
+                  f"{fmt(hours[r], 1.0)} |")
+    delta = _paired_delta(by["student"], by["student_128"])
+    m, sd = mean_std(delta)
+    ratio = float(np.mean(hours["student_128"]) / np.mean(hours["student"]))
+    small, big = (runs[r][0]["input_size"] for r in ("student", "student_128"))
+    md += ["", f"Test NME at {big} minus at {small}, paired by seed: {m * 100:+.2f} ± {sd * 100:.2f} points, lower at "
+               f"{big} in {sum(d < 0 for d in delta)} of {len(delta)} seed(s) (paired t "
+               f"{_paired_t(m, sd, len(delta)):.1f}); a {big} run took {ratio:.2f}× the time of a {small} run.", "",
+           "![val NME against training hours](student_input_size.png)", "", "Setting:"]
+    md += _setting_lines(s, {k: v[0] for k, v in runs.items()})
+    md.append(_mean_shape_line(mean_shape_nme(runs["student"][0])))
+    md.append(timing[0])
+    _plot_input_size(by, runs, os.path.join(out, "student_input_size.png"))
+    payload = {"experiment": "input_size", "seeds": seeds, "quick": quick, "params_macs": cost, "timing": timing[1],
+               "runs": {r: _per_seed(by[r], seeds) for r in runs}, "hours": hours,
+               "delta_test_nme_128_vs_96": delta, "time_ratio_128_vs_96": ratio}
+    return _write("student_input_size", out, md, payload)
+
+
+def _plot_input_size(by, runs, path):
+    """Val NME after each epoch against the run's cumulative training hours, one line per run and seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    for (r, (cfg, _)), color in zip(runs.items(), ("tab:blue", "tab:orange")):
+        for i, x in enumerate(by[r]):
+            t = np.cumsum([h["seconds"] for h in x["history"]]) / 3600
+            ax.plot(t, [100 * h["val_nme"] for h in x["history"]], "o-", ms=3, color=color, alpha=0.8,
+                    label=f"{cfg['input_size']} px" if i == 0 else None)
+    ax.set_xlabel("training hours (cumulative, epochs incl. validation)")
+    ax.set_ylabel("val NME (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="input")
+    ax.set_title("Student: val NME per CPU-hour at two input sizes")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _subset_nmes(result, attrs):
     """{All, Pose, ...}: mean test NME over the images with each WFLW attribute."""
     nme = np.asarray(result["test_nme_per_image"])
@@ -758,8 +834,9 @@ def main(argv=None):
                     help="runs in parallel, one torch thread each (default: 2; 1 with --quick, in-process)")
     ap.add_argument("--work", default=None, help="run directories (default runs/experiments/<name>[_quick])")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="where the .md/.json go")
-    ap.add_argument("--assets", default=os.path.join(ROOT, "lmref", "assets", "models"),
-                    help="where the best student's weights are copied (default runs only; '' to skip)")
+    ap.add_argument("--assets", default="",
+                    help="copy the best student's weights into this directory (default: nowhere; the shipped "
+                         "student / stud5 come from their own long runs, python -m torch_impl.teachers)")
     ap.add_argument("--teacher", default=None,
                     help="icme / kd: the pre-trained teacher file (default: the shipped teacher_*.safetensors)")
     ap.add_argument("--sweep", action="store_true",
@@ -769,8 +846,9 @@ def main(argv=None):
     if args.sweep and args.experiment not in SWEEPS:
         ap.error(f"--sweep: no sweep for {args.experiment} (only {', '.join(SWEEPS)})")
     jobs = args.jobs or (1 if args.quick else 2)
-    work = args.work or os.path.join(ROOT, "runs", "experiments", args.experiment + ("_quick" if args.quick else ""))
-    fn = {"icme": icme, "kd": kd, "litehrnet": litehrnet}[args.experiment]
+    work = args.work or os.path.join(ROOT, "runs", "experiments",
+                                     WORK_OF.get(args.experiment, args.experiment) + ("_quick" if args.quick else ""))
+    fn = {"icme": icme, "kd": kd, "litehrnet": litehrnet, "input_size": input_size}[args.experiment]
     t0 = time.time()
     print(f"{args.experiment}: seeds {args.seeds}, {'quick' if args.quick else 'default'} settings, {jobs} job(s)")
     if args.sweep:

@@ -1,10 +1,12 @@
-"""The distillation teachers: trained long, once, and shipped as pre-trained models, as the papers use theirs.
+"""The long runs: the distillation teachers, trained long, once, and shipped as pre-trained models, as the
+papers use theirs; and the shipped student, trained the same way (long, resumable) on the same pool.
 
     python -m torch_impl.teachers list                        # the teachers, their settings and progress
     python -m torch_impl.teachers train icme_swinv2 [--hours 2.5] [--threads 1]
     python -m torch_impl.teachers keep icme_swinv2            # copy the resume state into teachers/ (commit it)
     python -m torch_impl.teachers curves                      # learning curves -> benchmarks/results/teachers.md/.png
     python -m torch_impl.teachers ship icme_swinv2            # test NME, float16 file in lmref/assets/models
+    python -m torch_impl.teachers train student               # the shipped student (lmref/assets/models/student)
 
 A teacher run takes hours and must survive being stopped at any moment, in a process or a machine that
 is gone the next time.  So:
@@ -33,7 +35,8 @@ import shutil
 import sys
 import time
 
-__all__ = ["TEACHERS", "teacher_config", "run_dir", "kept_dir", "train_teacher", "keep", "curves", "ship", "main"]
+__all__ = ["TEACHERS", "STUDENTS", "LONG_RUNS", "shipped_name",
+           "teacher_config", "run_dir", "kept_dir", "train_teacher", "keep", "curves", "ship", "main"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEPT = os.path.join(ROOT, "teachers")                 # committed resume state
@@ -41,22 +44,40 @@ RUNS = os.path.join(ROOT, "runs", "teachers")         # the live run directories
 ASSETS = os.path.join(ROOT, "lmref", "assets", "models")
 
 
+# The shipped student's long run: the experiment's student (MobileViT-v2 x0.5 + AAM, inner 51 points,
+# the CPU AAM recipe) on the same 20,000-face pool, trained for STUDENT_LONG_EPOCHS instead of the
+# experiment's two.  Its input size: benchmarks/results/student_input_size.md.
+STUDENT_LONG_EPOCHS = 16
+
+
 def _teachers():
     """name -> (experiment, config dict for torch_impl.train, what it stands for).  The config is the
-    experiment's teacher run (``torch_impl.experiments``), checkpointed every ~15 minutes, compactly."""
+    experiment's teacher (or student) run (``torch_impl.experiments``), checkpointed every ~15 minutes,
+    compactly."""
     from .experiments import icme_runs, kd_runs, settings
     s = settings(False)
     long_run = {"compact_checkpoints": True, "resume": True, "progress": False}
-    # checkpoint_every: about 15 minutes of steps on one busy core (SwinV2 ~0.65 s, ResNet-50 ~1.3 s a step)
+    # checkpoint_every: about 15 minutes of steps on one busy core (SwinV2 ~0.65 s, ResNet-50 ~1.3 s,
+    # the student ~0.3 s a step)
     return {
         "icme_swinv2": ("icme", {**icme_runs(s)["teacher"][0], **long_run, "checkpoint_every": 700},
                         "the ICME 2024 SwinV2 + AAM teacher (paper: SwinV2-B, ImageNet pre-trained), CPU-sized"),
         "kd_resnet50": ("kd", {**kd_runs(s)["resnet50"][0], **long_run, "checkpoint_every": 700},
                         "the compact-KD report's grayscale ResNet-50 regressor (23,780,424 parameters)"),
+        "student": ("icme", {**icme_runs(s)["student"][0], **long_run, "checkpoint_every": 3000,
+                             "epochs": STUDENT_LONG_EPOCHS},
+                    "the shipped student: MobileViT-v2 x0.5 + AAM (1.1 M parameters), trained long"),
     }
 
 
 TEACHERS = ("icme_swinv2", "kd_resnet50")
+STUDENTS = ("student",)                               # shipped as lmref/assets/models/<name>.safetensors
+LONG_RUNS = TEACHERS + STUDENTS
+
+
+def shipped_name(name):
+    """The file a long run ships as: teacher_<name> for a teacher, <name> for a student."""
+    return f"teacher_{name}" if name in TEACHERS else name
 
 
 def teacher_config(name):
@@ -65,7 +86,7 @@ def teacher_config(name):
     if name not in table:
         raise SystemExit(f"unknown teacher {name!r}; known: {', '.join(table)}")
     cfg = copy.deepcopy(table[name][1])
-    cfg.update(out_dir=run_dir(name), name=f"teacher_{name}", seed=0)
+    cfg.update(out_dir=run_dir(name), name=shipped_name(name), seed=0)
     return cfg
 
 
@@ -188,8 +209,8 @@ def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
 
 
 def ship(name, dest_dir=ASSETS):
-    """Export the finished teacher's best checkpoint as a float16 lmref file with its test NME and full
-    training record in the manifest (``role: teacher``)."""
+    """Export the finished run's best checkpoint as a float16 lmref file with its test NME and full
+    training record in the manifest (``role: teacher`` or ``student``)."""
     res_path = os.path.join(run_dir(name), "result.json")
     if not os.path.exists(res_path):
         raise SystemExit(f"{name}: not finished (no {res_path}); train it to the end first")
@@ -197,15 +218,26 @@ def ship(name, dest_dir=ASSETS):
         res = json.load(f)
     from . import ship as ship_mod
     from lmref import weights
-    dest = os.path.join(dest_dir, f"teacher_{name}.safetensors")
+    dest = os.path.join(dest_dir, f"{shipped_name(name)}.safetensors")
     shutil.copyfile(res["weights"], dest)
     tensors, manifest = weights.load(dest)
-    manifest["training"].update(role="teacher", experiment=_teachers()[name][0], history=res["history"],
+    manifest["training"].update(role="teacher" if name in TEACHERS else "student",
+                                experiment=_teachers()[name][0], history=res["history"],
                                 train_hours=sum(e["seconds"] for e in res["history"]) / 3600,
                                 command=f"python -m torch_impl.teachers train {name}")
     weights.save(dest, tensors, manifest)
     ship_mod.half(dest)
     return dest
+
+
+def _shipped_test_nme(name):
+    """The test NME in the manifest of the shipped file of a long run's role, or None if none is shipped
+    (the student's file may come from an earlier recipe: its config is in the same manifest)."""
+    path = os.path.join(ASSETS, f"{shipped_name(name)}.safetensors")
+    if not os.path.exists(path):
+        return None
+    from lmref import weights
+    return weights.load(path)[1]["training"]["test"]["nme"]
 
 
 def main(argv=None):
@@ -214,21 +246,24 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the teachers and their progress")
     t = sub.add_parser("train", help="train or resume a teacher")
-    t.add_argument("name", choices=TEACHERS)
+    t.add_argument("name", choices=LONG_RUNS)
     t.add_argument("--hours", type=float, default=0.0, help="stop at the first checkpoint after this long (0: run to the end)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     k = sub.add_parser("keep", help="copy the resume state into teachers/<name>/ for committing")
-    k.add_argument("name", choices=TEACHERS)
+    k.add_argument("name", choices=LONG_RUNS)
     k.add_argument("--weights-only", action="store_true",
                    help="without the optimizer state (a third of the size; the resume is then not bit-exact)")
     sub.add_parser("curves", help="learning curves -> benchmarks/results/teachers.md/.png")
     s = sub.add_parser("ship", help="store the finished teacher in lmref/assets/models (float16)")
-    s.add_argument("name", choices=TEACHERS)
+    s.add_argument("name", choices=LONG_RUNS)
     args = ap.parse_args(argv)
     if args.cmd == "list":
         for name, (exp, cfg, what) in _teachers().items():
             h = _history(name)
-            state = f"{len(h)}/{cfg['epochs']} epochs, val NME {100 * h[-1]['val_nme']:.2f}%" if h else "not started"
+            shipped = _shipped_test_nme(name)
+            state = [f"{len(h)}/{cfg['epochs']} epochs, val NME {100 * h[-1]['val_nme']:.2f}%"] if h else []
+            state += [f"shipped file: test NME {100 * shipped:.2f}%"] if shipped is not None else []
+            state = "; ".join(state) or "not started"
             print(f"{name:<12} {exp:<5} {cfg['arch']:<7} input {cfg['input_size']}  {state}  -- {what}")
     elif args.cmd == "train":
         t0 = time.time()
