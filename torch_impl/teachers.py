@@ -158,26 +158,27 @@ def keep(name, src=None, dst=None, weights_only=False):
 
 
 def _history(name):
-    """The newest history of a teacher: the live run's, else the committed one's, else []."""
-    for path in (os.path.join(run_dir(name), "last.pt"),):
-        if os.path.exists(path):
-            return _load(path)["history"]
+    """The newest history of a long run: the live run's, else the committed one's, else the shipped file's
+    (a teacher's manifest keeps its whole training record), else []."""
+    path = os.path.join(run_dir(name), "last.pt")
+    if os.path.exists(path):
+        return _load(path)["history"]
     prog = os.path.join(kept_dir(name), "progress.json")
     if os.path.exists(prog):
         with open(prog) as f:
             return json.load(f)["history"]
-    return []
+    return _shipped_training(name).get("history", [])
 
 
 def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
-    """Learning curves of every teacher (val NME per epoch) -> teachers.md and teachers.png."""
+    """Learning curves of every long run (val NME per epoch) -> teachers.md and teachers.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
     table = _teachers()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
-    md = ["# Teacher learning curves", "", "Val NME (inter-ocular, %) after each epoch of "
+    md = ["# Learning curves of the long runs (the teachers, the shipped student)", "", "Val NME (inter-ocular, %) after each epoch of "
           "`python -m torch_impl.teachers train NAME`; the cumulative training time counts epochs incl. validation.", ""]
     for name, (exp, cfg, what) in table.items():
         h = _history(name)
@@ -197,7 +198,7 @@ def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title("Teachers: validation NME per epoch")
+    ax.set_title("Long runs: validation NME per epoch")
     fig.tight_layout()
     os.makedirs(out_dir, exist_ok=True)
     fig.savefig(os.path.join(out_dir, "teachers.png"))
@@ -230,14 +231,14 @@ def ship(name, dest_dir=ASSETS):
     return dest
 
 
-def _shipped_test_nme(name):
-    """The test NME in the manifest of the shipped file of a long run's role, or None if none is shipped
-    (the student's file may come from an earlier recipe: its config is in the same manifest)."""
+def _shipped_training(name):
+    """The training record in the manifest of the file a long run ships as ({} if none is shipped; the
+    student's file may come from an earlier recipe: its config is in the same record)."""
     path = os.path.join(ASSETS, f"{shipped_name(name)}.safetensors")
     if not os.path.exists(path):
-        return None
+        return {}
     from lmref import weights
-    return weights.load(path)[1]["training"]["test"]["nme"]
+    return weights.load(path)[1]["training"]
 
 
 def main(argv=None):
@@ -260,7 +261,7 @@ def main(argv=None):
     if args.cmd == "list":
         for name, (exp, cfg, what) in _teachers().items():
             h = _history(name)
-            shipped = _shipped_test_nme(name)
+            shipped = _shipped_training(name).get("test", {}).get("nme")
             state = [f"{len(h)}/{cfg['epochs']} epochs, val NME {100 * h[-1]['val_nme']:.2f}%"] if h else []
             state += [f"shipped file: test NME {100 * shipped:.2f}%"] if shipped is not None else []
             state = "; ".join(state) or "not started"
