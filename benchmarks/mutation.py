@@ -170,7 +170,7 @@ MUTANTS = [
     M("act.silu-fast-denominator", FACT, "                t += 1\n", "                t += 2\n", "fast silu's denominator"),
     M("act.gelu-erf-scale", ACT, "erf(x64 * (1 / math.sqrt(2)))", "erf(x64 * (1 / math.sqrt(3)))", "gelu's 1/sqrt(2)"),
     M("act.gelu-tanh-coefficient", ACT, "x.dtype.type(0.044715)", "x.dtype.type(0.04715)", "tanh-gelu's 0.044715"),
-    M("act.hardsigmoid-divisor", ACT, "return _array(np.clip(x + 3, 0, 6) / 6)", "return _array(np.clip(x + 3, 0, 6) / 5)",
+    M("act.hardsigmoid-divisor", ACT, "return np.asarray(np.clip(x + 3, 0, 6) / 6)", "return np.asarray(np.clip(x + 3, 0, 6) / 5)",
       "hardsigmoid divides by 5"),
     M("act.relu6-cap", ACT, "x.dtype.type(6)))", "x.dtype.type(5)))", "relu6 caps at 5"),
     M("act.softmax-axis", ACT, "return e / e.sum(axis=dim, keepdims=True)", "return e / e.sum(axis=0, keepdims=True)",

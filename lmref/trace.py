@@ -108,27 +108,31 @@ def op(fn):
 
     @functools.wraps(fn)
     def traced(*args, **kwargs):
-        t = _active
-        if t is None:
+        if _active is None:
             return _kernels.get(opname, fn)(*args, **kwargs)
-        prefix = ".".join(_scope)
-        name = t._unique(_name(opname))
-        inputs = [list(a.shape) for a in args if isinstance(a, np.ndarray)]
-        inputs += [list(v.shape) for v in kwargs.values() if isinstance(v, np.ndarray)]
-        attrs = {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)}
-        saved = list(_scope)
-        _scope[:] = [name + "/"]            # ops called inside this op are named under it
-        try:
-            out = fn(*args, **kwargs)
-        finally:
-            _scope[:] = saved
-        t.records.append(Record(name, opname, inputs, attrs, _copy(out)))
-        return out
+        return _record(_active, fn, args, kwargs)
 
     traced.__wrapped_op__ = fn
     traced.__kernel_key__ = opname
     OPS[opname] = traced
     return traced
+
+
+def _record(t, fn, args, kwargs):
+    """Run the op ``fn`` inside the trace ``t`` and append its Record; the ops it calls are named under it."""
+    opname = fn.__name__
+    name = t._unique(_name(opname))
+    inputs = [list(a.shape) for a in args if isinstance(a, np.ndarray)]
+    inputs += [list(v.shape) for v in kwargs.values() if isinstance(v, np.ndarray)]
+    attrs = {k: v for k, v in kwargs.items() if not isinstance(v, np.ndarray)}
+    saved = list(_scope)
+    _scope[:] = [name + "/"]            # ops called inside this op are named under it
+    try:
+        out = fn(*args, **kwargs)
+    finally:
+        _scope[:] = saved
+    t.records.append(Record(name, opname, inputs, attrs, _copy(out)))
+    return out
 
 
 def replaceable(fn):

@@ -5,8 +5,7 @@ from ..trace import replaceable, scope
 
 
 def act(x, name, inplace=False):
-    """Apply an activation by name (None = identity).  inplace=True (for an x the caller owns, such
-    as a fresh conv output) lets silu overwrite x instead of allocating a second map."""
+    """Apply an activation by name (None = identity); inplace=True lets silu overwrite an x the caller owns."""
     if name is None or name == "identity":
         return x
     if inplace and name == "silu":

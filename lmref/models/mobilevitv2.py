@@ -88,11 +88,8 @@ def make_divisible(v, divisor=8, min_value=None, round_limit=0.9):
 
 
 def stage_plan(cfg):
-    """The blocks of each stage, as timm's ByobNet builds them from ``_mobilevitv2_cfg``.
-
-    Returns a list (one entry per stage) of lists of block dicts:
-      {"type": "mv2", "cin", "cout", "hidden", "stride"}  or
-      {"type": "mvit", "channels", "dim" (d), "mlp_hidden", "depth"}"""
+    """The blocks of each stage as timm's ByobNet builds them from ``_mobilevitv2_cfg``: per stage a list of
+    {"type": "mv2", "cin", "cout", "hidden", "stride"} or {"type": "mvit", "channels", "dim", "mlp_hidden", "depth"}."""
     m = cfg.width_multiplier
     chs = BASE_CHANNELS if m == 1.0 else tuple(int(c * m) for c in BASE_CHANNELS)
     prev = int(STEM_CHANNELS * m)
@@ -224,8 +221,7 @@ def mobilevitv2_block(x, p, cfg):
     ph = pw = cfg.patch_size
     B, C, H, W = x.shape
     new_h, new_w = math.ceil(H / ph) * ph, math.ceil(W / pw) * pw
-    if (new_h, new_w) != (H, W):
-        # timm / cvnets resize the block input up and do not resize back
+    if (new_h, new_w) != (H, W):                  # timm / cvnets resize the block input up, never back
         x = ops.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=True)   # [B, C, H', W']
     # local representation
     with scope("conv_kxk"):

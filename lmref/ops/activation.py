@@ -14,7 +14,8 @@
     softmax(x)_i   = exp(x_i - max x) / sum_j exp(x_j - max x)        along ``dim``
     log_softmax(x)_i = (x_i - max x) - log sum_j exp(x_j - max x)
 
-All take [*] and return [*] in x's dtype (softmax / log_softmax along one dim of [*]).
+All take [*] and return [*] in x's dtype (softmax / log_softmax along one dim of [*]), always an
+ndarray (``np.asarray``: NumPy ufuncs turn a 0-d array into a scalar).
 Faster sigmoid and silu kernels (fewer temporaries, threads) are in ``lmref.fast.activation``.
 """
 import math
@@ -40,11 +41,6 @@ def erf(x):
     return np.asarray(_math_erf(np.asarray(x, dtype=np.float64)), dtype=np.float64)
 
 
-def _array(y):
-    """NumPy ufuncs turn a 0-d array into a scalar; keep the ops' results ndarrays."""
-    return np.asarray(y)
-
-
 def _sigmoid(x):
     """1 / (1 + exp(-x)) without overflow: with e = exp(-|x|) in (0, 1],
     sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0."""
@@ -64,28 +60,28 @@ def _check_dim(dim, ndim, fn):
 def relu(x):
     """max(x, 0), as ``F.relu``.  [*] -> [*]"""
     check_array(x)
-    return _array(np.maximum(x, x.dtype.type(0)))
+    return np.asarray(np.maximum(x, x.dtype.type(0)))
 
 
 @op
 def relu6(x):
     """min(max(x, 0), 6), as ``F.relu6`` (= hardtanh(x, 0, 6)).  [*] -> [*]"""
     check_array(x)
-    return _array(np.clip(x, x.dtype.type(0), x.dtype.type(6)))
+    return np.asarray(np.clip(x, x.dtype.type(0), x.dtype.type(6)))
 
 
 @op
 def sigmoid(x):
     """1 / (1 + exp(-x)), as ``torch.sigmoid``; no overflow for large |x|.  [*] -> [*]"""
     check_array(x)
-    return _array(_sigmoid(x))
+    return np.asarray(_sigmoid(x))
 
 
 @op
 def tanh(x):
     """Hyperbolic tangent, as ``torch.tanh``.  [*] -> [*]"""
     check_array(x)
-    return _array(np.tanh(x))
+    return np.asarray(np.tanh(x))
 
 
 def _silu_args(x, inplace):
@@ -97,12 +93,10 @@ def _silu_args(x, inplace):
 
 @op
 def silu(x, inplace=False):
-    """x * sigmoid(x), as ``F.silu(x, inplace=...)`` (swish; MobileViT-v2's activation).  [*] -> [*]
-
-    inplace=True writes the result into x (writeable and C-contiguous) and returns x: models pass
-    their own fresh conv outputs, so that a large map's activation needs no second buffer."""
+    """x * sigmoid(x), as ``F.silu`` (swish).  [*] -> [*]; inplace=True writes the result into x (a
+    model's own fresh conv output, writeable and C-contiguous) and returns x."""
     _silu_args(x, inplace)
-    y = _array(x * _sigmoid(x))
+    y = np.asarray(x * _sigmoid(x))
     if inplace:
         x[...] = y
         return x
@@ -121,11 +115,11 @@ def gelu(x, approximate="none"):
     check_array(x)
     if approximate == "none":
         x64 = x.astype(np.float64)
-        return _array(0.5 * x64 * (1.0 + erf(x64 * (1 / math.sqrt(2))))).astype(x.dtype)
+        return np.asarray(0.5 * x64 * (1.0 + erf(x64 * (1 / math.sqrt(2))))).astype(x.dtype)
     if approximate == "tanh":
         k = x.dtype.type(math.sqrt(2 / math.pi))
         inner = k * (x + x.dtype.type(0.044715) * x * x * x)
-        return _array(x.dtype.type(0.5) * x * (1 + np.tanh(inner)))
+        return np.asarray(x.dtype.type(0.5) * x * (1 + np.tanh(inner)))
     raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
@@ -133,21 +127,21 @@ def gelu(x, approximate="none"):
 def hardsigmoid(x):
     """min(max(x + 3, 0), 6) / 6, as ``F.hardsigmoid``.  [*] -> [*]"""
     check_array(x)
-    return _array(np.clip(x + 3, 0, 6) / 6)
+    return np.asarray(np.clip(x + 3, 0, 6) / 6)
 
 
 @op
 def hardswish(x):
     """x * min(max(x + 3, 0), 6) / 6, as ``F.hardswish`` (MobileNetV3).  [*] -> [*]"""
     check_array(x)
-    return _array(x * np.clip(x + 3, 0, 6) / 6)
+    return np.asarray(x * np.clip(x + 3, 0, 6) / 6)
 
 
 @op
 def leaky_relu(x, negative_slope=0.01):
     """x where x > 0, else negative_slope * x, as ``F.leaky_relu`` (PFLD, MediaPipe-style nets).  [*] -> [*]"""
     check_array(x)
-    return _array(np.where(x > 0, x, x.dtype.type(negative_slope) * x))
+    return np.asarray(np.where(x > 0, x, x.dtype.type(negative_slope) * x))
 
 
 @op
@@ -161,7 +155,7 @@ def prelu(x, weight):
     if weight.shape[0] not in (1, C):
         raise ValueError(f"prelu: weight has {weight.shape[0]} slopes, expected 1 or the {C} channels of x {x.shape}")
     w = weight.reshape((1, -1) + (1,) * (x.ndim - 2)) if x.ndim >= 2 else weight.reshape(())   # [1, C|1, 1, ...]
-    return _array(np.where(x > 0, x, w * x))
+    return np.asarray(np.where(x > 0, x, w * x))
 
 
 @op
@@ -178,7 +172,7 @@ def clamp(x, min=None, max=None):
     if y.shape != x.shape:
         raise ValueError(f"clamp: bounds of shape {[None if b is None else b.shape for b in bounds]} "
                          f"do not broadcast to x's shape {x.shape}")
-    return _array(y)
+    return np.asarray(y)
 
 
 @op

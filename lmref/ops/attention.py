@@ -38,23 +38,17 @@ def matmul(a, b):
         raise ValueError(f"matmul: batch dimensions of a {a.shape} and b {b.shape} do not broadcast") from e
 
 
-def _pointwise_weight(w, name, out_ch, in_ch):
-    """A 1x1 conv weight [out, in, 1, 1] (or a plain [out, in] matrix) -> [out, in]."""
-    check_array(w, name, ndim=(2, 4))
+def _pointwise(w, b, name, out_ch, in_ch):
+    """A 1x1 conv weight [out, in, 1, 1] (or a plain [out, in] matrix) and bias [out] or None ->
+    (w [out, in], b), checked; the errors name ``{name}_weight`` / ``{name}_bias``."""
+    check_array(w, f"{name}_weight", ndim=(2, 4))
     if w.ndim == 4 and w.shape[2:] != (1, 1):
-        raise ValueError(f"{name}: expected a 1x1 kernel, got shape {w.shape}")
+        raise ValueError(f"{name}_weight: expected a 1x1 kernel, got shape {w.shape}")
     if w.shape[:2] != (out_ch, in_ch):
-        raise ValueError(f"{name}: expected shape ({out_ch}, {in_ch}, 1, 1), got {w.shape}")
-    return w.reshape(out_ch, in_ch)
-
-
-def _bias(bias, name, out_ch):
-    if bias is None:
-        return None
-    check_array(bias, name, ndim=1)
-    if bias.shape != (out_ch,):
-        raise ValueError(f"{name}: expected shape ({out_ch},), got {bias.shape}")
-    return bias
+        raise ValueError(f"{name}_weight: expected shape ({out_ch}, {in_ch}, 1, 1), got {w.shape}")
+    if b is not None and check_array(b, f"{name}_bias").shape != (out_ch,):
+        raise ValueError(f"{name}_bias: expected shape ({out_ch},), got {b.shape}")
+    return w.reshape(out_ch, in_ch), b
 
 
 def _conv1x1(x, w, bias):
@@ -66,12 +60,9 @@ def _conv1x1(x, w, bias):
 
 def _attention_args(x, qkv_weight, qkv_bias, out_weight, out_bias):
     """Checks; returns the weights as matrices (w_qkv [1+2d, d], b_qkv, w_out [d, d], b_out)."""
-    check_array(x, "x", ndim=4)
-    d = x.shape[1]
-    w_qkv = _pointwise_weight(qkv_weight, "qkv_weight", 1 + 2 * d, d)   # [1+2d, d]
-    b_qkv = _bias(qkv_bias, "qkv_bias", 1 + 2 * d)
-    w_out = _pointwise_weight(out_weight, "out_weight", d, d)           # [d, d]
-    b_out = _bias(out_bias, "out_bias", d)
+    d = check_array(x, "x", ndim=4).shape[1]
+    w_qkv, b_qkv = _pointwise(qkv_weight, qkv_bias, "qkv", 1 + 2 * d, d)   # [1+2d, d], [1+2d]
+    w_out, b_out = _pointwise(out_weight, out_bias, "out", d, d)           # [d, d], [d]
     check_same_dtype(("x", x), ("qkv_weight", w_qkv), ("qkv_bias", b_qkv),
                      ("out_weight", w_out), ("out_bias", b_out))
     return w_qkv, b_qkv, w_out, b_out
@@ -79,20 +70,11 @@ def _attention_args(x, qkv_weight, qkv_bias, out_weight, out_bias):
 
 @op
 def separable_self_attention(x, qkv_weight, qkv_bias, out_weight, out_bias):
-    """MobileViT-v2 separable self-attention on patches x [B, d, P, N] -> [B, d, P, N].
-
-    qkv_weight [1+2d, d, 1, 1], qkv_bias [1+2d], out_weight [d, d, 1, 1], out_bias [d] (the state-dict
-    tensors ``qkv_proj.*`` / ``out_proj.*``; plain [out, in] matrices are accepted too, biases may be
-    None). Steps (cvnets/timm ``_forward_self_attn``), for every batch element and in-patch pixel p:
-
-      I  = qkv[:, :1],  K = qkv[:, 1:1+d],  V = qkv[:, 1+d:]       split [1, d, d] of qkv = W x + b
-      c_s = softmax_N(I)                         context scores, [B, 1, P, N]
-      c_v = sum_N K * c_s                        context vector, [B, d, P, 1]
-      y  = W_o (ReLU(V) * c_v) + b_o             [B, d, P, N]
-
-    Cost is linear in N and there are no heads. The softmax subtracts the max over N before exp, as
-    torch does.
-    """
+    """MobileViT-v2 separable self-attention on patches x [B, d, P, N] -> [B, d, P, N] (cvnets/timm
+    ``_forward_self_attn``, the module docstring): qkv_weight [1+2d, d, 1, 1], qkv_bias [1+2d],
+    out_weight [d, d, 1, 1], out_bias [d] (``qkv_proj.*`` / ``out_proj.*``). Per batch element and
+    in-patch pixel p:  I, K, V = split [1, d, d] of W x + b;  c_s = softmax_N(I);  c_v = sum_N K * c_s;
+    y = W_o (ReLU(V) * c_v) + b_o. Linear in N, no heads."""
     w_qkv, b_qkv, w_out, b_out = _attention_args(x, qkv_weight, qkv_bias, out_weight, out_bias)
     d = x.shape[1]
     qkv = _conv1x1(x, w_qkv, b_qkv)                            # [B, d, P, N] -> [B, 1+2d, P, N]

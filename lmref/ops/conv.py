@@ -14,28 +14,30 @@ __all__ = ["conv2d", "conv_transpose2d", "linear", "fold_batch_norm"]
 
 
 def _conv_padding(padding, kernel, dilation, stride):
-    """padding argument -> ((top, bottom), (left, right)), following torch.nn.functional.conv2d.
-
-    int or (ph, pw): that many zeros on both sides.  "valid": none.  "same": total
-    dilation*(k-1) per axis, the odd one extra on the bottom/right (torch's rule, stride 1 only)."""
+    """padding argument -> ((top, bottom), (left, right)), following torch.nn.functional.conv2d."""
     if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0), (0, 0)
-        if padding == "same":
-            if stride != (1, 1):
-                raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions (stride={stride})")
-            total = [d * (k - 1) for d, k in zip(dilation, kernel)]
-            return tuple((t // 2, t - t // 2) for t in total)
-        raise ValueError(f"conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        return _named_padding(padding, kernel, dilation, stride)
     ph, pw = pair(padding, "padding")
     if ph < 0 or pw < 0:
         raise ValueError(f"conv2d: padding must be >= 0, got {(ph, pw)}")
     return (ph, ph), (pw, pw)
 
 
-def _im2col(x, kernel, stride, dilation, out_hw):
-    """Gather the kernel taps: x [B, C, Hp, Wp] (already padded) -> cols [B, C, kh, kw, Ho, Wo].
+def _named_padding(padding, kernel, dilation, stride):
+    """"valid": none. "same": total dilation*(k-1) per axis, the odd one extra on the bottom/right
+    (torch's rule, stride 1 only)."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions (stride={stride})")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        return tuple((t // 2, t - t // 2) for t in total)
+    raise ValueError(f"conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
 
+
+def _im2col(x, kernel, stride, dilation, out_hw):
+    """Gather the kernel taps: x [B, C, Hp, Wp] (padded) -> cols [B, C, kh, kw, Ho, Wo],
     cols[b, c, i, j, y, x] = x[b, c, y*sh + i*dh, x*sw + j*dw]."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
     cols = np.empty(x.shape[:2] + (kh, kw, ho, wo), dtype=x.dtype)
@@ -71,7 +73,6 @@ def _conv_args(x, weight, bias, stride, padding, dilation, groups):
     if min(stride) < 1 or min(dilation) < 1:
         raise ValueError(f"conv2d: stride and dilation must be >= 1, got stride={stride} dilation={dilation}")
     (pt, pb), (pl, pr) = _conv_padding(padding, (kh, kw), dilation, stride)
-
     Hp, Wp = H + pt + pb, W + pl + pr
     ekh, ekw = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1   # dilated kernel extent
     if ekh > Hp or ekw > Wp:
@@ -82,26 +83,15 @@ def _conv_args(x, weight, bias, stride, padding, dilation, groups):
 
 @op
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (zero padding).
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (zero padding): x [B, Cin, H, W],
+    weight [Cout, Cin/G, kh, kw], bias [Cout] or None -> [B, Cout, Ho, Wo]; stride, dilation, padding
+    an int or (h, w) pair, padding also "valid" or "same"; G = groups (G == Cin == Cout: depthwise).
 
-    x       [B, Cin, H, W]
-    weight  [Cout, Cin/groups, kh, kw]
-    bias    [Cout] or None
-    stride, dilation: int or (h, w), >= 1
-    padding: int or (h, w) zeros on both sides, or "valid" (none), or "same" (stride 1 only; total
-             dilation*(k-1) per axis, the extra one at the bottom/right as torch does)
-    groups:  Cin and Cout split into ``groups`` independent convolutions; groups == Cin == Cout is
-             the depthwise convolution
-    returns [B, Cout, Ho, Wo], Ho = floor((H + pad_top + pad_bottom - dh*(kh-1) - 1) / sh) + 1 (W alike)
-
-    out[b, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[b, g*Cin/G + c, y*sh + i*dh, x*sw + j*dw]
-    with g = o // (Cout/G) the group of output channel o.
-    """
+    out[b, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[b, g*Cin/G + c, y*sh + i*dh, x*sw + j*dw],
+    g = o // (Cout/G);  Ho = (H + pad_top + pad_bottom - dh*(kh-1) - 1) // sh + 1 (W alike)."""
     stride, pads, dilation, G, (Ho, Wo) = _conv_args(x, weight, bias, stride, padding, dilation, groups)
-    B, C_in = x.shape[:2]
-    C_out, C_in_g, kh, kw = weight.shape
-    (pt, pb), (pl, pr) = pads
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))                   # [B, Cin, H, W] -> [B, Cin, Hp, Wp]
+    B, (C_out, C_in_g, kh, kw) = x.shape[0], weight.shape
+    xp = np.pad(x, ((0, 0), (0, 0), *pads))                               # [B, Cin, H, W] -> [B, Cin, Hp, Wp]
     cols = _im2col(xp, (kh, kw), stride, dilation, (Ho, Wo))              # -> [B, Cin, kh, kw, Ho, Wo]
     cols = cols.reshape(B, G, C_in_g * kh * kw, Ho * Wo)                  # -> [B, G, K = Cin/G*kh*kw, Ho*Wo]
     w = weight.reshape(G, C_out // G, C_in_g * kh * kw)                   # [Cout, Cin/G, kh, kw] -> [G, Cout/G, K]

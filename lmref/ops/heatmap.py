@@ -24,52 +24,46 @@ SOFT_ARGMAX_METHODS = ("star", "softmax")
 
 
 def _grid(n, dtype):
-    """STAR's grid along one axis: 2k/(n-1) - 1 for k = 0..n-1, computed as torch does,
-    arange / (n - 1) * 2 - 1, in ``dtype`` (STAR builds it in float32 and casts to the heatmap dtype;
-    here it is built in the heatmap dtype)."""
+    """STAR's grid along one axis, 2k/(n-1) - 1 for k = 0..n-1, as torch's arange / (n - 1) * 2 - 1 in ``dtype``."""
     dt = np.dtype(dtype).type
     return np.arange(n, dtype=dtype) / dt(n - 1) * dt(2) - dt(1)
 
 
 @op
 def soft_argmax(heatmaps, method="star", beta=1.0):
-    """Heatmaps [B, N, h, w] -> coordinates [B, N, 2] as (x, y) in [-1, 1] on the grid
-    X_j = 2j/(w-1) - 1, Y_i = 2i/(h-1) - 1 (h, w >= 2).
-
-    method="star": STAR's ``decoder_default.get_coords_from_heatmap``, a normalised spatial
-      expectation of the heatmap itself (no softmax, no ReLU: STAR's fused heatmaps are already
-      non-negative, InstanceNorm+ReLU times sigmoid masks; other values are used as they are, as STAR
-      does):
-          S = max(sum_{i,j} H(i,j), 1e-6),  x = sum_{i,j} X_j H(i,j) / S,  y = sum_{i,j} Y_i H(i,j) / S
-      ``beta`` must be 1.0.
-    method="softmax": DSNT-style soft-argmax, the expectation under p = softmax(beta * H) taken over
-      all h*w pixels of one map: x = sum X_j p(i,j), y = sum Y_i p(i,j).
-    """
+    """Heatmaps [B, N, h, w] (h, w >= 2) -> (x, y) [B, N, 2] in [-1, 1] on the grid X_j = 2j/(w-1) - 1,
+    Y_i = 2i/(h-1) - 1. "star" (STAR's ``get_coords_from_heatmap``, ``beta`` must be 1): the expectation
+    of the map itself, x = sum X_j H(i,j) / S with S = max(sum H, 1e-6) (no softmax, no ReLU: STAR's
+    fused maps are non-negative). "softmax" (DSNT): the expectation under softmax(beta * H) over h*w."""
     check_array(heatmaps, "heatmaps", ndim=4)
     if method not in SOFT_ARGMAX_METHODS:
         raise ValueError(f"soft_argmax: method must be one of {SOFT_ARGMAX_METHODS}, got {method!r}")
     if not isinstance(beta, numbers.Real) or isinstance(beta, bool) or not np.isfinite(beta):
         raise TypeError(f"soft_argmax: beta must be a finite number, got {beta!r}")
-    B, N, h, w = heatmaps.shape
+    if method == "star" and beta != 1.0:
+        raise ValueError("soft_argmax: beta only applies to method='softmax'")
+    h, w = heatmaps.shape[2:]
     if h < 2 or w < 2:
-        raise ValueError(f"soft_argmax: heatmaps must be at least 2x2 (the grid divides by h-1, w-1), "
-                         f"got {h}x{w}")
+        raise ValueError(f"soft_argmax: heatmaps must be at least 2x2 (the grid divides by h-1, w-1), got {h}x{w}")
     dt = heatmaps.dtype.type
     xx = _grid(w, heatmaps.dtype)[None, None, None, :]          # X_j: [1, 1, 1, w]
     yy = _grid(h, heatmaps.dtype)[None, None, :, None]          # Y_i: [1, 1, h, 1]
-    if method == "star":
-        if beta != 1.0:
-            raise ValueError("soft_argmax: beta only applies to method='softmax'")
-        total = np.maximum(heatmaps.sum(axis=(2, 3)), dt(1e-6))  # S: [B, N]
-        x = (xx * heatmaps).sum(axis=(2, 3)) / total           # [B, N, h, w] -> [B, N]
-        y = (yy * heatmaps).sum(axis=(2, 3)) / total
-    else:
-        logits = dt(beta) * heatmaps.reshape(B, N, h * w)      # [B, N, h*w]
-        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        p = (e / e.sum(axis=-1, keepdims=True)).reshape(B, N, h, w)   # softmax over the map
-        x = (xx * p).sum(axis=(2, 3))                          # [B, N]
-        y = (yy * p).sum(axis=(2, 3))
+    if method == "softmax":
+        p = _softmax_over_map(heatmaps, beta)                  # [B, N, h, w], each map sums to 1
+        return np.stack([(xx * p).sum(axis=(2, 3)), (yy * p).sum(axis=(2, 3))], axis=-1)
+    total = np.maximum(heatmaps.sum(axis=(2, 3)), dt(1e-6))    # S: [B, N]
+    x = (xx * heatmaps).sum(axis=(2, 3)) / total               # [B, N, h, w] -> [B, N]
+    y = (yy * heatmaps).sum(axis=(2, 3)) / total
     return np.stack([x, y], axis=-1)                           # -> [B, N, 2] (x, y)
+
+
+def _softmax_over_map(heatmaps, beta):
+    """softmax(beta * H) over all h*w pixels of each map: [B, N, h, w] -> [B, N, h, w]."""
+    B, N, h, w = heatmaps.shape
+    dt = heatmaps.dtype.type
+    logits = dt(beta) * heatmaps.reshape(B, N, h * w)      # [B, N, h*w]
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).reshape(B, N, h, w)
 
 
 def _e2p_matrix(matrix, num_edges):
@@ -84,22 +78,16 @@ def _e2p_matrix(matrix, num_edges):
 
 @op
 def e2p(edge_maps, matrix, bias=None):
-    """STAR's E2P transform (class ``E2HTransform``, ``STAR:lib/backbone/stackedHGNetV1.py``), a fixed
-    1x1 convolution from edge maps to point maps:
-
-        E2P(E)_p(u) = sum_e M[p, e] E_e(u) + b_p
-
-    edge_maps [B, E, h, w], matrix M [N, E] (or STAR's buffer shape [N, E, 1, 1]; M[p, e] = 1 iff
-    landmark p lies on edge e), bias b [N] (1 for landmarks on no edge; None = 0) -> [B, N, h, w].
-    """
+    """STAR's E2P transform (``E2HTransform``, ``STAR:lib/backbone/stackedHGNetV1.py``), a fixed 1x1
+    convolution from edge maps to point maps: E2P(E)_p = sum_e M[p, e] E_e + b_p, M[p, e] = 1 iff landmark
+    p lies on edge e. edge_maps [B, E, h, w], M [N, E] (or STAR's buffer [N, E, 1, 1]), b [N] (1 for
+    landmarks on no edge; None = 0) -> [B, N, h, w]."""
     check_array(edge_maps, "edge_maps", ndim=4)
     B, E, h, w = edge_maps.shape
     m = _e2p_matrix(matrix, E)                                 # [N, E]
     n_points = m.shape[0]
-    if bias is not None:
-        check_array(bias, "bias", ndim=1)
-        if bias.shape != (n_points,):
-            raise ValueError(f"bias: expected shape ({n_points},), got {bias.shape}")
+    if bias is not None and check_array(bias, "bias").shape != (n_points,):
+        raise ValueError(f"bias: expected shape ({n_points},), got {bias.shape}")
     check_same_dtype(("edge_maps", edge_maps), ("matrix", m), ("bias", bias))
     out = (m @ edge_maps.reshape(B, E, h * w)).reshape(B, n_points, h, w)   # [B, E, h, w] -> [B, N, h, w]
     return out if bias is None else out + bias[:, None, None]
@@ -107,25 +95,18 @@ def e2p(edge_maps, matrix, bias=None):
 
 @op
 def aam_fusion(heatmaps, point_maps, edge_maps, matrix, bias=None):
-    """The AAM head's fusion (STAR ``StackedHGNetV1.forward``):
-
-        mask = E2P(edge_maps) * point_maps;   fused = mask * heatmaps
-
-    heatmaps [B, N, h, w] (InstanceNorm+ReLU outputs), point_maps [B, N, h, w] and edge_maps
-    [B, E, h, w] (sigmoid outputs), matrix/bias as in :func:`e2p` -> fused heatmaps [B, N, h, w].
-    """
+    """The AAM head's fusion (STAR ``StackedHGNetV1.forward``): mask = E2P(E) * P, fused = mask * H.
+    heatmaps H and point_maps P [B, N, h, w], edge_maps E [B, E, h, w], matrix / bias as in
+    :func:`e2p` -> fused heatmaps [B, N, h, w]."""
     check_array(heatmaps, "heatmaps", ndim=4)
     check_array(point_maps, "point_maps", ndim=4)
-    check_array(edge_maps, "edge_maps", ndim=4)
-    check_same_dtype(("heatmaps", heatmaps), ("point_maps", point_maps), ("edge_maps", edge_maps))
     if point_maps.shape != heatmaps.shape:
         raise ValueError(f"point_maps: shape {point_maps.shape} differs from heatmaps' {heatmaps.shape}")
-    if edge_maps.shape[0] != heatmaps.shape[0] or edge_maps.shape[2:] != heatmaps.shape[2:]:
-        raise ValueError(f"edge_maps: shape {edge_maps.shape} does not match heatmaps' {heatmaps.shape}")
     edges_to_points = e2p(edge_maps, matrix, bias)             # [B, E, h, w] -> [B, N', h, w]
-    if edges_to_points.shape[1] != heatmaps.shape[1]:
-        raise ValueError(f"matrix: maps edges to {edges_to_points.shape[1]} points, heatmaps have "
-                         f"{heatmaps.shape[1]}")
+    check_same_dtype(("heatmaps", heatmaps), ("point_maps", point_maps), ("edge_maps", edge_maps))
+    if edges_to_points.shape != heatmaps.shape:
+        raise ValueError(f"edge_maps {edge_maps.shape} and matrix give {edges_to_points.shape[1]} points "
+                         f"(shape {edges_to_points.shape}), heatmaps have shape {heatmaps.shape}")
     mask = edges_to_points * point_maps                        # [B, N, h, w]
     return mask * heatmaps                                     # [B, N, h, w]
 
@@ -169,13 +150,8 @@ def argmax_subpixel(heatmaps):
 
 
 def normalized_to_pixels(coords, width, height):
-    """STAR's evaluation rule from [-1, 1] to pixel coordinates of a width x height image
-    (``STAR:evaluate.py`` ``denorm_points``, align_corners=False: pixel i covers [i-0.5, i+0.5]):
-
-        x = ((x̂ + 1) * width - 1) / 2,   y = ((ŷ + 1) * height - 1) / 2
-
-    coords [..., 2] (x̂, ŷ) -> [..., 2], range [-0.5, width-0.5] x [-0.5, height-0.5]. A plain function
-    (not traced)."""
+    """STAR's ``denorm_points`` (not traced): coords [..., 2] (x̂, ŷ) in [-1, 1] -> pixels [..., 2] of a
+    width x height image, pixel i covering [i-0.5, i+0.5]: x = ((x̂ + 1) * width - 1) / 2 (y alike)."""
     check_array(coords, "coords", min_ndim=1)
     if coords.shape[-1] != 2:
         raise ValueError(f"coords: expected last dimension 2 (x, y), got shape {coords.shape}")

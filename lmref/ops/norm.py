@@ -14,6 +14,10 @@ They differ only in which axes the statistics run over:
     instance_norm  per sample and channel, over spatial
     layer_norm     per position, over the trailing normalized_shape dims
 
+A variance whose sum of squares overflows is recomputed scaled by max|x - mean|; one beyond the
+dtype's range gives NaN, as torch does (float32 ~1e20 and up; tests/test_hostile.py, F19), never
+the plausible zeros of d / sqrt(inf).
+
 Faster batch_norm, group_norm and instance_norm kernels (per-channel factors combined first) are in
 ``lmref.fast.norm``.
 """
@@ -47,11 +51,8 @@ def _per_channel(v, ndim):
 
 
 def _overflow_to_nan(var, d, axes):
-    """The biased variance ``var`` (mean of d^2 over ``axes``, kept as size 1) with overflow made
-    visible: where the sum of squares overflowed (inf), the group is recomputed scaled by max|d|,
-    so that only a variance beyond the dtype's range stays inf, and such a variance becomes NaN.
-    Without this, d / sqrt(inf) = 0 would turn an overflow into a plausible all-zero output; torch
-    returns NaN there too (float32 ~1e20 and up; see tests/test_hostile.py, F19)."""
+    """``var`` with overflow made visible: an inf sum of squares is recomputed scaled by max|d|, and a
+    variance still beyond the dtype's range becomes NaN (as torch's), not a silent d / sqrt(inf) = 0."""
     over = np.isinf(var)
     if not over.any():
         return var
@@ -64,8 +65,7 @@ def _overflow_to_nan(var, d, axes):
 
 
 def _normalize(x, axes, eps):
-    """(x - mean) / sqrt(var + eps) with mean and biased var taken over ``axes`` (kept as size 1);
-    a variance that overflows the dtype gives NaN (``_overflow_to_nan``), never zeros."""
+    """(x - mean) / sqrt(var + eps), mean and biased var over ``axes`` (kept as size 1)."""
     with np.errstate(over="ignore", invalid="ignore"):
         mean = x.mean(axis=axes, keepdims=True)
         d = x - mean
@@ -111,10 +111,8 @@ def _instance_norm_args(x, weight, bias, eps):
 
 @op
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
-    """Inference BatchNorm, as ``torch.nn.functional.batch_norm(..., training=False)``.
-
-    x [B, C, *] (rank >= 2), running_mean / running_var / weight / bias [C] (weight, bias optional)
-    y = (x - running_mean) / sqrt(running_var + eps) * weight + bias   -> [B, C, *]"""
+    """Inference BatchNorm, as ``F.batch_norm(..., training=False)``: x [B, C, *], running_mean /
+    running_var / weight / bias [C] -> (x - running_mean) / sqrt(running_var + eps) * weight + bias."""
     _batch_norm_args(x, running_mean, running_var, weight, bias, eps)
     y = (x - _per_channel(running_mean, x.ndim)) / np.sqrt(_per_channel(running_var, x.ndim) + x.dtype.type(eps))
     return _affine_per_channel(y, weight, bias)
@@ -122,13 +120,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
 
 @op
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
-    """GroupNorm, as ``torch.nn.functional.group_norm``.
-
-    x [B, C, *] (rank >= 2), C divisible by num_groups; weight / bias [C] (per channel, optional).
-    Channels are split into num_groups consecutive groups; mean and biased variance are taken per
-    sample over each group's channels and all spatial positions, then a per-channel affine.
-    num_groups=1 normalises over C x H x W jointly per sample (MobileViT-v2's LayerNorm2d / timm
-    GroupNorm1), which is *not* layer_norm over C alone.   -> [B, C, *]"""
+    """GroupNorm, as ``F.group_norm``: x [B, C, *] -> [B, C, *], statistics per sample over each of
+    num_groups consecutive channel groups and all positions, then weight / bias [C] per channel.
+    num_groups=1 (MobileViT-v2's LayerNorm2d) is over C x H x W jointly, *not* layer_norm over C."""
     _group_norm_args(x, num_groups, weight, bias, eps)
     g = x.reshape(x.shape[0], int(num_groups), -1)                  # [B, C, *] -> [B, G, C/G * prod(*)]
     y = _normalize(g, axes=2, eps=eps).reshape(x.shape)   # -> [B, C, *]
@@ -137,11 +131,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
 
 @op
 def instance_norm(x, weight=None, bias=None, eps=1e-5):
-    """InstanceNorm with per-sample statistics, as ``torch.nn.functional.instance_norm`` with
-    use_input_stats=True and no running stats.
-
-    x [B, C, *spatial] (rank >= 3, more than one spatial element, as torch requires);
-    weight / bias [C] (optional).  Mean and biased variance per (sample, channel) over spatial."""
+    """InstanceNorm, as ``F.instance_norm`` without running stats: statistics per (sample, channel)
+    over the positions of x [B, C, *spatial] (more than one); weight / bias [C] optional."""
     _instance_norm_args(x, weight, bias, eps)
     y = _normalize(x, axes=tuple(range(2, x.ndim)), eps=eps)   # [B, C, *] -> [B, C, *]
     return _affine_per_channel(y, weight, bias)

@@ -82,9 +82,8 @@ def _fold_rank5(patches, out_h, out_w, ph, pw):
 
 @op
 def unfold_patches(x, patch_h, patch_w, rank5=False):
-    """Feature map to patches, [B, C, H, W] -> [B, C, P, N] (P = patch_h*patch_w, N = (H/patch_h)(W/patch_w)),
-    layout in the module docstring. H and W must be multiples of the patch size (MobileViT-v2 resizes
-    the map first; this op does not). ``rank5=True`` uses the rewrite with no tensor of rank > 5."""
+    """Feature map to patches, [B, C, H, W] -> [B, C, P, N] as the module docstring lays them out (H, W
+    multiples of the patch size); ``rank5=True``: the rewrite with no tensor of rank > 5."""
     check_array(x, "x", ndim=4)
     ph, pw = _positive_int(patch_h, "patch_h"), _positive_int(patch_w, "patch_w")
     B, C, H, W = x.shape

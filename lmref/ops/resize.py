@@ -23,8 +23,7 @@ CUBIC_A = -0.75          # the cubic convolution coefficient torch uses (Keys' a
 
 
 def output_size(in_size, size=None, scale_factor=None):
-    """(H_out, W_out) as torch computes it: ``size`` as given, else floor(in * scale_factor) (double
-    precision, ``upsample::compute_output_size``)."""
+    """(H_out, W_out) as torch computes it: ``size``, else floor(in * scale_factor) in double precision."""
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size or scale_factor")
     if size is not None:
@@ -88,23 +87,17 @@ def nearest_opmath(dtype, out_h, out_w):
 
 
 def _half_pixel_source(dst, n_in, n_out, scale, dt):
-    """align_corners=False: the source coordinate of output pixel centres, r * (dst + 0.5) - 0.5 with
-    r = 1/scale_factor if one reaches the kernel, else n_in/n_out (``area_pixel_compute_source_index``)."""
+    """align_corners=False: source coordinate r * (dst + 0.5) - 0.5 of output pixel centres (r below)."""
     r = dt(1.0 / scale) if scale is not None else dt(n_in) / dt(n_out)
     return r * (dst + dt(0.5)) - dt(0.5)
 
 
 def linear_source_weights(n_in, n_out, align_corners, scale, dtype):
-    """Per output index: the two source indices (i0, i1) and weights (l0, l1), torch's bilinear rule
-    computed in the input dtype (torch's opmath type for float32/float64):
-
-    align_corners=True:  src = dst * (n_in - 1)/(n_out - 1)   (0 when n_out == 1; scale factor unused)
-    align_corners=False: src = max(r * (dst + 0.5) - 0.5, 0), r = 1/scale_factor if one reaches the
-                         kernel, else n_in/n_out
-    i0 = min(floor(src), n_in - 1), l1 = clip(src - i0, 0, 1), l0 = 1 - l1,
-    i1 = i0 + 1 unless i0 is the last index.
-    An axis whose size does not change is copied (torch 2.x's CPU kernel skips it, so a scale factor
-    like 1.3 on a 3-pixel axis, floor(3.9) = 3, leaves that axis untouched)."""
+    """Per output index: source indices (i0, i1) and weights (l0, l1), torch's bilinear rule in the
+    input dtype: src = dst * (n_in - 1)/(n_out - 1) with align_corners (0 if n_out == 1), else
+    max(r * (dst + 0.5) - 0.5, 0), r = 1/scale_factor if one reaches the kernel, else n_in/n_out;
+    i0 = min(floor(src), n_in - 1), i1 = i0 + 1 unless last, l1 = clip(src - i0, 0, 1), l0 = 1 - l1.
+    An axis that keeps its size is copied (as torch 2.x: a scale 1.3 on 3 pixels leaves it alone)."""
     dt = np.dtype(dtype).type
     dst = np.arange(n_out, dtype=dtype)
     if n_out == n_in:
@@ -161,7 +154,8 @@ def cubic_source_weights(n_in, n_out, align_corners, scale, dtype):
 
 
 def _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scale_factor):
-    """interpolate's argument checks; returns (H_out, W_out, the scale factors that reach the kernel)."""
+    """interpolate's argument checks; returns (H_out, W_out, the scale factors that reach the kernel:
+    torch drops those it recomputes from the sizes)."""
     check_array(x, "x", ndim=4)
     if mode not in MODES:
         raise ValueError(f"interpolate: mode must be one of {MODES}, got {mode!r}")
@@ -170,7 +164,6 @@ def _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scal
     if recompute_scale_factor and size is not None:
         raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
     oh, ow = output_size(x.shape[2:], size, scale_factor)
-    # the scale factors that reach the kernel (torch drops them when it recomputes them from sizes)
     scales = (None, None)
     if scale_factor is not None and not recompute_scale_factor:
         scales = _pair(scale_factor, "scale_factor", float)
@@ -180,42 +173,26 @@ def _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scal
 @op
 def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None):
-    """``torch.nn.functional.interpolate`` for 4-D input, modes "nearest" (torch's legacy rule),
-    "nearest-exact", "bilinear" and "bicubic" (antialias=False).
-
-    x: [B, C, H, W] -> [B, C, H_out, W_out]. Give exactly one of ``size`` (int or pair) and
-    ``scale_factor`` (number or pair, H_out = floor(H * scale_factor)).
-
-    Which scale the index rule uses (as in torch): 1/scale_factor when ``scale_factor`` is given and
-    ``recompute_scale_factor`` is None/False (it differs from H/H_out whenever H * scale_factor is not
-    an integer), else H/H_out; (H-1)/(H_out-1) with align_corners=True.  Per mode, the source pixels
-    and weights of every output pixel come from one rule, rows and columns alike:
-
-    nearest        :func:`nearest_source_index` (torch's legacy rule and its two CPU kernels)
-    nearest-exact  :func:`nearest_exact_source_index` (the pixel whose centre is nearest)
-    bilinear       :func:`linear_source_weights`, 2 x 2 taps
-    bicubic        :func:`cubic_source_weights`, 4 x 4 taps, a = -0.75, border repeated (may overshoot)
-
-    align_corners: only for "bilinear" and "bicubic" (None means False, torch's default); torch raises
-    when it is set with "nearest" or "nearest-exact", and so does this.
-    """
+    """``F.interpolate`` for 4-D input (antialias=False): x [B, C, H, W] -> [B, C, H_out, W_out] for
+    ``size`` (int or pair) or ``scale_factor`` (H_out = floor(H * scale_factor)). The source pixels and
+    weights of each output pixel follow one rule per mode, rows and columns alike: "nearest" (torch's
+    legacy rule), "nearest-exact" (the nearest pixel centre), "bilinear" (2 x 2 taps) or "bicubic" (4 x 4
+    taps, a = -0.75). The rule's scale is 1/scale_factor when given and not recomputed, else H/H_out;
+    (H-1)/(H_out-1) with align_corners=True (bilinear and bicubic only; None means False)."""
     oh, ow, scales = _interpolate_args(x, size, scale_factor, mode, align_corners, recompute_scale_factor)
     H, W = x.shape[2:]
+    align = bool(align_corners)
     if mode == "nearest":
         om = nearest_opmath(x.dtype, oh, ow)                   # which of torch's two index rules
         rows = nearest_source_index(H, oh, scales[0], om)      # [H_out]
         cols = nearest_source_index(W, ow, scales[1], om)      # [W_out]
         return x[:, :, rows[:, None], cols[None, :]]           # [B, C, H, W] -> [B, C, H_out, W_out]
     if mode == "nearest-exact":
-        rows = nearest_exact_source_index(H, oh, scales[0])    # [H_out]
-        cols = nearest_exact_source_index(W, ow, scales[1])    # [W_out]
+        rows, cols = nearest_exact_source_index(H, oh, scales[0]), nearest_exact_source_index(W, ow, scales[1])
         return x[:, :, rows[:, None], cols[None, :]]
-    align = bool(align_corners)
     if mode == "bicubic":
-        rows, wh = cubic_source_weights(H, oh, align, scales[0], x.dtype)   # [H_out, 4] each
-        cols, ww = cubic_source_weights(W, ow, align, scales[1], x.dtype)   # [W_out, 4] each
-        along_w = (x[..., cols] * ww).sum(axis=-1)                        # [B, C, H, W_out, 4] -> [B, C, H, W_out]
-        return (along_w[:, :, rows, :] * wh[:, :, None]).sum(axis=3)      # [B, C, H_out, 4, W_out] -> [B, C, H_out, W_out]
+        return bicubic(x, cubic_source_weights(H, oh, align, scales[0], x.dtype),
+                       cubic_source_weights(W, ow, align, scales[1], x.dtype))
     return bilinear(x, linear_source_weights(H, oh, align, scales[0], x.dtype),
                     linear_source_weights(W, ow, align, scales[1], x.dtype))
 
@@ -229,3 +206,12 @@ def bilinear(x, hw, ww):
     top = l0w * rows0[..., w0] + l1w * rows0[..., w1]           # -> [B, C, H_out, W_out]
     bottom = l0w * rows1[..., w0] + l1w * rows1[..., w1]
     return l0h[:, None] * top + l1h[:, None] * bottom
+
+
+def bicubic(x, hw, ww):
+    """Bicubic resampling with the tables (taps [H_out, 4], weights [H_out, 4]) and (taps [W_out, 4],
+    weights [W_out, 4]) of :func:`cubic_source_weights`: along W, then along H (may overshoot).
+    x [B, C, H, W] -> [B, C, H_out, W_out]"""
+    (rows, wh), (cols, ww) = hw, ww
+    along_w = (x[..., cols] * ww).sum(axis=-1)                        # [B, C, H, W_out, 4] -> [B, C, H, W_out]
+    return (along_w[:, :, rows, :] * wh[:, :, None]).sum(axis=3)      # [B, C, H_out, 4, W_out] -> [B, C, H_out, W_out]
