@@ -266,7 +266,7 @@ def _radial_surface(fn, dirs, r0=50.0, r_max=230.0, step=10.0, iters=20):
 # Rasteriser (painter's algorithm with OpenCV, attributes by barycentric interpolation)
 # ---------------------------------------------------------------------------------------------
 
-def rasterize(xy, depth, tris, size, cull=True, out_ids=None, id_offset=0):
+def rasterize(xy, depth, tris, size, cull=True, out_ids=None, id_offset=0, needed=None):
     """Draw triangles far-to-near into a triangle-id image.
 
     xy    [V, 2] image coordinates (pixel centres at integers)
@@ -274,6 +274,8 @@ def rasterize(xy, depth, tris, size, cull=True, out_ids=None, id_offset=0):
     tris  [T, 3] vertex indices, ordered so that a triangle facing the camera has positive signed
           area (b - a) x (c - a) in image coordinates (y down)
     size  (H, W); out_ids: an existing int32 id image to draw over; id_offset added to the ids.
+    needed: optional bool [H, W], the only pixels the caller reads: triangles whose bounding box
+          (+3 px) misses all of them are not drawn (the ids there may then differ; those read do not).
     -> (ids [H, W] int32, -1 = empty, else id_offset + triangle index; kept triangle mask [T])
     """
     H, W = size
@@ -284,11 +286,29 @@ def rasterize(xy, depth, tris, size, cull=True, out_ids=None, id_offset=0):
     lo, hi = np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
     keep &= (hi[:, 0] >= -1) & (hi[:, 1] >= -1) & (lo[:, 0] <= W) & (lo[:, 1] <= H)
     idx = np.nonzero(keep)[0]
-    order = idx[np.argsort(-depth[tris[idx]].mean(1), kind="stable")]
-    fixed = np.round(np.stack([a, b, c], 1) * 16).astype(np.int32)    # 4 fractional bits
-    for t in order.tolist():
-        cv2.fillConvexPoly(ids, fixed[t], id_offset + t, cv2.LINE_8, 4)
+    d = depth[tris[idx]]                                          # [K, 3]
+    mean = (d[:, 0] + d[:, 1]) + d[:, 2] if d.dtype == np.float64 else None
+    mean = d.mean(1) if mean is None else mean / 3                # as .mean(1), without its slow 3-wide reduction
+    order = idx[np.argsort(-mean, kind="stable")]
+    if needed is not None:
+        order = order[_touches(needed, lo[order], hi[order])]
+    fixed = np.round(np.stack([a[order], b[order], c[order]], 1) * 16).astype(np.int32)    # 4 fractional bits
+    fill = cv2.fillConvexPoly
+    for poly, t in zip(fixed, (order + id_offset).tolist()):      # one OpenCV call per triangle: the cost
+        fill(ids, poly, t, cv2.LINE_8, 4)
     return ids, keep
+
+
+def _touches(needed, lo, hi, margin=3):
+    """Which boxes [lo, hi] (image coordinates [K, 2], grown by margin px) contain a needed pixel. -> [K] bool"""
+    H, W = needed.shape
+    sat = np.zeros((H + 1, W + 1), np.int64)                      # summed-area table
+    sat[1:, 1:] = needed.astype(np.int64).cumsum(0).cumsum(1)
+    x0 = np.clip(np.floor(lo[:, 0]).astype(np.int64) - margin, 0, W)
+    y0 = np.clip(np.floor(lo[:, 1]).astype(np.int64) - margin, 0, H)
+    x1 = np.clip(np.ceil(hi[:, 0]).astype(np.int64) + margin + 1, 0, W)
+    y1 = np.clip(np.ceil(hi[:, 1]).astype(np.int64) + margin + 1, 0, H)
+    return (sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]) > 0
 
 
 def barycentric(ids, xy, tris, id_offset=0):
@@ -599,19 +619,23 @@ def mean_model():
 def surface_normals(P):
     """Outward unit normals of a surface map P [H, W, 3] (central differences, u wraps), float32."""
     P = np.asarray(P, np.float32)
-    du = np.empty_like(P)
-    du[:, 1:-1] = P[:, 2:] - P[:, :-2]
-    du[:, 0] = P[:, 1] - P[:, -1]
-    du[:, -1] = P[:, 0] - P[:, -2]
-    dv = np.empty_like(P)
-    dv[1:-1] = P[2:] - P[:-2]
-    dv[0], dv[-1] = dv[1], dv[-2]
-    n = np.empty_like(P)                                   # dv x du points out of the head
-    n[..., 0] = dv[..., 1] * du[..., 2] - dv[..., 2] * du[..., 1]
-    n[..., 1] = dv[..., 2] * du[..., 0] - dv[..., 0] * du[..., 2]
-    n[..., 2] = dv[..., 0] * du[..., 1] - dv[..., 1] * du[..., 0]
-    n /= np.maximum(np.sqrt((n * n).sum(-1, keepdims=True)), 1e-12)
-    return n
+    du, dv = [], []
+    for k in range(3):                                     # one contiguous plane per coordinate
+        p = np.ascontiguousarray(P[..., k])
+        d = np.empty_like(p)
+        d[:, 1:-1] = p[:, 2:] - p[:, :-2]
+        d[:, 0] = p[:, 1] - p[:, -1]
+        d[:, -1] = p[:, 0] - p[:, -2]
+        du.append(d)
+        d = np.empty_like(p)
+        d[1:-1] = p[2:] - p[:-2]
+        d[0], d[-1] = d[1], d[-2]
+        dv.append(d)
+    n = [dv[1] * du[2] - dv[2] * du[1],                    # dv x du points out of the head
+         dv[2] * du[0] - dv[0] * du[2],
+         dv[0] * du[1] - dv[1] * du[0]]
+    norm = np.maximum(np.sqrt((n[0] * n[0] + n[1] * n[1]) + n[2] * n[2]), 1e-12)   # = sum(-1): left to right
+    return np.stack([v / norm for v in n], -1)
 
 
 def contour_on_silhouette(P, model, cam):
@@ -810,14 +834,22 @@ def deform(model, coeffs, jaw_deg=0.0, scale=(1.0, 1.0, 1.0), modes=None):
         v0, v1, u0, u1, w = modes.jaw
         a = math.radians(jaw_deg)
         Rj = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-        Q = P[v0:v1, u0:u1] - JAW_PIVOT
-        moved = Q @ Rj.T.astype(np.float32) + (JAW_PIVOT + np.array([0.0, 0.0, 0.12 * jaw_deg])).astype(np.float32)
-        P[v0:v1, u0:u1] += w[..., None] * (moved - P[v0:v1, u0:u1])
+        Pj = P[v0:v1, u0:u1]
+        Q = np.empty(Pj.shape, np.float64)
+        for k in range(3):                                 # per coordinate: the same float64 arithmetic
+            Q[..., k] = Pj[..., k].astype(np.float64) - JAW_PIVOT[k]
+        moved = Q @ Rj.T.astype(np.float32)
+        shift = (JAW_PIVOT + np.array([0.0, 0.0, 0.12 * jaw_deg])).astype(np.float32)
+        for k in range(3):
+            Pj[..., k] += w * ((moved[..., k] + shift[k:k + 1]) - Pj[..., k])
     # the mouth gap recedes into a cavity as it opens (the mean gap is 5.7 mm at the centre)
     gap = np.linalg.norm(sample_map(P, model.landmark_uv[62]) - sample_map(P, model.landmark_uv[66]))
     v0, v1, u0, u1, w = modes.cavity
     P[v0:v1, u0:u1, 2] -= w * min(1.2 * gap, 30.0)
     if tuple(scale) != (1.0, 1.0, 1.0):
-        c = np.array([0.0, -45.0, 0.0], np.float32)
-        P = (P - c) * np.asarray(scale, np.float32) + c
+        c, k = np.array([0.0, -45.0, 0.0], np.float32), np.asarray(scale, np.float32)
+        out = np.empty_like(P)
+        for j in range(3):                                 # per coordinate (a 3-wide broadcast is slow)
+            out[..., j] = (P[..., j] - c[j]) * k[j] + c[j]
+        P = out
     return P

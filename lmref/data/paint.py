@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from . import face3d as f3
+from ._channels import by_channel, mix
 from .targets import fit_curve
 
 __all__ = ["Look", "sample_look", "static_maps", "paint", "shade", "render_head", "HeadRender",
@@ -351,9 +352,7 @@ def _sstep(x):
 
 def _mix(dst, col, a):
     """dst <- dst (1 - a) + col a, in place; a [..] broadcast over the colour axis."""
-    a = a[..., None]
-    dst *= 1.0 - a
-    dst += np.asarray(col, np.float32) * a
+    mix(dst, col, a)
 
 
 @dataclass
@@ -412,11 +411,11 @@ def paint(look, P, lm3d, rng, st=None, expression=None):
         crease += (0.1 * age + 0.25 * max(ex.get("squint", 0.0), 0.0) + 0.15 * smile) * R[f"crow_{side}"]
     brow_up = max(ex.get("brow_raise_L", 0.0), 0.0) + max(ex.get("brow_raise_R", 0.0), 0.0)
     crease += (0.08 * age + 0.18 * min(brow_up, 2.0)) * R["forehead_lines"]
-    alb *= (1.0 - np.minimum(crease, 0.6))[..., None]
+    by_channel(lambda c, k: c * k, alb, 1.0 - np.minimum(crease, 0.6), out=alb)
     if look.freckles > 0:
         spots = (rng.random((H, W), dtype=np.float32) < 0.015 * look.freckles) * (R["cheeks"] + R["nose"])
         spots = np.clip(cv2.GaussianBlur(spots.astype(np.float32), (0, 0), 0.7) * 3.0, 0, 0.5)
-        alb *= 1.0 - spots[..., None] * np.array([0.3, 0.45, 0.5], np.float32)
+        by_channel(lambda c, k: c * (1.0 - spots * k), alb, np.array([0.3, 0.45, 0.5], np.float32), out=alb)
     fv0, fv1 = st.eyes[-1].win[0], st.mouth.win[1]
     for _ in range(look.moles):
         cu, cv_ = rng.uniform(st.brows[-1].win[2], st.brows[1].win[3]), rng.uniform(fv0, fv1)
@@ -471,10 +470,9 @@ def paint(look, P, lm3d, rng, st=None, expression=None):
     _paint_eyes(look, st, alb, spec, power, P, lm3d)
     _paint_mouth(look, st, alb, spec, power, P, lm3d)
     ns = st.nose.sl
-    alb[ns] *= (1.0 - 0.88 * st.nose.maps["nostril"])[..., None]
+    by_channel(lambda c, k: c * k, alb[ns], 1.0 - 0.88 * st.nose.maps["nostril"], out=alb[ns])
     # hair goes over everything painted so far
-    a = hair_alpha[..., None]
-    alb = alb * (1 - a) + (hair_lin * strands[..., None]) * a
+    alb = by_channel(lambda c, h: c * (1 - hair_alpha) + (h * strands) * hair_alpha, alb, hair_lin)
     spec = spec * (1 - hair_alpha) + hair_spec * hair_alpha
     power = power * (1 - hair_alpha) + 8.0 * hair_alpha
     return Painted(albedo=alb, spec=spec.astype(np.float32), power=power, sss=(1.0 - hair_alpha).astype(np.float32),
@@ -635,24 +633,29 @@ def shadow_map(P, R, light_dir, N=None, grid=192, extent=150.0, bias=1.5, soft=3
     off = np.array([grid / 2 - 0.5, grid / 2 - 0.5, 0.0])
     muv, tris = _shadow_mesh()
     V = (f3.sample_map(P, muv) - f3.CENTER) @ B.T * scale + off
-    ids, _ = f3.rasterize(V[:, :2], V[:, 2], tris, (grid, grid), cull=True)   # surfaces facing the light
-    coef = _affine_coefficients(V[:, :2], V[:, 2:3], tris)
-    rows, cols = np.nonzero(ids >= 0)
-    cf = coef[ids[rows, cols], 0]
-    D = np.full((grid, grid), 1e6, np.float32)
-    D[rows, cols] = cf[:, 0] * cols + cf[:, 1] * rows + cf[:, 2]
     # texels of the face window only (the scalp's own shadows are not worth their cost)
     st = static_maps()
     v0, v1, u0, u1 = st.eyes[-1].win[0] - 40, st.mouth.win[1] + 40, st.brows[-1].win[2] - 60, st.brows[1].win[3] + 60
     v0, u0, v1, u1 = max(v0, 0), max(u0, 0), min(v1, H), min(u1, W)
     Pw = np.asarray(P[v0:v1, u0:u1], np.float32)
-    T = (Pw - f3.CENTER.astype(np.float32)) @ B.T.astype(np.float32) * scale.astype(np.float32) + off.astype(np.float32)
-    d_occ = cv2.remap(D, T[..., 0], T[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1e6)
+    T = by_channel(lambda p, c: p - c, Pw, f3.CENTER.astype(np.float32)) @ B.T.astype(np.float32)
+    tx, ty, tz = (T[..., j] * scale.astype(np.float32)[j:j + 1] + off.astype(np.float32)[j:j + 1] for j in range(3))
+    # the shadow map is read only around the texels' light-space positions: skip the triangles
+    # that cannot reach one of those pixels (the map where it is read stays the same)
+    needed = np.zeros((grid, grid), bool)
+    needed[np.clip(np.floor(ty), 0, grid - 1).astype(np.intp), np.clip(np.floor(tx), 0, grid - 1).astype(np.intp)] = True
+    ids, _ = f3.rasterize(V[:, :2], V[:, 2], tris, (grid, grid), cull=True, needed=needed)   # surfaces facing the light
+    coef = _affine_coefficients(V[:, :2], V[:, 2:3], tris)
+    rows, cols = np.nonzero(ids >= 0)
+    cf = coef[ids[rows, cols], 0]
+    D = np.full((grid, grid), 1e6, np.float32)
+    D[rows, cols] = cf[:, 0] * cols + cf[:, 1] * rows + cf[:, 2]
+    d_occ = cv2.remap(D, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1e6)
     N = f3.surface_normals(P) if N is None else N
     ndl = np.clip(N[v0:v1, u0:u1] @ (R.T @ Lv).astype(np.float32), 0.05, 1.0)
     slope = np.minimum(np.sqrt(1.0 - ndl * ndl) / ndl, 8.0)
     b = bias + 1.5 * (2 * extent / grid) * slope
-    sh = np.clip((T[..., 2] - d_occ - b) / soft, 0.0, 1.0) * _sstep((ndl - 0.05) / 0.2)   # no acne at grazing light
+    sh = np.clip((tz - d_occ - b) / soft, 0.0, 1.0) * _sstep((ndl - 0.05) / 0.2)   # no acne at grazing light
     out = np.zeros((H, W), np.float32)
     out[v0:v1, u0:u1] = cv2.GaussianBlur(sh, (0, 0), 1.0)  # soften the shadow-map pixels
     return out
@@ -731,16 +734,24 @@ def render_head(P, texture, cam, size, model=None):
     Pv = f3.sample_map(P, m.mesh_uv)
     xy, depth = cam.project(Pv)
     ids, keep = f3.rasterize(xy, depth, m.mesh_tris, (size, size))
-    rows, cols = np.nonzero(ids >= 0)
-    t = ids[rows, cols]
     coef = _affine_coefficients(xy, np.concatenate([m.mesh_uv, depth[:, None]], 1), m.mesh_tris).astype(np.float32)
-    cf = coef[t]                                                           # [n, 3 attrs, 3]
-    att = cf[..., 0] * cols[:, None].astype(np.float32) + cf[..., 1] * rows[:, None].astype(np.float32) + cf[..., 2]
-    uv = np.full((size, size, 2), -1.0, np.float32)
-    uv[rows, cols] = att[:, :2]
-    dep = np.full((size, size), np.inf, np.float32)
-    dep[rows, cols] = att[:, 2]
+    # every attribute a = c0 x + c1 y + c2 of the pixel's triangle (x = column, y = row), evaluated
+    # on the rows the head covers; an extra last "triangle" (0, 0, empty value) fills the empty pixels
+    covered = np.nonzero((ids >= 0).any(1))[0]
+    r0, r1 = (int(covered[0]), int(covered[-1]) + 1) if len(covered) else (0, 0)
+    t = ids[r0:r1]
+    t = np.where(t >= 0, t, len(coef))                                     # [h, size]
+    cols = np.arange(size, dtype=np.float32)[None, :]
+    rows = np.arange(r0, r1, dtype=np.float32)[:, None]
+    planes = []
+    for k, empty in enumerate((-1.0, -1.0, np.inf)):                       # u, v, depth
+        c = np.concatenate([coef[:, k], np.array([[0.0, 0.0, empty]], np.float32)])   # [T + 1, 3]
+        full = np.full((size, size), empty, np.float32)
+        full[r0:r1] = c[t, 0] * cols + c[t, 1] * rows + c[t, 2]
+        planes.append(full)
+    uv = np.stack(planes[:2], -1)
+    dep = planes[2]
     tex = np.concatenate([texture, texture[:, :2]], 1)                    # wrap the back meridian
-    color = cv2.remap(tex, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    color = cv2.remap(tex, planes[0], planes[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     alpha = (ids >= 0).astype(np.float32)
     return HeadRender(color=color, alpha=alpha, depth=dep, uv=uv)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from . import face3d as f3
+from ._channels import by_channel
 
 __all__ = ["background", "render_body", "hair_curtain", "glasses", "hand", "object_occluder",
            "camera_effects", "to_uint8"]
@@ -29,6 +30,14 @@ def _noise(rng, shape, cells, interp=cv2.INTER_CUBIC):
 def _sstep(x):
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
+
+
+def _mean3(img):
+    """img.mean(-1) of a float32 [..., 3] image, bit for bit (sum left to right, then / 3: a float32
+    quotient is correctly rounded whether NumPy divides in float32 or in float64), without the slow
+    3-wide reduction."""
+    assert img.dtype == np.float32 and img.shape[-1] == 3
+    return ((img[..., 0] + img[..., 1]) + img[..., 2]) / np.float32(3)
 
 
 def _rand_color(rng, sat=(0.0, 0.7), val=(0.1, 0.95)):
@@ -97,24 +106,28 @@ def background(rng, size):
             amps.append(rng.uniform(0.03, 0.6))
     colors, amps = np.array(colors, np.float32), np.array(amps, np.float32)
     tex = _octave_noise(rng, S)
-    img = colors[lab] * (1.0 + amps[lab] * tex)[..., None]
+    shade = 1.0 + amps[lab] * tex
+    img = np.stack([colors[:, k][lab] * shade for k in range(3)], -1)     # colors[lab] * shade[..., None]
     if kind != "outdoor" and len(colors) > 1:                      # some shapes striped or checked
         a, period = rng.uniform(0, math.pi), rng.uniform(0.015, 0.08)
         stripes = np.sin((xx * math.cos(a) + yy * math.sin(a)) * 2 * math.pi / period) > 0
         striped = rng.random(len(colors)) < 0.2
-        img *= np.where(striped[lab] & stripes, 0.65, 1.0)[..., None].astype(np.float32)
+        k = np.where(striped[lab] & stripes, 0.65, 1.0).astype(np.float32)
+        by_channel(lambda c: c * k, img, out=img)
     if kind == "studio":
         c2 = _rand_color(rng, (0, 0.4), (0.05, 0.7))
         r = np.sqrt((xx - rng.uniform(0.3, 0.7)) ** 2 + (yy - rng.uniform(0.2, 0.6)) ** 2)
-        img = img + (c2 - colors[0]) * _sstep(r / rng.uniform(0.5, 1.2))[..., None]
+        k = _sstep(r / rng.uniform(0.5, 1.2))
+        img = by_channel(lambda c, d: c + d * k, img, c2 - colors[0])
     g = rng.uniform(-0.6, 0.6, 2).astype(np.float32)                # light falloff across the scene
-    img *= (1 + g[0] * (xx - 0.5) + g[1] * (yy - 0.5))[..., None]
+    k = 1 + g[0] * (xx - 0.5) + g[1] * (yy - 0.5)
+    by_channel(lambda c: c * k, img, out=img)
     if rng.random() < 0.3:                                          # out-of-focus highlights
         spots = np.zeros((S, S), np.float32)
         for _ in range(rng.integers(3, 15)):
             cv2.circle(spots, tuple(int(v) for v in rng.uniform(0, 1, 2) * S), int(rng.uniform(0.01, 0.05) * S),
                        float(rng.uniform(0.2, 0.8)), -1, cv2.LINE_AA)
-        img += spots[..., None] * _rand_color(rng, (0, 0.5), (0.5, 1.0))
+        by_channel(lambda c, h: c + spots * h, img, _rand_color(rng, (0, 0.5), (0.5, 1.0)), out=img)
     sigma = rng.choice([0.0, rng.uniform(0.4, 1.5), rng.uniform(1.5, 5.0)], p=[0.3, 0.4, 0.3]) * S / 256
     if sigma > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), float(sigma))
@@ -193,12 +206,14 @@ def render_body(rng, cam, body_R, body_t, skin_lin, light, size, neckline=None, 
     tri = tris[t]
     w0 = 1 - l1 - l2
 
-    def interp(a):
-        return w0[:, None] * a[tri[:, 0]] + l1[:, None] * a[tri[:, 1]] + l2[:, None] * a[tri[:, 2]]
+    def interp(a):                                        # w0 a[i0] + l1 a[i1] + l2 a[i2], per column
+        return by_channel(lambda a0, a1, a2: w0 * a0 + l1 * a1 + l2 * a2, a[tri[:, 0]], a[tri[:, 1]], a[tri[:, 2]],
+                          C=a.shape[1])
 
     n = interp(N)
-    n /= np.linalg.norm(n, axis=1, keepdims=True)
-    n = np.where((n[:, 2:3] < 0), -n, n)                  # two-sided (the mesh is not culled)
+    length = np.sqrt((n[:, 0] * n[:, 0] + n[:, 1] * n[:, 1]) + n[:, 2] * n[:, 2])   # np.linalg.norm(n, axis=1)
+    back = n[:, 2] / length < 0
+    n = by_channel(lambda v: np.where(back, -(v / length), v / length), n)   # two-sided (the mesh is not culled)
     m = interp(mat[:, None])[:, 0]
     s_t = interp(st)
     dep[rows, cols] = interp(depth[:, None])[:, 0]
@@ -213,11 +228,11 @@ def render_body(rng, cam, body_R, body_t, skin_lin, light, size, neckline=None, 
     width = rng.uniform(0.07, 0.14)
     skin_chest = s_t[:, 1] < 0.2 + depth_v * np.sqrt(np.clip(1 - (da / width) ** 2, 0, 1))
     is_skin = (m < 0.5) | skin_chest
-    alb = np.where(is_skin[:, None], skin_lin[None] * 0.92, cloth[None] * weave[:, None])
+    alb = by_channel(lambda sk, cl: np.where(is_skin, sk * 0.92, cl * weave), skin_lin, cloth)
     ndl = np.clip(n @ light.direction, 0, 1)
-    amb = light.ambient * (0.75 + 0.25 * n[:, 1:2])
+    up = 0.75 + 0.25 * n[:, 1]
     under_chin = np.where(m < 0.5, 0.45 + 0.55 * np.clip(s_t[:, 1] / 0.2, 0, 1), 1.0)  # neck shadowed by the jaw
-    col = alb * (ndl[:, None] * light.color * under_chin[:, None] + amb * under_chin[:, None])
+    col = by_channel(lambda a, kc, ac: a * ((ndl * kc) * under_chin + (ac * up) * under_chin), alb, light.color, light.ambient)
     color[rows, cols] = col * light.exposure
     return color, (ids >= 0).astype(np.float32), dep
 
@@ -234,7 +249,8 @@ def _strand_texture(rng, size, angle_deg, hair_lin):
         + _noise(rng, (S, S), (2, 3), cv2.INTER_CUBIC) * 0.15
     M = cv2.getRotationMatrix2D((S / 2, S / 2), float(angle_deg), 1.0)
     n = cv2.warpAffine(n, M, (S, S), borderMode=cv2.BORDER_REFLECT)
-    return hair_lin[None, None, :] * np.clip(1.0 + n, 0.4, 1.8)[..., None]
+    k = np.clip(1.0 + n, 0.4, 1.8)
+    return by_channel(lambda h: h * k, hair_lin)
 
 
 def _volume_shade(mask, light, base_strength=0.5):
@@ -282,8 +298,9 @@ def hair_curtain(rng, cam, P_hair, hair_lin, light, size, length, flare, body_do
     yy = np.arange(size, dtype=np.float32)[:, None]
     band_y = float(tp[:, 1].mean() + rng.uniform(0.15, 0.5) * (bp[:, 1].mean() - tp[:, 1].mean()))
     band = np.exp(-0.5 * ((yy - band_y) / (0.06 * size)) ** 2) * np.ones((1, size), np.float32)
-    sheen = (0.05 + 0.1 * rng.random()) * band * np.clip(tex.mean(-1) / max(hair_lin.mean(), 1e-4), 0, 2)
-    col = tex * shade[..., None] + (sheen * light.color.mean() * light.exposure)[..., None] * np.array([1.0, 0.97, 0.92], np.float32)
+    sheen = (0.05 + 0.1 * rng.random()) * band * np.clip(_mean3(tex) / max(hair_lin.mean(), 1e-4), 0, 2)
+    sheen = sheen * light.color.mean() * light.exposure
+    col = by_channel(lambda t, w: t * shade + sheen * w, tex, np.array([1.0, 0.97, 0.92], np.float32))
     return col.astype(np.float32), mask.astype(np.float32)
 
 
@@ -314,7 +331,7 @@ def hair_lock(rng, cam, P_hair, hair_lin, light, size, side, width_mm):
     d = curve[-1] - curve[0]
     tex = _strand_texture(rng, size, -math.degrees(math.atan2(d[0], d[1])), hair_lin)
     shade = _volume_shade(mask, light, 0.7) * light.exposure
-    return (tex * shade[..., None]).astype(np.float32), mask
+    return by_channel(lambda t: t * shade, tex).astype(np.float32), mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,11 +368,11 @@ def glasses(rng, cam, lm3d, head_depth, size, sun):
         lens_mask = np.maximum(lens_mask, lm)
     tint = (np.array([0.02, 0.02, 0.025]) * rng.uniform(0.3, 3.0)) if sun else np.array([0.9, 0.92, 0.95])
     a_lens = rng.uniform(0.85, 0.97) if sun else rng.uniform(0.03, 0.12)
-    color += lens_mask[..., None] * a_lens * tint.astype(np.float32)
+    by_channel(lambda c, t: c + (lens_mask * a_lens) * t, color, tint.astype(np.float32), out=color)
     alpha = np.maximum(alpha, lens_mask * a_lens)
     if not sun and rng.random() < 0.5:                                  # a reflection on the lenses
         refl = _sstep(_noise(rng, (size, size), (3, 3)) * 0.8) * lens_mask * rng.uniform(0.05, 0.25)
-        color += refl[..., None] * 0.8
+        by_channel(lambda c: c + refl * 0.8, color, out=color)
         alpha = np.maximum(alpha, refl)
     # frame: both rims, the bridge, the temples to the ears
     segments = [np.concatenate([r, r[:1]]) for r in rims]
@@ -373,7 +390,7 @@ def glasses(rng, cam, lm3d, head_depth, size, sun):
         for i in range(len(seg) - 1):
             if vis[i] and vis[i + 1]:
                 cv2.line(fr, tuple(np.round(xy[i] * 16).astype(int)), tuple(np.round(xy[i + 1] * 16).astype(int)), 1.0, w, cv2.LINE_AA, 4)
-    color = color * (1 - fr[..., None]) + fr[..., None] * frame
+    color = by_channel(lambda c, f: c * (1 - fr) + fr * f, color, frame)
     alpha = np.maximum(alpha, fr)
     return color, alpha, lens_mask
 
@@ -408,7 +425,7 @@ def _shade_mask(mask, light, base, bump=1.0):
     d = d / max(float(d.max()), 1.0)
     roundness = np.sqrt(np.clip(d * 2.0, 0, 1)) * bump + (1 - bump)
     shade = (light.color.mean() * (0.35 + 0.65 * roundness) + light.ambient.mean()) * light.exposure
-    return base[None, None, :] * shade[..., None]
+    return by_channel(lambda b: b * shade, base)
 
 
 def hand(rng, center, scale_px, angle_deg, skin_lin, light, size):
@@ -446,7 +463,8 @@ def hand(rng, center, scale_px, angle_deg, skin_lin, light, size):
              1.0, int(0.32 * L), cv2.LINE_AA, 4)
     tone = skin_lin * rng.uniform(0.85, 1.1)
     col = _shade_mask(mask, light, tone.astype(np.float32))
-    col *= (1 - 0.35 * lines * mask)[..., None]
+    k = 1 - 0.35 * lines * mask
+    by_channel(lambda c: c * k, col, out=col)
     for tip in tips:                                                     # nails
         cv2.circle(col, tuple(np.round((tip - fwd * 0.03 * L) * 16).astype(int)), max(1, width // 3) * 16,
                    tuple((tone * 1.25 * light.color.mean()).tolist()), -1, cv2.LINE_AA, 4)
@@ -501,11 +519,11 @@ def object_occluder(rng, center, scale_px, light, size):
         cv2.fillConvexPoly(mask, hull, 1.0, cv2.LINE_AA, 4)
     col = _shade_mask(mask, light, base, bump=0.8 if kind in ("ball", "cup", "mic", "blob") else 0.2)
     if kind == "phone":
-        col = col * (1 - detail[..., None]) + detail[..., None] * base * 0.5
+        col = by_channel(lambda c, b: c * (1 - detail) + (detail * b) * 0.5, col, base)
     if kind == "card":
-        col = col * (1 - 0.8 * detail[..., None])
+        col = by_channel(lambda c: c * (1 - 0.8 * detail), col)
     tex = 1.0 + 0.1 * _noise(rng, (S, S), (max(2, S // 16), max(2, S // 16)))
-    return (col * tex[..., None]).astype(np.float32), np.clip(mask, 0, 1)
+    return by_channel(lambda c: c * tex, col).astype(np.float32), np.clip(mask, 0, 1)
 
 
 def cast_shadow(canvas, mask, offset, blur, strength, where=None):
@@ -515,7 +533,8 @@ def cast_shadow(canvas, mask, offset, blur, strength, where=None):
     sh = cv2.GaussianBlur(sh, (0, 0), max(blur, 0.5)) * strength
     if where is not None:
         sh = sh * where
-    canvas *= (1 - sh)[..., None]
+    k = 1 - sh
+    by_channel(lambda c: c * k, canvas, out=canvas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,16 +572,17 @@ def camera_effects(rng, img_lin, blur=None, gray=None):
     S = img_lin.shape[0]
     info = {}
     wb = np.clip(rng.normal(1.0, 0.05, 3), 0.85, 1.15).astype(np.float32)
-    img = img_lin * wb
+    img = by_channel(lambda c, w: c * w, img_lin, wb)
     srgb = np.sqrt(np.clip(img, 0, 1))
     contrast = rng.uniform(0.85, 1.2)
     srgb = np.clip(0.5 + (srgb - 0.5) * contrast, 0, 1)
     sat = rng.uniform(0.7, 1.25)
-    g = srgb.mean(-1, keepdims=True)
-    srgb = np.clip(g + (srgb - g) * sat, 0, 1)
+    g = _mean3(srgb)
+    srgb = by_channel(lambda c: np.clip(g + (c - g) * sat, 0, 1), srgb)
     if rng.random() < 0.3:                                                  # vignetting
         yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S - 0.5
-        srgb *= (1 - rng.uniform(0.1, 0.4) * (xx * xx + yy * yy) * 2)[..., None]
+        k = 1 - rng.uniform(0.1, 0.4) * (xx * xx + yy * yy) * 2
+        by_channel(lambda c: c * k, srgb, out=srgb)
     # optics
     if blur is None:
         sigma = rng.choice([0.0, rng.uniform(0.3, 0.9)], p=[0.5, 0.5]) * S / 256

@@ -59,6 +59,7 @@ import numpy as np
 
 from . import face3d as f3
 from . import paint as pt
+from ._channels import by_channel
 from . import photo
 from . import scene as sc
 
@@ -280,14 +281,14 @@ def _appearance(params, P, lm3d, st, model):
     cover_alpha, height = painted.hair_alpha, painted.hair_height
     if "mask" in params["occluders"]:
         ma, mcol, pleats = _mask_layer(rng, st)
-        painted.albedo = painted.albedo * (1 - ma[..., None]) + (mcol * pleats[..., None]) * ma[..., None]
+        painted.albedo = by_channel(lambda al, mc: al * (1 - ma) + (mc * pleats) * ma, painted.albedo, mcol)
         painted.spec = painted.spec * (1 - ma) + 0.02 * ma
         painted.sss = painted.sss * (1 - ma)
         r = np.linalg.norm(P - f3.CENTER, axis=-1).astype(np.float32)
         tent = np.maximum(cv2.GaussianBlur(r, (0, 0), 6.0) + 3.0, r + 2.0) - r      # stretched over the nose
         height = np.maximum(height, ma * tent)
         cover_alpha = np.maximum(cover_alpha, ma)
-    return painted, cover_alpha, P + model.normals * height[..., None]          # volume along the normals
+    return painted, cover_alpha, by_channel(lambda p, n: p + n * height, P, model.normals)   # volume along the normals
 
 
 def _head(params, painted, P_render, R, cam2, S2, model):
@@ -311,12 +312,12 @@ def _behind(params, cam, P_render, size, version=2):
     body_t[:2] = f3.rotation(0, 0, 0.5 * params["pose"][2])[:2, :2] @ body_t[:2]
     bcol, balpha, _ = sc.render_body(rng, cam, body_R, body_t, pt.srgb_to_linear(look.skin), light, size,
                                      shoulder=rng.uniform(170, 215))
-    back = back * (1 - balpha[..., None]) + bcol
+    back = by_channel(lambda b, c: b * (1 - balpha) + c, back, bcol)
     if look.hair_style in ("long", "medium") and look.hair_volume > 0:
         length = rng.uniform(110, 300) if look.hair_style == "long" else rng.uniform(40, 100)
         ccol, calpha = sc.hair_curtain(rng, cam, P_render, pt.srgb_to_linear(look.hair), light, size, length,
                                        rng.uniform(3, 30), body_R @ np.array([0.0, -1.0, 0.0]))
-        back = back * (1 - calpha[..., None]) + ccol * calpha[..., None]
+        back = by_channel(lambda b, c: b * (1 - calpha) + c * calpha, back, ccol)
     return back
 
 
@@ -330,12 +331,12 @@ def _in_front(params, canvas, head, cam2, P_render, lm3d, xy2):
     for kind in params["occluders"]:
         if kind in ("glasses", "sunglasses"):
             col, a, lens = sc.glasses(rng, cam2, lm3d, head.depth, S2, sun=(kind == "sunglasses"))
-            canvas[:] = canvas * (1 - a[..., None]) + col
+            by_channel(lambda v, c: v * (1 - a) + c, canvas, col, out=canvas)
             front_alpha = np.maximum(front_alpha, a if kind == "sunglasses" else np.where(lens < 0.5, a, 0))
         elif kind == "hair_lock":
             col, a = sc.hair_lock(rng, cam2, P_render, pt.srgb_to_linear(look.hair), light, S2,
                                   rng.choice([-1, 1]), rng.uniform(18, 40))
-            canvas[:] = canvas * (1 - a[..., None]) + col * a[..., None]
+            by_channel(lambda v, c: v * (1 - a) + c * a, canvas, col, out=canvas)
             front_alpha = np.maximum(front_alpha, a)
         elif kind in ("hand", "hand2", "object"):
             target = xy2[rng.choice([8, 57, 33, 30, 36, 45, 48, 54, 2, 14, 19, 24])]
@@ -350,7 +351,7 @@ def _in_front(params, canvas, head, cam2, P_render, lm3d, xy2):
                                  ang, skin, light, S2)
             sc.cast_shadow(canvas, a, rng.normal(0, 0.03, 2) * face_px + [0, 0.03 * face_px], 0.02 * face_px,
                            rng.uniform(0.2, 0.5), head.alpha)
-            canvas[:] = canvas * (1 - a[..., None]) + col * a[..., None]
+            by_channel(lambda v, c: v * (1 - a) + c * a, canvas, col, out=canvas)
             front_alpha = np.maximum(front_alpha, a)
     return front_alpha
 
@@ -387,7 +388,7 @@ def render(params, size=256, ss=2, version=DEFAULT_VERSION):
     head = _head(params, painted, P_render, R, cam2, S2, model)
     back = _behind(params, cam, P_render, size, version)
     canvas = cv2.resize(back, (S2, S2), interpolation=cv2.INTER_LINEAR) if ss > 1 else back
-    canvas = canvas * (1 - head.alpha[..., None]) + head.color
+    canvas = by_channel(lambda v, c: v * (1 - head.alpha) + c, canvas, head.color)
     front_alpha = _in_front(params, canvas, head, cam2, P_render, lm3d, xy2)
     img_lin = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
     if version >= 3:
