@@ -527,6 +527,16 @@ def _write(name, out_dir, md_lines, payload):
     return md
 
 
+def _train(name, seeds, quick, jobs, work, log, teacher=None):
+    """Train (or reuse) every run of experiment ``name`` -> (settings, its runs, {run: [result per seed]},
+    the timing line and dict)."""
+    s = settings(quick)
+    runs = EXPERIMENTS[name](s)
+    t0 = time.time()
+    results = run_plan(plan(name, seeds, quick, work, teacher), jobs, log)
+    return s, runs, _by_run(results, runs, seeds, SHARED.get(name, ())), _timing(results, t0, jobs)
+
+
 def _per_seed(res_list, seeds):
     return [{"seed": sd, "best_epoch": r["best_epoch"], "val_nme": r["best_val_nme"], "test": r["test"],
              "history": r["history"]} for sd, r in zip(seeds, res_list)]
@@ -543,12 +553,7 @@ def _copy_best(results_list, dest):
 # ==================================================================================== experiments
 
 def icme(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
-    s = settings(quick)
-    runs = icme_runs(s)
-    t0 = time.time()
-    results = run_plan(plan("icme", seeds, quick, work, teacher), jobs, log)
-    timing = _timing(results, t0, jobs)
-    by = _by_run(results, runs, seeds, SHARED["icme"])
+    s, runs, by, timing = _train("icme", seeds, quick, jobs, work, log, teacher)
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
     size = runs["student"][0]["input_size"]
     rows = [("SwinV2 teacher (CPU-sized) + AAM, one run shared by all seeds", "teacher"),
@@ -602,12 +607,7 @@ def _verdict(m, sd, n):
 
 
 def kd(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
-    s = settings(quick)
-    runs = kd_runs(s)
-    t0 = time.time()
-    results = run_plan(plan("kd", seeds, quick, work, teacher), jobs, log)
-    timing = _timing(results, t0, jobs)
-    by = _by_run(results, runs, seeds, SHARED["kd"])
+    s, runs, by, timing = _train("kd", seeds, quick, jobs, work, log, teacher)
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
     size = runs["stud5"][0]["input_size"]
     md = [f"# Compact KD report on the synthetic benchmark ({len(seeds)} seeds)", "",
@@ -647,12 +647,7 @@ def input_size(seeds, quick, jobs, work, out, assets=None, log=print, teacher=No
     """-> student_input_size.md / .json / .png: the student's test NME at 96 and 128 px, paired by seed,
     beside the CPU time each run took (its epochs' seconds, both sizes trained under the same load:
     ``jobs`` runs side by side, one thread each), and val NME against training hours."""
-    s = settings(quick)
-    runs = input_size_runs(s)
-    t0 = time.time()
-    results = run_plan(plan("input_size", seeds, quick, work), jobs, log)
-    timing = _timing(results, t0, jobs)
-    by = _by_run(results, runs, seeds)
+    s, runs, by, timing = _train("input_size", seeds, quick, jobs, work, log)
     cost = {r: model_cost(cfg) for r, (cfg, _) in runs.items()}
     hours = {r: [sum(h["seconds"] for h in x["history"]) / 3600 for x in by[r]] for r in runs}
     md = [f"# The student's input size: accuracy per CPU-hour ({len(seeds)} seed(s))", "",
@@ -718,12 +713,7 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     from lmref.data import synthetic
     from lmref.models.litehrnet import Config as HRConfig
     from lmref.cost.litehrnet import cost_table
-    s = settings(quick)
-    runs = litehrnet_runs(s)
-    t0 = time.time()
-    results = run_plan(plan("litehrnet", seeds, quick, work), jobs, log)
-    timing = _timing(results, t0, jobs)
-    by = _by_run(results, runs, seeds)
+    s, runs, by, timing = _train("litehrnet", seeds, quick, jobs, work, log)
     test = synthetic.load_split("test", n=s["num_test"], seed=0, size=s["data"]["render_size"], version=DATA_VERSION)
     attrs = np.asarray(test.attributes)
     size = runs["plus10m_mse"][0]["input_size"]
