@@ -65,14 +65,7 @@ def test_notebook_matches_source_and_is_saved_clean(src):
     nbformat.validate(nb)
 
 
-# Notebook 03 is rebuilt around the shipped teachers in a later part of issue 19; until then it has no
-# summary / try-this ending. strict: this xfail fails as soon as 03 gets one, so the mark is removed then.
-ENDING_PENDING = {"03_knowledge_distillation"}
-
-
-@pytest.mark.parametrize("src", [
-    pytest.param(s, id=s.stem, marks=[pytest.mark.xfail(strict=True, reason="03 is rebuilt later (issue 19)")]
-                 if s.stem in ENDING_PENDING else []) for s in SOURCES])
+@pytest.mark.parametrize("src", [_param(s) for s in SOURCES])
 def test_notebook_ends_with_summary_and_exercise(src):
     """Every notebook ends with a "Summary" section and a "Try this" exercise, in its last cells."""
     cells = build.parse_cells(src.read_text())
