@@ -43,6 +43,8 @@ from lmref import metrics
 from lmref.data import synthetic
 
 IOU_FOUND = 0.3
+REGIONS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
+           "mouth": slice(48, 68)}
 
 
 def dlib_models_dir():
@@ -106,7 +108,7 @@ def inter_ocular_nme(pred, gt):
 def measure(samples, yunet, haar, dlib68):
     """-> dict of rates and NMEs over samples (iterable of synthetic.Sample)."""
     found = {"yunet": [], "haar": [], "dlib": []}
-    nmes, offsets = [], []
+    nmes, offsets, errors, plain = [], [], [], []
     for s in samples:
         box = s.box
         found["yunet"].append(best_match(box, yunet.raw(s.image)[0]) is not None)
@@ -119,10 +121,19 @@ def measure(samples, yunet, haar, dlib68):
             nmes.append(inter_ocular_nme(pred, s.landmarks))
             d = np.linalg.norm(s.landmarks[36] - s.landmarks[45])
             offsets.append((pred - s.landmarks) / d)                  # [68, 2] in inter-ocular units
+            errors.append(np.linalg.norm(pred - s.landmarks, axis=1) / d)      # [68]
+            plain.append(not s.attributes.any())
     n = len(found["yunet"])
+    errors, plain = np.array(errors).reshape(-1, 68), np.array(plain, bool)
     return {"n": n, "yunet_rate": float(np.mean(found["yunet"])), "haar_rate": float(np.mean(found["haar"])),
             "dlib_hog_rate": float(np.mean(found["dlib"])), "dlib_nme": float(np.mean(nmes)) if nmes else None,
             "dlib_nme_median": float(np.median(nmes)) if nmes else None, "dlib_n": len(nmes),
+            # which points carry the NME: each region's share of it (the shares add up to the NME)
+            "dlib_nme_share": {r: round(float(errors[:, i].sum(1).mean() / 68), 4) for r, i in REGIONS.items()}
+            if nmes else None,
+            # the faces with none of the six WFLW attributes (pose, expression, illumination, make-up,
+            # occlusion, blur): how far the hard cases raise the NME
+            "dlib_nme_plain": float(errors[plain].mean()) if plain.any() else None, "dlib_n_plain": int(plain.sum()),
             # where dlib disagrees with our labels on average (a labelling convention, not noise)
             "dlib_mean_offset": np.mean(offsets, axis=0).round(4).tolist() if offsets else None}
 
@@ -208,6 +219,10 @@ def main(argv=None):
     print(f"  Haar finds  {100 * res['haar_rate']:.1f} %")
     print(f"  dlib HOG finds {100 * res['dlib_hog_rate']:.1f} %; dlib 68-point NME on those {res['dlib_nme']:.4f} "
           f"(median {res['dlib_nme_median']:.4f}, {res['dlib_n']} faces; target <= 0.05)")
+    if res["dlib_nme_share"]:
+        print("    shares of it: " + ", ".join(f"{r} {v:.4f}" for r, v in res["dlib_nme_share"].items()))
+    if res["dlib_nme_plain"] is not None:
+        print(f"    on the {res['dlib_n_plain']} of those faces without any WFLW attribute: {res['dlib_nme_plain']:.4f}")
     print(f"  {res['seconds']} s")
     write_json(args.json, res)
     return 0

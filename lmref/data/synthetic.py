@@ -31,9 +31,10 @@ Versions: ``VERSION`` (3) is the newest renderer; ``generate`` and ``load_split`
 ``DEFAULT_VERSION`` (2) unless given ``version=``, because the shipped models, the experiments and
 the teachers were trained on version 2 (``torch_impl.experiments.DATA_VERSION`` pins it there).
 Version 3 (``lmref.data.photo``) draws every version-2 parameter first, so sample i has the same
-pose, shape, framing and landmarks in both, and renders it as a photograph: auto exposure, coloured
-light, darker and thicker brows, oilier skin, out-of-focus backgrounds, in-camera sharpening and
-JPEG (``python -m benchmarks.realism`` measures how photographic each version looks).
+pose, shape and framing in both, and renders it as a photograph: seen from farther away (1-4 m, so
+the jaw points move: less perspective), auto exposure, coloured light, darker brows, oilier skin,
+out-of-focus backgrounds, in-camera sharpening and JPEG (``python -m benchmarks.realism`` measures
+how photographic each version looks).
 
 Determinism: every sample has its own generator seeded by (seed, split, index), nothing else is
 random, and files are written with OpenCV's PNG encoder, so the same version, seed and package
@@ -174,6 +175,7 @@ def sample_params(rng, version=DEFAULT_VERSION):
     if version >= 3:                                   # drawn after everything v2 draws: same faces
         p["look"] = photo.adjust_look(p["look"], rng)
         p["cast"] = photo.light_cast(rng)
+        p["distance"] = photo.camera_distance(rng)     # v3: photographs' perspective (moves the jaw points)
     return p
 
 
