@@ -201,6 +201,22 @@ def test_resume_after_stop_is_bit_identical(cache, tmp_path):
     assert_same_run(final_state(tmp_path / "full"), final_state(tmp_path / "cut"))
 
 
+def test_epoch_steps_limits_each_epoch_to_its_first_batches(cache, tmp_path):
+    """epoch_steps=2: each epoch trains on the first 2 batches of its shuffle (global steps 2 per epoch,
+    the cosine schedule spread over them), and its first steps are the full run's first steps."""
+    short = T.train(tiny(cache, tmp_path / "short", epochs=2, epoch_steps=2, export=False,
+                         lr_schedule="cosine"))
+    assert short["global_step"] == 4 and [h["epoch"] for h in short["history"]] == [1, 2]
+    assert short["history"][-1]["lr_factor"] == pytest.approx(T.lr_factor(
+        tiny(cache, tmp_path, epochs=2, lr_schedule="cosine"), 3, 2))
+    T.train(tiny(cache, tmp_path / "two", epochs=1, epoch_steps=2, export=False))   # constant lr: the same
+    T.train(tiny(cache, tmp_path / "cut", epochs=1, export=False, max_steps=2, checkpoint_every=1))  # 2 steps
+    a, b = final_state(tmp_path / "two")["model"], final_state(tmp_path / "cut")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="epoch_steps"):
+        tiny(cache, tmp_path / "bad", epoch_steps=-1)
+
+
 def test_resume_after_kill_is_bit_identical(cache, tmp_path):
     """A training process killed with SIGKILL mid-epoch, then resumed, ends where an uninterrupted
     run ends."""

@@ -59,6 +59,11 @@ DATA_VERSION = 2    # the synthetic renderer these experiments and the teachers 
 # experiment get a budget of a few minutes each (the whole experiment about an hour on 2 cores).
 TEACHER_EPOCHS = {"icme": 16, "kd": 12}
 STUDENT_EPOCHS = {"icme": 2, "kd": 2}
+# kd's students see 400 batches per epoch (6,400 of the 20,000 training faces, a different draw each
+# epoch): a full pass costs a Stud5 12.3 min on one thread (measured: stud5-s0's first epoch, 738 s with
+# another run beside it), so 15 runs of two full passes would take about 4 h on 2 cores, not the hour the
+# students get; 2 x 400 steps keep the experiment near that hour.
+KD_EPOCH_STEPS = 400
 
 
 def settings(quick):
@@ -148,6 +153,8 @@ def kd_runs(s):
     # val NME 0.229 after 3 epochs at 1e-3)
     common = dict(input_size=size, epochs=ep, lr_schedule="cosine", lr_backbone=1e-3, lr_head=1e-3)
     teacher = {**common, "epochs": 2 if q else TEACHER_EPOCHS["kd"], "warmup_steps": 0 if q else 500}
+    if not q:
+        common["epoch_steps"] = KD_EPOCH_STEPS
     return {
         "resnet50": (_base(s, arch="resnet", model=resnet, **teacher), None),
         "stud5": (_base(s, arch="stud5", model=stud5, **common), None),
@@ -476,7 +483,7 @@ def _setting_lines(s, cfgs):
              f"crops of the landmark box x1.25 with STAR's augmentation (`torch_impl.data`)."]
     for name, cfg in cfgs.items():
         keys = ("input_size", "epochs", "batch_size", "optimizer", "lr_backbone", "lr_head", "lr_schedule")
-        keys += tuple(k for k in ("warmup_steps", "aam_weights") if k in cfg)
+        keys += tuple(k for k in ("epoch_steps", "warmup_steps", "aam_weights") if k in cfg)
         lines.append(f"- `{name}`: " + ", ".join(f"{k} {cfg.get(k, _default(k))}" for k in keys))
     lines.append("- NME: inter-ocular (outer eye corners), mean over test images, in %; "
                  "mean ± sample std over the seeds; the checkpoint with the lowest val NME is tested.")

@@ -122,6 +122,9 @@ class TrainConfig:
     weight_decay: float = 0.01              # torch's AdamW default (the paper gives none)
     batch_size: int = 16
     epochs: int = 10
+    epoch_steps: int = 0                    # steps per epoch: 0 the whole training split; else the first
+                                            # epoch_steps batches of each epoch's shuffle (a budget below
+                                            # a full pass; each epoch still draws from the whole split)
     lr_schedule: str = "constant"           # "constant", "cosine" (to 1% at the end) or "multistep"
     lr_milestones: tuple = ()               # epochs where "multistep" multiplies the lr by lr_gamma
     lr_gamma: float = 0.1
@@ -162,6 +165,7 @@ class TrainConfig:
             (self.lr_schedule in ("constant", "cosine", "multistep"),
              f"lr_schedule: expected 'constant', 'cosine' or 'multistep', got {self.lr_schedule!r}"),
             (self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1"),
+            (self.epoch_steps >= 0, f"epoch_steps: expected 0 (a full pass) or more, got {self.epoch_steps}"),
             (0 < self.val_ratio < 1, f"val_ratio: expected a fraction in (0, 1), got {self.val_ratio}"),
             (self.distill.kind in DISTILL_KINDS, f"distill.kind: expected one of {DISTILL_KINDS}, got {self.distill.kind!r}"),
             (not self.distill.kind or self.distill.teacher, "distill.teacher: give the teacher's weights file or checkpoint"),
@@ -676,6 +680,8 @@ def _train(cfg, rank, world, device):
     steps_per_epoch = len(train_ds) // cfg.batch_size                  # the last partial batch is dropped
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_ds)} training samples make no batch of {cfg.batch_size}")
+    if cfg.epoch_steps:
+        steps_per_epoch = min(steps_per_epoch, cfg.epoch_steps)
 
     st = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_nme": math.inf, "best_epoch": -1,
           "history": [], "loss_sum": 0.0, "loss_count": 0}
