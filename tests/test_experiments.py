@@ -104,6 +104,34 @@ def test_icme_quick(dirs):
     assert len(payload["kd_delta_test_nme"]) == 1
 
 
+def test_icme_sweep_one_variant_and_the_kd_terms(dirs):
+    """--sweep --variants runs only the named variant (its distill weights changed), reuses icme's runs,
+    and the report measures the default L_KD run's terms: the weighted heatmap term's gradient scales
+    with its weight (the variant's 10,000 against the default's 1)."""
+    _run(dirs, "icme", [0])                                            # (reused from the test above if run)
+    out = dirs / "results"
+    argv = ["icme", "--sweep", "--variants", "student_kd_heat1e4", "--quick", "--seeds", "0", "--jobs", "1",
+            "--work", str(dirs / "icme"), "--out", str(out)]
+    assert E.main(argv) == 0
+    md = (out / "icme_sweep.md").read_text()
+    payload = json.loads((out / "icme_sweep.json").read_text())
+    assert set(payload["runs"]) == {"student", "student_kd", "student_kd_heat1e4"}
+    assert "heatmap term only, weight 10,000" in md and "The size of each L_KD term" in md
+    terms = payload["kd_terms"]
+    assert terms["end"]["task"]["grad_norm"] > 0 and terms["end"]["heat"]["weight"] == 1.0
+    from torch_impl import kd_terms
+    cfg, trainee, teacher = kd_terms.load_run(str(dirs / "icme" / "student_kd-s0"), "end")
+    train_ds, _, _ = kd_terms.make_datasets(cfg)
+    batches = [b for _, b in kd_terms.train_batches(train_ds, cfg, 0, 0, 1, 0, 1, "cpu", kd_terms.model_layout(cfg))]
+    one = kd_terms.term_stats(cfg, trainee, teacher, batches)
+    cfg.distill.heat_weight = 10.0
+    ten = kd_terms.term_stats(cfg, trainee, teacher, batches)
+    assert ten["heat"]["grad_norm"] == pytest.approx(10 * one["heat"]["grad_norm"], rel=1e-4)
+    assert ten["task"]["grad_norm"] == pytest.approx(one["task"]["grad_norm"], rel=1e-6)
+    with pytest.raises(SystemExit, match="unknown"):
+        E.sweep_plan("icme", [0], True, str(dirs / "icme"), only=["no_such_variant"])
+
+
 def test_litehrnet_quick_subsets(dirs):
     md, payload = _run(dirs, "litehrnet", [0])
     assert "Lite-HRNet Plus 10M (BCE loss)" in md and "Fusion ablation" in md

@@ -239,12 +239,14 @@ WORK_OF = {"input_size": "icme"}
 # each is the experiment's KD run with some distill keys changed, paired by seed with the student trained
 # without KD, from the same pre-trained teacher.  experiment -> (base run, KD run, {variant: (label, change)})
 SWEEPS = {
+    # L_KD at weights 1 / 1 sends the student 0.2-0.35 % (features) and 0.0005-0.1 % (heatmaps: softmax
+    # maps, values ~1/576, MSE ~5e-6) of the task loss's gradient (python -m torch_impl.kd_terms on
+    # student_kd-s0): it cannot change what the student learns.  These weights bring each term's
+    # gradient near the task's, each term alone and both together.
     "icme": ("student", "student_kd", {
-        "student_kd_feat": ("L_KD feature term only (heat weight 0)", {"heat_weight": 0.0}),
-        "student_kd_heat": ("L_KD heatmap term only (feature weight 0)", {"feat_weight": 0.0}),
-        "student_kd_heat10": ("heatmap weight 10", {"heat_weight": 10.0}),
-        "student_kd_heat100": ("heatmap weight 100", {"heat_weight": 100.0}),
-        "student_kd_feat01": ("feature weight 0.1", {"feat_weight": 0.1}),
+        "student_kd_feat100": ("feature term only, weight 100", {"feat_weight": 100.0, "heat_weight": 0.0}),
+        "student_kd_heat1e4": ("heatmap term only, weight 10,000", {"feat_weight": 0.0, "heat_weight": 1e4}),
+        "student_kd_both": ("feature weight 100 + heatmap weight 10,000", {"feat_weight": 100.0, "heat_weight": 1e4}),
     }),
     "kd": ("stud5", "stud5_rbd", {
         "stud5_rbd_l01": ("RBD lambda 0.1", {"rbd_lambda": 0.1}),
@@ -773,10 +775,20 @@ def litehrnet(seeds, quick, jobs, work, out, assets, log=print, teacher=None):
     return _write("litehrnet", out, md, payload)
 
 
-def sweep_plan(name, seeds, quick, work_dir, teacher_path=None):
+def _variants(name, only=None):
+    """SWEEPS[name]'s variants, or those named in ``only``."""
+    variants = SWEEPS[name][2]
+    unknown = sorted(set(only or ()) - set(variants))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)} for {name}; known: {', '.join(variants)}")
+    return {k: v for k, v in variants.items() if not only or k in only}
+
+
+def sweep_plan(name, seeds, quick, work_dir, teacher_path=None, only=None):
     """The experiment's plan cut to its teacher, base and KD runs, plus one KD run per SWEEPS variant
     (same seeds, so the base runs of the experiment in the same work directory are reused)."""
-    base, kd_run, variants = SWEEPS[name]
+    base, kd_run, _ = SWEEPS[name]
+    variants = _variants(name, only)
     full = plan(name, seeds, quick, work_dir, teacher_path)
     keep = set(SHARED.get(name, ())) | {base, kd_run}
     out = [r for r in full if r[0].rsplit("-s", 1)[0] in keep]
@@ -791,12 +803,14 @@ def sweep_plan(name, seeds, quick, work_dir, teacher_path=None):
     return out
 
 
-def sweep(name, seeds, quick, jobs, work, out, log=print, teacher=None):
-    """Run the SWEEPS variants of experiment ``name`` -> <name>_sweep.md / .json: each variant's test NME
-    and its paired difference with the student trained without KD."""
-    base, kd_run, variants = SWEEPS[name]
+def sweep(name, seeds, quick, jobs, work, out, log=print, teacher=None, only=None):
+    """Run the SWEEPS variants of experiment ``name`` (those in ``only``, default all) -> <name>_sweep.md /
+    .json: each variant's test NME and its paired difference with the student trained without KD; for
+    icme also the size of each L_KD term's gradient in the default KD run (``torch_impl.kd_terms``)."""
+    base, kd_run, _ = SWEEPS[name]
+    variants = _variants(name, only)
     t0 = time.time()
-    results = run_plan(sweep_plan(name, seeds, quick, work, teacher), jobs, log)
+    results = run_plan(sweep_plan(name, seeds, quick, work, teacher, only), jobs, log)
     timing = _timing(results, t0, jobs)
     rows = {kd_run: ("the experiment's default", {}), **variants}
     by = _by_run(results, [base, kd_run, *variants], seeds)
@@ -819,6 +833,13 @@ def sweep(name, seeds, quick, jobs, work, out, log=print, teacher=None):
     payload = {"experiment": f"{name}_sweep", "seeds": seeds, "quick": quick, "timing": timing[1],
                "settings": {vid: {"label": lab, "change": ch} for vid, (lab, ch) in rows.items()},
                "runs": {r: _per_seed(by[r], seeds) for r in by}, "delta_test_nme_vs_base": deltas}
+    if name == "icme":                                                 # why the default did (not) help
+        from . import kd_terms
+        terms = kd_terms.measure(by[kd_run][0]["out_dir"], by[base][0]["out_dir"])
+        md += ["", "## The size of each L_KD term (the default weights)", "",
+               f"`python -m torch_impl.kd_terms {os.path.relpath(by[kd_run][0]['out_dir'], ROOT)} --base "
+               f"{os.path.relpath(by[base][0]['out_dir'], ROOT)}`:", "", kd_terms.report(terms)]
+        payload["kd_terms"] = terms
     return _write(f"{name}_sweep", out, md, payload)
 
 
@@ -839,9 +860,13 @@ def main(argv=None):
     ap.add_argument("--sweep", action="store_true",
                     help="icme / kd: compare the distillation settings in SWEEPS (-> <name>_sweep.md), reusing "
                          "the experiment's runs of the same seeds")
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="--sweep: only these variants of SWEEPS (default: all)")
     args = ap.parse_args(argv)
     if args.sweep and args.experiment not in SWEEPS:
         ap.error(f"--sweep: no sweep for {args.experiment} (only {', '.join(SWEEPS)})")
+    if args.variants and not args.sweep:
+        ap.error("--variants needs --sweep")
     jobs = args.jobs or (1 if args.quick else 2)
     work = args.work or os.path.join(ROOT, "runs", "experiments",
                                      WORK_OF.get(args.experiment, args.experiment) + ("_quick" if args.quick else ""))
@@ -849,7 +874,7 @@ def main(argv=None):
     t0 = time.time()
     print(f"{args.experiment}: seeds {args.seeds}, {'quick' if args.quick else 'default'} settings, {jobs} job(s)")
     if args.sweep:
-        md = sweep(args.experiment, args.seeds, args.quick, jobs, work, args.out, print, args.teacher)
+        md = sweep(args.experiment, args.seeds, args.quick, jobs, work, args.out, print, args.teacher, args.variants)
     else:
         md = fn(args.seeds, args.quick, jobs, work, args.out, args.assets, print, args.teacher)
     print(f"wrote {md} ({time.time() - t0:.0f} s)")

