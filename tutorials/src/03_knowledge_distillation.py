@@ -303,8 +303,50 @@ print(f"L_KD = {feat.item():.6g} (features) + {heat.item():.6g} (heatmaps) = {l_
       f"torch_impl.distill.KDLoss: {ref.item():.6g}")
 say(f"On this batch the feature term is **{feat.item() / heat.item():,.0f} times** the heatmap term: the fused "
     f"heatmaps are small numbers (the largest value here is {out_t['fusion_heatmaps'].max().item():.3g}), so with "
-    f"equal weights L_KD is {'almost all' if feat > 10 * heat else 'mostly'} feature matching, and the weights are "
-    f"worth tuning (`python -m torch_impl.experiments icme --sweep` tries heatmap weights 10 and 100).")
+    f"equal weights L_KD is {'almost all' if feat > 10 * heat else 'mostly'} feature matching.")
+
+# %% [markdown]
+# A loss term changes what the student learns through the **gradient** it sends into the student's
+# weights, not through its value. The next cell takes a trainable copy of the shipped student (in
+# training mode, as the trainer runs it), computes its own loss on the same batch (STAR + AWing with
+# the experiments' weights 10 / 1 / 1, `torch_impl.train.task_loss`) and each L_KD term, and compares
+# the gradients' lengths and directions.
+
+# %%
+import copy
+
+from torch_impl import losses
+from torch_impl.train import task_loss
+
+stu = copy.deepcopy(mvit).train().requires_grad_(True)                      # a trainable copy
+params = list(stu.parameters())
+o = stu(xi)
+own, _ = task_loss(o, icme_batch, ICME_CFG, losses.AAMLoss(weights=(10.0, 1.0, 1.0)))
+f_s = A(o["features"])                                                       # (A: the adapter above)
+terms = {"student's own loss": own, "L_KD feature term": ((f_s - f_t) ** 2).mean(),
+         "L_KD heatmap term": ((o["fusion_heatmaps"] - out_t["fusion_heatmaps"]) ** 2).mean()}
+
+
+def grad_of(loss):
+    """The gradient of ``loss`` w.r.t. the student's weights, as one flat vector."""
+    g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1) for x, p in zip(g, params)])
+
+
+grads = {k: grad_of(v) for k, v in terms.items()}
+g_own = grads["student's own loss"]
+for k, g in grads.items():
+    print(f"{k:<20} value {terms[k].item():10.4g}   gradient length {g.norm().item():10.4g} "
+          f"({g.norm().item() / g_own.norm().item():8.2e} of the own loss's)   "
+          f"cosine with it {F.cosine_similarity(g, g_own, dim=0).item():+.2f}")
+share = {k: grads[k].norm().item() / g_own.norm().item() for k in grads}
+say(f"With weights 1 / 1 the feature term's gradient is **{share['L_KD feature term']:.1e}** and the heatmap "
+    f"term's **{share['L_KD heatmap term']:.1e}** of the student's own: added to it, they barely turn the step. "
+    f"To matter, a term's weight must bring its gradient near the own loss's (here about "
+    f"{1 / share['L_KD feature term']:,.0f} for the features and {1 / share['L_KD heatmap term']:,.0f} for the "
+    f"heatmaps). `python -m torch_impl.kd_terms` measures this over a run's first batches, at its start "
+    f"and its end, and `python -m torch_impl.experiments icme --sweep` trains students with weights chosen "
+    f"that way (section 5.2).")
 
 # %% [markdown]
 # Each loss above equals the project's to float rounding (`torch.testing.assert_close` raised
@@ -550,6 +592,23 @@ for ax, (name, res) in zip(axes, committed.items()):
                      f"student alone {base.mean():.4f}.")
 plt.show()
 say("\n".join(lines) if lines else f"no experiment results in {RESULTS}")
+
+# %% [markdown]
+# Section 2.3 found L_KD's terms too small at weights 1 / 1 to steer the student.
+# `python -m torch_impl.experiments icme --sweep` trains the same students with weights that make each
+# term's gradient comparable to the student's own loss, paired by seed with the student alone:
+
+# %%
+sweep_file = RESULTS / "icme_sweep.json"
+if sweep_file.exists():
+    sw = json.loads(sweep_file.read_text())
+    rows = [f"| {st['label']} | {len(sw['delta_test_nme_vs_base'][v])} | "
+            f"{100 * np.mean(sw['delta_test_nme_vs_base'][v]):+.2f} | "
+            f"{sum(x < 0 for x in sw['delta_test_nme_vs_base'][v])} |" for v, st in sw["settings"].items()]
+    say("| L_KD setting | seeds | test NME minus no KD (points, mean) | seeds where lower |\n|---|---|---|---|\n"
+        + "\n".join(rows))
+else:
+    print(f"{sweep_file} not written yet: run python -m torch_impl.experiments icme --sweep")
 
 # %% [markdown]
 # ## 6. When distillation does not help
