@@ -244,8 +244,8 @@ SWEEPS = {
     # student_kd-s0): it cannot change what the student learns.  These weights bring each term's
     # gradient near the task's, each term alone and both together.
     "icme": ("student", "student_kd", {
-        "student_kd_feat100": ("feature term only, weight 100", {"feat_weight": 100.0, "heat_weight": 0.0}),
         "student_kd_heat1e4": ("heatmap term only, weight 10,000", {"feat_weight": 0.0, "heat_weight": 1e4}),
+        "student_kd_feat100": ("feature term only, weight 100", {"feat_weight": 100.0, "heat_weight": 0.0}),
         "student_kd_both": ("feature weight 100 + heatmap weight 10,000", {"feat_weight": 100.0, "heat_weight": 1e4}),
     }),
     "kd": ("stud5", "stud5_rbd", {
