@@ -79,6 +79,12 @@ class KDLoss(nn.Module):
         return self.adapter(student_feat) if self.adapter is not None else student_feat
 
     def forward(self, student_feat, teacher_feat, student_maps, teacher_maps):
+        feat, heat = self.terms(student_feat, teacher_feat, student_maps, teacher_maps)
+        total = self.feat_weight * feat + self.heat_weight * heat
+        return total, {"feat": feat.detach(), "heat": heat.detach()}
+
+    def terms(self, student_feat, teacher_feat, student_maps, teacher_maps):
+        """(feature term, heatmap term), unweighted 0-d tensors that keep their graph."""
         s = self.adapt(student_feat)                                   # [B, C_T, h, w]
         _check_4d(teacher_feat, "teacher_feat")
         t = teacher_feat.detach()
@@ -97,8 +103,7 @@ class KDLoss(nn.Module):
                 raise ValueError(f"teacher_maps[{k}]: shape {tuple(ht.shape)} differs from "
                                  f"student_maps[{k}]'s {tuple(hs.shape)}")
             heat = heat + F.mse_loss(hs, ht.detach())
-        total = self.feat_weight * feat + self.heat_weight * heat
-        return total, {"feat": feat.detach(), "heat": heat.detach()}
+        return feat, heat
 
 
 def rbd_loss(student_pred, teacher_pred, target, lam=1.0, reduction="mean"):

@@ -61,13 +61,9 @@ def term_stats(cfg, trainee, teacher, batches):
         out = trainee.model(batch["image"])
         t_out = teacher_outputs(teacher, batch, "lkd")
         task, _ = task_loss(out, batch, cfg, trainee.aam_loss)
-        kd = trainee.kd
-        s = kd.adapt(out["features"])                                  # [B, C_T, h, w]
-        t = t_out["features"]
-        if t.shape[2:] != s.shape[2:]:
-            t = torch.nn.functional.interpolate(t, size=tuple(s.shape[2:]), mode="bilinear", align_corners=False)
-        terms = {"task": task, "feat": torch.nn.functional.mse_loss(s, t),
-                 "heat": torch.nn.functional.mse_loss(out["fusion_heatmaps"], t_out["fusion_heatmaps"])}
+        feat, heat = trainee.kd.terms(out["features"], t_out["features"], out["fusion_heatmaps"],
+                                      t_out["fusion_heatmaps"])
+        terms = {"task": task, "feat": feat, "heat": heat}
         grads = {k: _grad(w[k] * v, params) for k, v in terms.items()}
         for k, v in terms.items():
             rows[k]["value"].append(float(v.detach()))
