@@ -51,9 +51,12 @@ def test_input_size_reuses_icmes_student_runs_and_plans_without_a_teacher(tmp_pa
     work = os.path.join(str(tmp_path), "runs", "experiments", E.WORK_OF["input_size"])
     icme = {r[0]: r[1] for r in E.plan("icme", [0, 1], False, work)}
     size = {r[0]: r[1] for r in E.plan("input_size", [0, 1], False, work)}
-    assert sorted(size) == ["student-s0", "student-s1", "student_128-s0", "student_128-s1"]
+    assert sorted(size) == ["student-s0", "student-s1", "student_128-s0", "student_128-s1",
+                            "student_longer-s0", "student_longer-s1"]
     assert size["student-s1"] == icme["student-s1"]
     assert size["student_128-s1"]["input_size"] == 128 and "distill" not in size["student_128-s1"]
+    longer = size["student_longer-s1"]                                 # 96 px for about 128 px's compute
+    assert longer["input_size"] == 96 and longer["epochs"] == icme["student-s1"]["epochs"] + 1
     # experiments without a pre-trained teacher plan with the default settings too
     assert len(E.plan("litehrnet", [0], False, str(tmp_path))) == len(E.litehrnet_runs(E.settings(False)))
 
@@ -130,6 +133,18 @@ def test_icme_sweep_one_variant_and_the_kd_terms(dirs):
     assert ten["task"]["grad_norm"] == pytest.approx(one["task"]["grad_norm"], rel=1e-6)
     with pytest.raises(SystemExit, match="unknown"):
         E.sweep_plan("icme", [0], True, str(dirs / "icme"), only=["no_such_variant"])
+
+
+def test_input_size_quick_report(dirs):
+    """The input-size study end to end on tiny settings: three runs, two paired comparisons, the plot."""
+    out = dirs / "results"
+    argv = ["input_size", "--quick", "--seeds", "0", "--jobs", "1", "--work", str(dirs / "icme"), "--out", str(out)]
+    assert E.main(argv) == 0
+    md = (out / "student_input_size.md").read_text()
+    payload = json.loads((out / "student_input_size.json").read_text())
+    assert set(payload["runs"]) == {"student", "student_128", "student_longer"}
+    assert set(payload["delta_test_nme_128_minus"]) == {"student", "student_longer"}
+    assert "about the same compute" in md and (out / "student_input_size.png").stat().st_size > 0
 
 
 def test_litehrnet_quick_subsets(dirs):
