@@ -96,3 +96,17 @@ def test_weights_only_keep_resumes_without_optimizer_state(cache, tmp_path, caps
     s = teachers.train_teacher("kd_resnet50", overrides=cfg, kept=str(kept), threads=1)
     assert not s["stopped"] and s["global_step"] == 15 and len(s["history"]) == 3
     assert "not bit-exact" in capsys.readouterr().out
+
+
+def test_student_long_run_config(monkeypatch):
+    """The shipped student's long run is icme's student with the long run's epochs and input; with a
+    distillation setting it distils from the shipped ICME teacher."""
+    from torch_impl import experiments
+    base = experiments.icme_runs(experiments.settings(False))["student"][0]
+    cfg = teachers.teacher_config("student")
+    assert cfg["epochs"] == teachers.STUDENT_LONG_EPOCHS and cfg["input_size"] == teachers.STUDENT_LONG_INPUT
+    assert cfg["model"] == base["model"] and cfg["resume"] and cfg["compact_checkpoints"]
+    assert ("distill" in cfg) == bool(teachers.STUDENT_LONG_DISTILL)
+    monkeypatch.setattr(teachers, "STUDENT_LONG_DISTILL", {"kind": "lkd", "feat_weight": 0.0, "heat_weight": 1e4})
+    cfg = teachers.teacher_config("student")
+    assert cfg["distill"]["teacher"] == experiments.teacher_file("icme") and cfg["distill"]["heat_weight"] == 1e4

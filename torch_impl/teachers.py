@@ -46,8 +46,12 @@ ASSETS = os.path.join(ROOT, "lmref", "assets", "models")
 
 # The shipped student's long run: the experiment's student (MobileViT-v2 x0.5 + AAM, inner 51 points,
 # the CPU AAM recipe) on the same 20,000-face pool, trained for STUDENT_LONG_EPOCHS instead of the
-# experiment's two.  Its input size: benchmarks/results/student_input_size.md.
+# experiment's two.  Its input size: benchmarks/results/student_input_size.md; its distillation (none
+# unless a setting of benchmarks/results/icme_sweep.md helps): STUDENT_LONG_DISTILL, from the shipped
+# ICME teacher.
 STUDENT_LONG_EPOCHS = 16
+STUDENT_LONG_INPUT = 96
+STUDENT_LONG_DISTILL = None                           # e.g. {"kind": "lkd", "feat_weight": 0.0, "heat_weight": 1e4}
 
 
 def _teachers():
@@ -64,10 +68,18 @@ def _teachers():
                         "the ICME 2024 SwinV2 + AAM teacher (paper: SwinV2-B, ImageNet pre-trained), CPU-sized"),
         "kd_resnet50": ("kd", {**kd_runs(s)["resnet50"][0], **long_run, "checkpoint_every": 700},
                         "the compact-KD report's grayscale ResNet-50 regressor (23,780,424 parameters)"),
-        "student": ("icme", {**icme_runs(s)["student"][0], **long_run, "checkpoint_every": 3000,
-                             "epochs": STUDENT_LONG_EPOCHS},
+        "student": ("icme", _student_long(icme_runs(s)["student"][0], long_run),
                     "the shipped student: MobileViT-v2 x0.5 + AAM (1.1 M parameters), trained long"),
     }
+
+
+def _student_long(cfg, long_run):
+    """The experiment's student config with the long run's epochs, input and distillation."""
+    from .experiments import teacher_file
+    cfg = {**cfg, **long_run, "checkpoint_every": 3000, "epochs": STUDENT_LONG_EPOCHS, "input_size": STUDENT_LONG_INPUT}
+    if STUDENT_LONG_DISTILL:
+        cfg["distill"] = {**STUDENT_LONG_DISTILL, "teacher": teacher_file("icme")}
+    return cfg
 
 
 TEACHERS = ("icme_swinv2", "kd_resnet50")
