@@ -83,7 +83,9 @@ def test_kd_sweep_reuses_the_experiment_runs_and_pairs_by_seed(dirs):
     plan = {r[0]: r for r in E.sweep_plan("kd", [0, 1], True, str(dirs / "kd"))}
     assert plan["stud5_rbd_l3-s1"][1]["distill"]["rbd_lambda"] == 3.0
     assert plan["stud5_rbd_l3-s1"][2] == "resnet50-s0"                 # the one shared teacher
-    assert "stud5_ckd-s0" not in plan                                  # only the runs the sweep compares
+    assert "stud5_ckd-s0" in plan and "stud5_ckd_own-s0" in plan        # CKD's variants and their source
+    only = {r[0] for r in E.sweep_plan("kd", [0], True, str(dirs / "kd"), only=["stud5_rbd_l3"])}
+    assert only == {"resnet50-s0", "stud5-s0", "stud5_rbd-s0", "stud5_rbd_l3-s0"}   # only what it compares
     out = dirs / "results"
     argv = ["kd", "--sweep", "--quick", "--seeds", "0", "1", "--jobs", "1", "--work", str(dirs / "kd"),
             "--out", str(out)]
@@ -96,8 +98,14 @@ def test_kd_sweep_reuses_the_experiment_runs_and_pairs_by_seed(dirs):
         d = payload["delta_test_nme_vs_base"][vid]
         nme = [r["test"]["nme"] for r in payload["runs"][vid]]
         assert np.allclose(d, np.subtract(nme, [r["test"]["nme"] for r in base["runs"]["stud5"]]))
-        assert E.SWEEPS["kd"][2][vid][0] in md
+        assert E.SWEEPS["kd"][2][vid]["label"] in md
     assert "RBD lambda 0.1" in md and "lower with KD" in md
+    own = plan["stud5_ckd_own-s1"][1]                                  # a variant of the CKD run
+    assert own["distill"]["kind"] == "ckd" and own["distill"]["ckd_phase_schedules"]
+    p1long = E.sweep_plan("kd", [0], False, str(dirs / "kd_full"))      # default settings: its own epochs
+    p1long = {r[0]: r[1] for r in p1long}["stud5_ckd_p1long-s0"]
+    assert (p1long["epochs"], p1long["epoch_steps"], p1long["distill"]["ckd_phase1_epochs"]) == (4, 200, 3)
+    assert "`stud5_ckd`, the experiment's setting" in md
 
 
 def test_icme_quick(dirs):

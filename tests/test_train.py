@@ -106,6 +106,12 @@ def test_determinism_helpers():
     assert f == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.1, 0.01, 0.01])
     cos = T.TrainConfig(arch="stud5", epochs=2, lr_schedule="cosine")
     assert T.lr_factor(cos, 0, 10) == pytest.approx(1.0) and T.lr_factor(cos, 20, 10) == pytest.approx(0.01)
+    # CKD with ckd_phase_schedules: phase 2 (epochs 2-3 here) runs the cosine afresh over its own steps
+    ckd = dict(arch="stud5", epochs=4, lr_schedule="cosine", distill={"kind": "ckd", "teacher": "t", "ckd_phase1_epochs": 2})
+    one, own = T.config_from_dict(ckd), T.config_from_dict({**ckd, "distill": {**ckd["distill"], "ckd_phase_schedules": True}})
+    assert T.lr_factor(one, 20, 10) == pytest.approx(0.505) and T.lr_factor(own, 20, 10) == pytest.approx(1.0)
+    assert T.lr_factor(own, 10, 10) == T.lr_factor(own, 30, 10) == pytest.approx(0.505)
+    assert [T.lr_factor(own, k, 10) for k in (0, 5)] == [T.lr_factor(cos, k, 10) for k in (0, 5)]
 
 
 def test_param_groups_split_head_and_backbone():

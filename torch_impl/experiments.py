@@ -241,25 +241,45 @@ WORK_OF = {"input_size": "icme"}
 
 
 # When the default distillation does not help, these settings are measured next (issue 15: "find out why"):
-# each is the experiment's KD run with some distill keys changed, paired by seed with the student trained
-# without KD, from the same pre-trained teacher.  experiment -> (base run, KD run, {variant: (label, change)})
+# each is a KD run of the experiment (``from``, default the experiment's KD run) with some distill keys
+# changed (``distill``) and maybe other config keys (``config``), paired by seed with the student trained
+# without KD, from the same pre-trained teacher.  experiment -> (base run, KD run, {variant: spec})
 SWEEPS = {
     # L_KD at weights 1 / 1 sends the student 0.2-0.35 % (features) and 0.0005-0.1 % (heatmaps: softmax
     # maps, values ~1/576, MSE ~5e-6) of the task loss's gradient (python -m torch_impl.kd_terms on
     # student_kd-s0): it cannot change what the student learns.  These weights bring each term's
     # gradient near the task's, each term alone and both together.
     "icme": ("student", "student_kd", {
-        "student_kd_heat1e4": ("heatmap term only, weight 10,000", {"feat_weight": 0.0, "heat_weight": 1e4}),
-        "student_kd_feat100": ("feature term only, weight 100", {"feat_weight": 100.0, "heat_weight": 0.0}),
-        "student_kd_both": ("feature weight 100 + heatmap weight 10,000", {"feat_weight": 100.0, "heat_weight": 1e4}),
+        "student_kd_heat1e4": {"label": "heatmap term only, weight 10,000",
+                               "distill": {"feat_weight": 0.0, "heat_weight": 1e4}},
+        "student_kd_feat100": {"label": "feature term only, weight 100",
+                               "distill": {"feat_weight": 100.0, "heat_weight": 0.0}},
+        "student_kd_both": {"label": "feature weight 100 + heatmap weight 10,000",
+                            "distill": {"feat_weight": 100.0, "heat_weight": 1e4}},
     }),
+    # RBD's weight; CKD's phase-2 schedule (in the experiment phase 2 gets the cosine's decaying tail and
+    # its FC stays near the mean shape: val NME 0.27 after 400 FC-only steps) and phase lengths (the same
+    # 800 steps split 600 / 200 and 200 / 600)
     "kd": ("stud5", "stud5_rbd", {
-        "stud5_rbd_l01": ("RBD lambda 0.1", {"rbd_lambda": 0.1}),
-        "stud5_rbd_l03": ("RBD lambda 0.3", {"rbd_lambda": 0.3}),
-        "stud5_rbd_l3": ("RBD lambda 3", {"rbd_lambda": 3.0}),
-        "stud5_rbd_l10": ("RBD lambda 10", {"rbd_lambda": 10.0}),
+        "stud5_rbd_l01": {"label": "RBD lambda 0.1", "distill": {"rbd_lambda": 0.1}},
+        "stud5_rbd_l03": {"label": "RBD lambda 0.3", "distill": {"rbd_lambda": 0.3}},
+        "stud5_rbd_l3": {"label": "RBD lambda 3", "distill": {"rbd_lambda": 3.0}},
+        "stud5_rbd_l10": {"label": "RBD lambda 10", "distill": {"rbd_lambda": 10.0}},
+        "stud5_ckd_own": {"label": "CKD, each phase its own cosine schedule", "from": "stud5_ckd",
+                          "distill": {"ckd_phase_schedules": True}},
+        "stud5_ckd_p1long": {"label": "CKD, own schedules, phase 1 600 steps / phase 2 200", "from": "stud5_ckd",
+                             "distill": {"ckd_phase_schedules": True, "ckd_phase1_epochs": 3},
+                             "config": {"epochs": 4, "epoch_steps": KD_EPOCH_STEPS // 2}},
+        "stud5_ckd_p2long": {"label": "CKD, own schedules, phase 1 200 steps / phase 2 600", "from": "stud5_ckd",
+                             "distill": {"ckd_phase_schedules": True, "ckd_phase1_epochs": 1},
+                             "config": {"epochs": 4, "epoch_steps": KD_EPOCH_STEPS // 2}},
     }),
 }
+
+
+def _source(name, spec):
+    """The experiment's run a sweep variant changes."""
+    return spec.get("from", SWEEPS[name][1])
 
 
 # ======================================================================================= running
@@ -815,13 +835,16 @@ def sweep_plan(name, seeds, quick, work_dir, teacher_path=None, only=None):
     base, kd_run, _ = SWEEPS[name]
     variants = _variants(name, only)
     full = plan(name, seeds, quick, work_dir, teacher_path)
-    keep = set(SHARED.get(name, ())) | {base, kd_run}
+    keep = set(SHARED.get(name, ())) | {base, kd_run} | {_source(name, v) for v in variants.values()}
     out = [r for r in full if r[0].rsplit("-s", 1)[0] in keep]
-    for vid, (_, change) in variants.items():
+    for vid, spec in variants.items():
         for rid, cfg, tid in full:
-            if rid.rsplit("-s", 1)[0] == kd_run:
+            if rid.rsplit("-s", 1)[0] == _source(name, spec):
                 c = copy.deepcopy(cfg)
-                c["distill"].update(change)
+                c["distill"].update(spec["distill"])
+                c.update(spec.get("config", {}))
+                if quick and "epoch_steps" in spec.get("config", {}):
+                    c.pop("epoch_steps")                               # (tiny splits: whole epochs)
                 seed = c["seed"]
                 c.update(out_dir=os.path.join(work_dir, f"{vid}-s{seed}"), name=f"{name}_{vid}_s{seed}")
                 out.append((f"{vid}-s{seed}", c, tid))
@@ -837,26 +860,30 @@ def sweep(name, seeds, quick, jobs, work, out, log=print, teacher=None, only=Non
     t0 = time.time()
     results = run_plan(sweep_plan(name, seeds, quick, work, teacher, only), jobs, log)
     timing = _timing(results, t0, jobs)
-    rows = {kd_run: ("the experiment's default", {}), **variants}
-    by = _by_run(results, [base, kd_run, *variants], seeds)
-    default = EXPERIMENTS[name](settings(quick))[kd_run][0]["distill"]
+    sources = list(dict.fromkeys([kd_run] + [_source(name, v) for v in variants.values()]))
+    runs = EXPERIMENTS[name](settings(quick))
+    rows = {**{src: {"label": f"`{src}`, the experiment's setting", "distill": {}} for src in sources}, **variants}
+    by = _by_run(results, [base, *rows], seeds)
+    defaults = "; ".join(f"`{src}`: " + ", ".join(f"{k} {v}" for k, v in runs[src][0]["distill"].items()
+                                                   if k not in ("kind", "teacher")) for src in sources)
     md = [f"# {name}: distillation settings compared ({len(seeds)} seeds)", "",
-          f"Each row is the `{kd_run}` run of `python -m torch_impl.experiments {name}` with the distill settings "
-          f"changed as stated (default: {', '.join(f'{k} {v}' for k, v in default.items() if k not in ('kind', 'teacher'))}), "
-          f"paired by seed with `{base}` (no KD): same initial weights, batches and augmentation.", "",
+          f"Each row is a KD run of `python -m torch_impl.experiments {name}` with its settings changed as stated "
+          f"(the experiment's: {defaults}), paired by seed with `{base}` (no KD): same initial weights, batches "
+          "and augmentation.", "",
           "| setting | test NME (%) | KD - no KD (points) | lower with KD | paired t |", "|---|---|---|---|---|",
           f"| no KD (`{base}`) | {fmt([x['test']['nme'] for x in by[base]])} | | | |"]
     deltas = {}
-    for vid, (label, change) in rows.items():
+    for vid, spec in rows.items():
         d = _paired_delta(by[base], by[vid])
         deltas[vid] = d
         m, sd = mean_std(d)
         t = _paired_t(m, sd, len(d))
-        md.append(f"| {label} | {fmt([x['test']['nme'] for x in by[vid]])} | {m * 100:+.2f} ± {sd * 100:.2f} | "
+        md.append(f"| {spec['label']} | {fmt([x['test']['nme'] for x in by[vid]])} | {m * 100:+.2f} ± {sd * 100:.2f} | "
                   f"{sum(x < 0 for x in d)} of {len(d)} | {t:.1f} |")
     md += ["", timing[0]]
     payload = {"experiment": f"{name}_sweep", "seeds": seeds, "quick": quick, "timing": timing[1],
-               "settings": {vid: {"label": lab, "change": ch} for vid, (lab, ch) in rows.items()},
+               "settings": {vid: {**spec, "from": _source(name, spec) if vid in variants else vid}
+                            for vid, spec in rows.items()},
                "runs": {r: _per_seed(by[r], seeds) for r in by}, "delta_test_nme_vs_base": deltas}
     if name == "icme":                                                 # why the default did (not) help
         from . import kd_terms

@@ -84,6 +84,9 @@ class DistillConfig:
     rbd_lambda   lambda of L_RBD = ||y - P_S||^2 + lambda ||P_T - P_S||^2 (means of squares)
     ckd_phase1_epochs   epochs of CKD phase 1 (conv layers + regressor on L_CKD); the remaining epochs
                 are phase 2 (the FC on the labels, conv layers frozen).  0: half of ``epochs``.
+    ckd_phase_schedules   False: one lr schedule over the whole run (phase 2 gets its decaying tail);
+                True: each phase runs the schedule over its own epochs (phase 2 "retrains" the FC from the
+                full lr; the report names no schedule)
     ckd_kernel   kernel size of the temporary conv regressor R"""
     kind: str = ""
     teacher: str = ""
@@ -91,6 +94,7 @@ class DistillConfig:
     heat_weight: float = 1.0
     rbd_lambda: float = 1.0
     ckd_phase1_epochs: int = 0
+    ckd_phase_schedules: bool = False
     ckd_kernel: int = 1
 
 
@@ -257,8 +261,12 @@ def step_seed(seed, step, rank=0):
 
 
 def lr_factor(cfg: TrainConfig, step, steps_per_epoch):
-    """Learning-rate multiplier at global step ``step``: warm-up, then the schedule."""
+    """Learning-rate multiplier at global step ``step``: warm-up, then the schedule (over the whole run,
+    or with CKD's ``ckd_phase_schedules`` over each phase's own steps)."""
     total = cfg.epochs * steps_per_epoch
+    if cfg.distill.kind == "ckd" and cfg.distill.ckd_phase_schedules:
+        p1 = ckd_phase1_epochs(cfg) * steps_per_epoch
+        step, total = (step, p1) if step < p1 else (step - p1, total - p1)
     f = 1.0
     if cfg.lr_schedule == "cosine":
         f = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
@@ -623,12 +631,15 @@ def _sync_buffers(module, world):
 
 # ======================================================================================= training
 
+def ckd_phase1_epochs(cfg: TrainConfig):
+    return cfg.distill.ckd_phase1_epochs or max(1, cfg.epochs // 2)
+
+
 def ckd_phase(cfg: TrainConfig, epoch):
     """CKD phase (1 or 2) of an epoch; None for the other kinds."""
     if cfg.distill.kind != "ckd":
         return None
-    p1 = cfg.distill.ckd_phase1_epochs or max(1, cfg.epochs // 2)
-    return 1 if epoch < p1 else 2
+    return 1 if epoch < ckd_phase1_epochs(cfg) else 2
 
 
 def _wrap(trainee, world, device):
