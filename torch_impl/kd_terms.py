@@ -22,21 +22,18 @@ import sys
 import numpy as np
 import torch
 
-from .train import Trainee, build, config_from_dict, load_teacher, make_datasets, model_layout, task_loss, \
-    teacher_outputs, train_batches
+from .train import build_trainee, config_from_dict, make_datasets, model_layout, task_loss, teacher_outputs, \
+    train_batches
 
 __all__ = ["load_run", "term_stats", "heatmap_gap", "measure", "report", "main"]
 
 
 def load_run(run_dir, state="end"):
-    """(cfg, trainee, teacher) of a run: ``state`` "init" rebuilds its initial weights exactly as
-    torch_impl.train does (seed, model, teacher, adapter in that order); "end" loads ``last.pt``."""
+    """(cfg, trainee, teacher) of a run: ``state`` "init" its initial weights (torch_impl.train's
+    own ``build_trainee``); "end" loads ``last.pt``."""
     with open(os.path.join(run_dir, "config.json")) as f:
         cfg = config_from_dict(json.load(f))
-    torch.manual_seed(cfg.seed)
-    model = build(cfg.arch, cfg.model)
-    teacher = load_teacher(cfg.distill.teacher) if cfg.distill.kind else None
-    trainee = Trainee(model, cfg, teacher)
+    trainee, teacher = build_trainee(cfg)
     if state == "end":
         ckpt = torch.load(os.path.join(run_dir, "last.pt"), map_location="cpu", weights_only=True)
         trainee.load_state_dict({**{f"model.{k}": v.float() for k, v in ckpt["model"].items()},

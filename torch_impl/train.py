@@ -674,6 +674,15 @@ def train(cfg: TrainConfig):
             dist.destroy_process_group()
 
 
+def build_trainee(cfg: TrainConfig, device="cpu"):
+    """(trainee, teacher or None) with the run's initial weights: seed, model, teacher, then the
+    train-only parts (KD adapter, CKD regressor), in that order."""
+    torch.manual_seed(cfg.seed)                                        # initial weights
+    model = build(cfg.arch, cfg.model).to(device)
+    teacher = load_teacher(cfg.distill.teacher, device) if cfg.distill.kind else None
+    return Trainee(model, cfg, teacher).to(device), teacher
+
+
 def _train(cfg, rank, world, device):
     main_rank = rank == 0
     out_dir = cfg.out_dir
@@ -683,10 +692,7 @@ def _train(cfg, rank, world, device):
 
     train_ds, val_ds, test_ds = make_datasets(cfg)
     layout = model_layout(cfg)
-    torch.manual_seed(cfg.seed)                                        # initial weights
-    model = build(cfg.arch, cfg.model).to(device)
-    teacher = load_teacher(cfg.distill.teacher, device) if cfg.distill.kind else None
-    trainee = Trainee(model, cfg, teacher).to(device)
+    trainee, teacher = build_trainee(cfg, device)
 
     steps_per_epoch = len(train_ds) // cfg.batch_size                  # the last partial batch is dropped
     if steps_per_epoch == 0:
