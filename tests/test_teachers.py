@@ -110,3 +110,19 @@ def test_student_long_run_config(monkeypatch):
     monkeypatch.setattr(teachers, "STUDENT_LONG_DISTILL", {"kind": "lkd", "feat_weight": 0.0, "heat_weight": 1e4})
     cfg = teachers.teacher_config("student")
     assert cfg["distill"]["teacher"] == experiments.teacher_file("icme") and cfg["distill"]["heat_weight"] == 1e4
+
+
+@pytest.mark.parametrize("name, exp, run, epochs", [("stud5", "kd", "stud5", "STUD5_LONG_EPOCHS"),
+                                                    ("litehrnet_plus", "litehrnet", "plus10m_bce", "LITEHRNET_LONG_EPOCHS")])
+def test_other_shipped_long_runs(name, exp, run, epochs):
+    """stud5 and litehrnet_plus: their experiment's run without KD, whole passes over the pool (the
+    experiment's epoch_steps cut removed), shipped under their own name as students."""
+    from torch_impl import experiments
+    base = experiments.EXPERIMENTS[exp](experiments.settings(False))[run][0]
+    cfg = teachers.teacher_config(name)
+    assert cfg["epochs"] == getattr(teachers, epochs) and cfg["num_train"] == experiments.POOL
+    assert "epoch_steps" not in cfg and "distill" not in cfg
+    assert {k: v for k, v in cfg.items() if k not in ("epochs", "out_dir", "name", "seed", "checkpoint_every",
+                                                       "compact_checkpoints", "resume", "progress")} == \
+        {k: v for k, v in base.items() if k not in ("epochs", "epoch_steps", "resume", "progress")}
+    assert cfg["name"] == teachers.shipped_name(name) == name and name in teachers.STUDENTS

@@ -1,5 +1,6 @@
 """The long runs: the distillation teachers, trained long, once, and shipped as pre-trained models, as the
-papers use theirs; and the shipped student, trained the same way (long, resumable) on the same pool.
+papers use theirs; and the shipped models (the student, stud5, litehrnet_plus), trained the same way (long,
+resumable) on the same pool.
 
     python -m torch_impl.teachers list                        # the teachers, their settings and progress
     python -m torch_impl.teachers train icme_swinv2 [--hours 2.5] [--threads 1]
@@ -7,6 +8,7 @@ papers use theirs; and the shipped student, trained the same way (long, resumabl
     python -m torch_impl.teachers curves                      # learning curves -> benchmarks/results/teachers.md/.png
     python -m torch_impl.teachers ship icme_swinv2            # test NME, float16 file in lmref/assets/models
     python -m torch_impl.teachers train student               # the shipped student (lmref/assets/models/student)
+    python -m torch_impl.teachers train stud5                 # ... and the other shipped models: stud5, litehrnet_plus
 
 A teacher run takes hours and must survive being stopped at any moment, in a process or a machine that
 is gone the next time.  So:
@@ -52,13 +54,18 @@ ASSETS = os.path.join(ROOT, "lmref", "assets", "models")
 STUDENT_LONG_EPOCHS = 16
 STUDENT_LONG_INPUT = 96
 STUDENT_LONG_DISTILL = None                           # e.g. {"kind": "lkd", "feat_weight": 0.0, "heat_weight": 1e4}
+# The other shipped models' long runs: their experiment's run (kd's stud5 without KD; litehrnet's Plus 10M with
+# the BCE loss, the table's best) trained for these many whole passes over the same pool (the experiments
+# give them 2 x 400 batches and 6 passes over 2,000 faces).
+STUD5_LONG_EPOCHS = 6
+LITEHRNET_LONG_EPOCHS = 6
 
 
 def _teachers():
     """name -> (experiment, config dict for torch_impl.train, what it stands for).  The config is the
     experiment's teacher (or student) run (``torch_impl.experiments``), checkpointed every ~15 minutes,
     compactly."""
-    from .experiments import icme_runs, kd_runs, settings
+    from .experiments import icme_runs, kd_runs, litehrnet_runs, settings
     s = settings(False)
     long_run = {"compact_checkpoints": True, "resume": True, "progress": False}
     # checkpoint_every: about 15 minutes of steps on one busy core (SwinV2 ~0.65 s, ResNet-50 ~1.3 s,
@@ -70,7 +77,19 @@ def _teachers():
                         "the compact-KD report's grayscale ResNet-50 regressor (23,780,424 parameters)"),
         "student": ("icme", _student_long(icme_runs(s)["student"][0], long_run),
                     "the shipped student: MobileViT-v2 x0.5 + AAM (1.1 M parameters), trained long"),
+        # stud5 ~0.6 s and Lite-HRNet Plus 10M ~0.4 s a step on one busy core
+        "stud5": ("kd", _long(kd_runs(s)["stud5"][0], long_run, STUD5_LONG_EPOCHS, 1500),
+                  "the shipped Stud5 (68 points regressed, 64 px gray), trained long on the pool"),
+        "litehrnet_plus": ("litehrnet", _long(litehrnet_runs(s)["plus10m_bce"][0], long_run, LITEHRNET_LONG_EPOCHS, 2000),
+                           "the shipped Lite-HRNet Plus 10M (SCAF, MR head, BCE), trained long on the pool"),
     }
+
+
+def _long(cfg, long_run, epochs, every):
+    """An experiment's run as a long run: whole passes over the pool (no ``epoch_steps`` cut), ``epochs`` of
+    them, a checkpoint every ``every`` steps."""
+    cfg = {k: v for k, v in cfg.items() if k != "epoch_steps"}
+    return {**cfg, **long_run, "checkpoint_every": every, "epochs": epochs}
 
 
 def _student_long(cfg, long_run):
@@ -83,7 +102,7 @@ def _student_long(cfg, long_run):
 
 
 TEACHERS = ("icme_swinv2", "kd_resnet50")
-STUDENTS = ("student",)                               # shipped as lmref/assets/models/<name>.safetensors
+STUDENTS = ("student", "stud5", "litehrnet_plus")     # shipped as lmref/assets/models/<name>.safetensors
 LONG_RUNS = TEACHERS + STUDENTS
 
 
@@ -190,7 +209,7 @@ def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
     import matplotlib.ticker
     table = _teachers()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
-    md = ["# Learning curves of the long runs (the teachers, the shipped student)", "", "Val NME (inter-ocular, %) after each epoch of "
+    md = ["# Learning curves of the long runs (the teachers, the shipped models)", "", "Val NME (inter-ocular, %) after each epoch of "
           "`python -m torch_impl.teachers train NAME`; the cumulative training time counts epochs incl. validation.", ""]
     for name, (exp, cfg, what) in table.items():
         h = _history(name)
@@ -277,7 +296,7 @@ def main(argv=None):
             state = [f"{len(h)}/{cfg['epochs']} epochs, val NME {100 * h[-1]['val_nme']:.2f}%"] if h else []
             state += [f"shipped file: test NME {100 * shipped:.2f}%"] if shipped is not None else []
             state = "; ".join(state) or "not started"
-            print(f"{name:<12} {exp:<5} {cfg['arch']:<7} input {cfg['input_size']}  {state}  -- {what}")
+            print(f"{name:<14} {exp:<9} {cfg['arch']:<9} input {cfg['input_size']}  {state}  -- {what}")
     elif args.cmd == "train":
         t0 = time.time()
         s = train_teacher(args.name, args.hours, args.threads)
