@@ -252,6 +252,9 @@ SWEEPS = {
     "icme": ("student", "student_kd", {
         "student_kd_heat1e4": {"label": "heatmap term only, weight 10,000",
                                "distill": {"feat_weight": 0.0, "heat_weight": 1e4}},
+        # x10,000 hurt (its gradient was 10 x the task's at the start): a tenth of it, near the task's
+        "student_kd_heat1e3": {"label": "heatmap term only, weight 1,000",
+                               "distill": {"feat_weight": 0.0, "heat_weight": 1e3}},
         "student_kd_feat100": {"label": "feature term only, weight 100",
                                "distill": {"feat_weight": 100.0, "heat_weight": 0.0}},
         "student_kd_both": {"label": "feature weight 100 + heatmap weight 10,000",
