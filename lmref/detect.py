@@ -59,11 +59,13 @@ __all__ = ["DetectError", "read_image", "to_rgb8", "HaarDetector", "YuNetDetecto
 MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "models")
 ASSETS_DIR = os.path.dirname(MODELS_DIR)
 DEFAULT_MODEL = "student"           # preferred shipped model name when none is asked for
-LOW_CONFIDENCE = 0.04               # a face whose mean point confidence is below this is flagged (Face):
+LOW_CONFIDENCE = 0.012              # a face whose mean point confidence is below this is flagged (Face):
                                     # the default student's mean point-map value on 60 synthetic test faces
-                                    # has median 0.074 and minimum 0.036; on a faceless wall in the same box
-                                    # median 0.041 (python -m benchmarks.realism --confidence). It flags the
-                                    # crops the student cannot read at all, not every doubtful face.
+                                    # has median 0.036, 5th percentile 0.019 and minimum 0.010; on a faceless
+                                    # wall in the same box median 0.005, maximum 0.011; on the box moved 0.9
+                                    # of its width off the face median 0.007 (python -m benchmarks.realism
+                                    # --confidence --n 60 --version 2). It flags the crops the student cannot
+                                    # read at all, not every doubtful face.
 MIN_IMAGE_SIZE = 16                 # px: a smaller side cannot hold a face a model could read
 MAX_IMAGE_PIXELS = 50_000_000       # 50 MP (a 8660 x 5773 photo): 150 MB as RGB uint8, 1.2 GB as 16-bit
                                     # RGBA in float64 during conversion; checked from the file header
