@@ -144,8 +144,11 @@ scores = ops.softmax(query, -1)                                       # c_s over
 # check: the recomputed layer equals the traced op's output
 y = ops.separable_self_attention(xin, p["qkv_proj"]["weight"], p["qkv_proj"]["bias"],
                                  p["out_proj"]["weight"], p["out_proj"]["bias"])
-print("recomputed attention equals the traced output:",
-      np.allclose(y, t[f"{scope_}.attn:separable_self_attention"].output))
+traced = t[f"{scope_}.attn:separable_self_attention"].output
+gap = np.abs(y - traced).max() / np.abs(traced).max()
+print(f"recomputed attention equals the traced output to float32 rounding: {gap < 1e-6} (largest difference "
+      f"{gap:.1e} of the largest value)")
+assert gap < 1e-6
 
 nh = nw = int(np.sqrt(xin.shape[3]))
 S = x.shape[-1]
