@@ -77,7 +77,8 @@ def _teachers():
                         "the compact-KD report's grayscale ResNet-50 regressor (23,780,424 parameters)"),
         "student": ("icme", _student_long(icme_runs(s)["student"][0], long_run),
                     "the shipped student: MobileViT-v2 x0.5 + AAM (1.1 M parameters), trained long"),
-        # stud5 ~0.6 s and Lite-HRNet Plus 10M ~0.4 s a step on one busy core
+        # stud5: 893 s for its first epoch of 1,250 steps on one thread beside two other jobs (~0.7 s a step);
+        # Lite-HRNet Plus 10M's step time not measured yet (2000 is a guess at ~15 minutes)
         "stud5": ("kd", _long(kd_runs(s)["stud5"][0], long_run, STUD5_LONG_EPOCHS, 1500),
                   "the shipped Stud5 (68 points regressed, 64 px gray), trained long on the pool"),
         "litehrnet_plus": ("litehrnet", _long(litehrnet_runs(s)["plus10m_bce"][0], long_run, LITEHRNET_LONG_EPOCHS, 2000),
@@ -95,7 +96,7 @@ def _long(cfg, long_run, epochs, every):
 def _student_long(cfg, long_run):
     """The experiment's student config with the long run's epochs, input and distillation."""
     from .experiments import teacher_file
-    cfg = {**cfg, **long_run, "checkpoint_every": 3000, "epochs": STUDENT_LONG_EPOCHS, "input_size": STUDENT_LONG_INPUT}
+    cfg = {**_long(cfg, long_run, STUDENT_LONG_EPOCHS, 3000), "input_size": STUDENT_LONG_INPUT}
     if STUDENT_LONG_DISTILL:
         cfg["distill"] = {**STUDENT_LONG_DISTILL, "teacher": teacher_file("icme")}
     return cfg
