@@ -48,6 +48,19 @@ def test_parse_cells():
         build.parse_cells("x = 1\n# %%\ny = 2\n")
 
 
+def test_cell_times_read_nbclient_timing(capsys):
+    nb = build.notebook_from_source(SOURCES[0])
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[0].metadata["execution"] = {"iopub.execute_input": "2026-12-06T16:00:00.000000Z",
+                                     "shell.execute_reply": "2026-12-06T16:01:02.500000Z"}
+    code[1].metadata["execution"] = {"iopub.execute_input": "2026-12-06T16:01:03.000000Z",
+                                     "shell.execute_reply": "2026-12-06T16:01:04.000000Z"}
+    assert build.cell_seconds(code[0]) == 62.5 and build.cell_seconds(code[2]) is None
+    build.print_cell_times(nb, 1)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and "62.5 s" in out[0]
+
+
 @pytest.mark.parametrize("src", [_param(s) for s in SOURCES])
 def test_notebook_matches_source_and_is_saved_clean(src):
     nb = _committed(src)

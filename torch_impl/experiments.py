@@ -257,8 +257,9 @@ SWEEPS = {
                                "distill": {"feat_weight": 0.0, "heat_weight": 1e3}},
         "student_kd_feat100": {"label": "feature term only, weight 100",
                                "distill": {"feat_weight": 100.0, "heat_weight": 0.0}},
-        "student_kd_both": {"label": "feature weight 100 + heatmap weight 10,000",
-                            "distill": {"feat_weight": 100.0, "heat_weight": 1e4}},
+        # both terms; the heatmap weight at 1,000 since 10,000 hurt alone
+        "student_kd_both": {"label": "feature weight 100 + heatmap weight 1,000",
+                            "distill": {"feat_weight": 100.0, "heat_weight": 1e3}},
     }),
     # RBD's weight; CKD's phase-2 schedule (in the experiment phase 2 gets the cosine's decaying tail and
     # its FC stays near the mean shape: val NME 0.27 after 400 FC-only steps) and phase lengths (the same

@@ -121,6 +121,26 @@ def execute(nb, small=False, timeout=1800):
                 os.environ[k] = v
 
 
+def cell_seconds(cell):
+    """Wall seconds nbclient recorded for one executed code cell (its timing metadata), or None."""
+    t = cell.get("metadata", {}).get("execution", {})
+    start, end = t.get("iopub.execute_input"), t.get("shell.execute_reply")
+    if not (start and end):
+        return None
+    from datetime import datetime
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def print_cell_times(nb, k):
+    """The k slowest code cells of an executed notebook (before `clean` drops the timings)."""
+    timed = [(cell_seconds(c), i, c.source.splitlines()[0] if c.source else "")
+             for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    timed = sorted((t for t in timed if t[0] is not None), reverse=True)[:k]
+    for seconds, i, first in timed:
+        print(f"  cell {i:2d}: {seconds:7.1f} s  {first[:70]}")
+
+
 def sources(prefixes=()):
     files = sorted(SRC.glob("[0-9][0-9]_*.py"))
     if prefixes:
@@ -133,6 +153,8 @@ def main(argv=None):
     ap.add_argument("names", nargs="*", help="notebook name prefixes (default: all)")
     ap.add_argument("--no-execute", action="store_true", help="write notebooks without running them")
     ap.add_argument("--small", action="store_true", help=f"run with {SMALL_ENV}=1")
+    ap.add_argument("--cell-times", type=int, default=0, metavar="K",
+                    help="after executing, print the K slowest cells with their wall times")
     args = ap.parse_args(argv)
     files = sources(args.names)
     if not files:
@@ -144,6 +166,8 @@ def main(argv=None):
             wall, cpu = execute(nb, small=args.small)
             print(f"{out.name}: executed in {wall:.1f} s wall, {cpu:.1f} s CPU "
                   f"({'small' if args.small else 'default'} settings, load average {os.getloadavg()[0]:.1f})")
+            if args.cell_times:
+                print_cell_times(nb, args.cell_times)
         nbformat.validate(clean(nb))
         nbformat.write(nb, out)
         print(f"wrote {out.relative_to(REPO)}")
