@@ -3,6 +3,7 @@
 No timings are asserted (the machine is shared); these check the bookkeeping that turns timings into
 the committed table.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -82,3 +83,27 @@ def test_targets_and_markdown():
     assert "| Lite-HRNet Plus 10M 96 | 1 | 5.0 | 6.0 | 7.0 | 4.0 | 1.0 |" in md
     assert "| 60.00 (60.00–60.00) | 25.00 (25.00–25.00) |" in md          # reference paths, torch
     assert "| conv2d | 0.90 | 3 | 90% |" in md
+
+
+def _bench_json(tmp_path, name, ratios):
+    rows = [{"case": case, "batch": batch, "ratio_torch": r} for (case, batch), r in ratios.items()]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"rows": rows}))
+    return str(path)
+
+
+def test_bench_compare_judges_a_change_against_the_run_to_run_spread(tmp_path, capsys):
+    from benchmarks import bench_compare
+    b1 = _bench_json(tmp_path, "b1", {("m", 1): 0.50, ("m", 16): 1.00})
+    b2 = _bench_json(tmp_path, "b2", {("m", 1): 0.54, ("m", 16): 1.02})
+    a1 = _bench_json(tmp_path, "a1", {("m", 1): 0.53, ("m", 16): 1.20})
+    a2 = _bench_json(tmp_path, "a2", {("m", 1): 0.55, ("m", 16): 1.21})
+    rows = bench_compare.compare([b1, b2], [a1, a2])
+    (_, _, _, _, c1, s1, ok1, _), (_, _, _, _, c16, s16, ok16, _) = rows
+    assert c1 == pytest.approx(0.02) and s1 == pytest.approx(0.04) and ok1        # inside the spread
+    assert c16 == pytest.approx(0.195) and s16 == pytest.approx(0.02) and not ok16  # far outside it
+    out = tmp_path / "cmp.md"
+    assert bench_compare.main(["--before", b1, b2, "--after", a1, a2, "--out", str(out)]) == 0
+    assert "1 of 2 ratios" in out.read_text() and "**no**" in capsys.readouterr().out
+    assert bench_compare.main(["--before", b1, str(tmp_path / "missing.json"), "--after", a1]) == 1
+    assert "bench_compare: error:" in capsys.readouterr().err

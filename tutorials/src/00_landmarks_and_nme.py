@@ -239,8 +239,8 @@ say(f"On this face the eye corners are {d:.0f} px apart, so NME 0.05 means the p
 # By hand: express every face in units of its own landmark box (box centre at 0, longer side 1),
 # average, and put the average back into each face's box. Each face here is predicted from the
 # average of the *other* faces (leave-one-out), so no face helps to predict itself. The faces are
-# the first 500 of the synthetic test split: `stud5` and `litehrnet_plus` were scored on these 500, the
-# student on the first 2,000 (the same faces and more; see `lmref models`).
+# the first 500 of the synthetic test split: `litehrnet_plus` was scored on these 500, the student
+# and `stud5` on the first 2,000 (the same faces and more; see `lmref models`).
 
 # %%
 test = synthetic.load_split("test", n=16 if SMALL else 500, size=64 if SMALL else 128)
