@@ -362,9 +362,11 @@ print(f"NME of the argmax landmarks {metrics.nme(am_img[None], gt51[None], layou
 #   1/4 grid and sums them, instead of reading the highest-resolution branch alone.
 #
 # The shipped `litehrnet_plus` is the best Lite-HRNet Plus of the `litehrnet` experiment
-# (`benchmarks/results/litehrnet.md`): trained from scratch on the synthetic faces at 64×64 for a
-# few CPU minutes, far from the paper's 210 epochs; its manifest says which size and loss won and how
-# well it did. Its heatmaps are on the 1/4 grid of the input.
+# (`benchmarks/results/litehrnet.md`: the 10M model with the BCE loss), trained from scratch on the
+# synthetic faces at 64×64, longer than in the experiment (`python -m torch_impl.teachers train
+# litehrnet_plus`: a few passes over the 20,000-face pool, under an hour of CPU), still far from the
+# paper's 210 epochs; its manifest says how it was trained and how well it did. Its heatmaps are on
+# the 1/4 grid of the input.
 
 # %%
 hr = Landmarker("litehrnet_plus", detector=None)
