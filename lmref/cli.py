@@ -582,7 +582,7 @@ def cmd_eval(args):
     res = evaluate(args.model, args.data, split=args.split, n=args.n, seed=args.seed, boxes=args.boxes,
                    thr=args.thr, norm=args.norm, limit=args.limit,
                    dtype=np.float64 if args.dtype == "float64" else np.float32, batch_size=args.batch_size,
-                   detector=args.detector)
+                   detector=args.detector, version=args.version)
     if res.get("detector_note"):
         print(f"note: {res['detector_note']}")
     print(eval_summary(res))
@@ -700,6 +700,8 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     e.add_argument("--split", default="test", help="WFLW annotation split or synthetic split (default test)")
     e.add_argument("--n", type=_int_in(1), default=100, help="synthetic: number of faces (default 100)")
     e.add_argument("--seed", type=int, default=None, help="synthetic: seed (default: the test split's)")
+    e.add_argument("--version", type=int, default=None,
+                   help="synthetic: the renderer's version (default 2; 3: lmref.data.photo's photographs)")
     e.add_argument("--limit", type=_int_in(0), default=0, help="evaluate only the first N faces (0: all)")
     e.add_argument("--boxes", choices=("gt", "detector"), default="gt", help="face boxes (default gt)")
     e.add_argument("--detector", choices=("yunet", "haar"), default="yunet",

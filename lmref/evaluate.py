@@ -22,15 +22,19 @@ class EvalError(ValueError):
 MISSED_NME = 1e9     # a face the detector missed: never a success on the CED curve
 
 
-def _dataset(data, split, n, seed):
-    """-> (description, list of (name, image loader, landmarks [N, 2])) for --data."""
+def _dataset(data, split, n, seed, version=None):
+    """-> (description, list of (name, image loader, landmarks [N, 2])) for --data; ``version``: the
+    synthetic renderer (default ``synthetic.DEFAULT_VERSION``)."""
     from .data import readers
     if data == "synthetic":
         from .data import synthetic
         base = split if split in synthetic.SPLITS else None
         if base is None:
             raise EvalError(f"--split {split!r}: synthetic splits are {', '.join(synthetic.SPLITS)}")
+        if version is not None and version not in synthetic.VERSIONS:
+            raise EvalError(f"--version {version}: synthetic versions are {', '.join(map(str, synthetic.VERSIONS))}")
         kw = {} if seed is None else {"seed": seed}
+        kw.update({} if version is None else {"version": version})
         ds = synthetic.load_split(split, n=n, **kw)
         items = [(ds.names[i], (lambda i=i: ds.image(i)), ds.landmarks[i]) for i in range(len(ds))]
         return f"synthetic {split} (n={n}, seed={ds.manifest['seed']}, v{ds.manifest['version']})", items
@@ -73,8 +77,9 @@ def _iou(a, b):
 
 
 def evaluate(model=None, data="synthetic", split="test", n=100, seed=None, boxes="gt", thr=0.1, norm=None,
-             limit=0, dtype=np.float32, batch_size=8, chunk=32, detector="yunet"):
-    """Run a model over a dataset -> dict with per-image NMEs and NME / FR / AUC.
+             limit=0, dtype=np.float32, batch_size=8, chunk=32, detector="yunet", version=None):
+    """Run a model over a dataset -> dict with per-image NMEs and NME / FR / AUC.  ``version``: which
+    synthetic renderer draws ``data="synthetic"`` (default 2, ``synthetic.DEFAULT_VERSION``).
 
     boxes "gt": each face is cropped around its ground-truth landmark box (68 or 98 points, as the
     models are trained); "detector": the box of ``detector`` (as ``lmref detect``: "yunet" by default,
@@ -88,7 +93,9 @@ def evaluate(model=None, data="synthetic", split="test", n=100, seed=None, boxes
         raise ValueError(f"boxes: expected 'gt' or 'detector', got {boxes!r}")
     lm = Landmarker(model, detector=detector if boxes == "detector" else None, dtype=dtype,
                     batch_size=batch_size)
-    desc, items = _dataset(data, split, n, seed)
+    if version is not None and data != "synthetic":
+        raise EvalError("--version: only for --data synthetic")
+    desc, items = _dataset(data, split, n, seed, version)
     if limit:
         items = items[:limit]
     names, preds, gts, missed = [], [], [], []

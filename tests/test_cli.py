@@ -481,6 +481,24 @@ def test_eval_bad_inputs(student, tmp_path, capsys):
     assert_one_line_error(code, err, "inner51", "98-point")
 
 
+def test_eval_synthetic_version(student, tmp_path, capsys):
+    """--version picks the synthetic renderer (version 3: the photographic faces); the summary names it, and
+    a version that does not exist, or --version on a directory, is a one-line error."""
+    weights_path, _ = student
+    nmes = {}
+    for v in (2, 3):
+        code, out, _ = run(["eval", "--model", weights_path, "--data", "synthetic", "--n", 2, "--version", v,
+                            "--out", tmp_path / f"v{v}"], capsys)
+        assert code == 0 and f"v{v})" in out
+        nmes[v] = json.loads((tmp_path / f"v{v}" / "metrics.json").read_text())["nmes"]
+    assert nmes[2] != nmes[3]                   # the same faces, drawn by another renderer
+    code, _, err = run(["eval", "--model", weights_path, "--data", "synthetic", "--n", 2, "--version", 9], capsys)
+    assert_one_line_error(code, err, "synthetic versions are 2, 3")
+    (tmp_path / "d").mkdir()
+    code, _, err = run(["eval", "--model", weights_path, "--data", tmp_path / "d", "--version", 3], capsys)
+    assert_one_line_error(code, err, "only for --data synthetic")
+
+
 def test_trace_from_an_image_uses_the_landmarker_crop(student, tmp_path, capsys):
     weights_path, _ = student
     code, _, _ = run(["trace", weights_path, "--input", EXAMPLE, "--out", tmp_path / "b.npz"], capsys)

@@ -9,6 +9,7 @@ resumable) on the same pool.
     python -m torch_impl.teachers ship icme_swinv2            # test NME, float16 file in lmref/assets/models
     python -m torch_impl.teachers train student               # the shipped student (lmref/assets/models/student)
     python -m torch_impl.teachers train stud5                 # ... and the other shipped models: stud5, litehrnet_plus
+    python -m torch_impl.teachers train student_v3            # the student's run on version-3 faces (issue 16)
 
 A teacher run takes hours and must survive being stopped at any moment, in a process or a machine that
 is gone the next time.  So:
@@ -77,6 +78,10 @@ def _teachers():
                         "the compact-KD report's grayscale ResNet-50 regressor (23,780,424 parameters)"),
         "student": ("icme", _student_long(icme_runs(s)["student"][0], long_run),
                     "the shipped student: MobileViT-v2 x0.5 + AAM (1.1 M parameters), trained long"),
+        # issue 16: the same run on version-3 faces (lmref.data.photo), pool and test split; compared with the
+        # student on the real-photo check (benchmarks.real_photos), the measure of the renderer's realism
+        "student_v3": ("icme", _on_version(_student_long(icme_runs(s)["student"][0], long_run), 3),
+                       "the student's long run on version-3 (photographic) synthetic faces"),
         # stud5: 893 s for its first epoch of 1,250 steps on one thread beside two other jobs (~0.7 s a step);
         # Lite-HRNet Plus 10M's step time not measured yet (2000 is a guess at ~15 minutes)
         "stud5": ("kd", _long(kd_runs(s)["stud5"][0], long_run, STUD5_LONG_EPOCHS, 1500),
@@ -102,8 +107,13 @@ def _student_long(cfg, long_run):
     return cfg
 
 
+def _on_version(cfg, version):
+    """A run's config on another version of the synthetic renderer (its pool and its test split)."""
+    return {**cfg, "data": {**cfg["data"], "synthetic_version": version}}
+
+
 TEACHERS = ("icme_swinv2", "kd_resnet50")
-STUDENTS = ("student", "stud5", "litehrnet_plus")     # shipped as lmref/assets/models/<name>.safetensors
+STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3")     # shipped as lmref/assets/models/<name>.safetensors
 LONG_RUNS = TEACHERS + STUDENTS
 
 
