@@ -4,6 +4,7 @@
     python -m benchmarks.realism --n 2000                    # the whole test split, newest version
     python -m benchmarks.realism --calibrate                 # the detector box calibration constants
     python -m benchmarks.realism --confidence                # what lmref.detect.LOW_CONFIDENCE is read from
+    python -m benchmarks.realism --confidence --model litehrnet_plus     # ... and LOW_HEATMAP_PEAK
 
 For the first ``--n`` faces of the synthetic test split (seed 0, rendered here with the chosen
 renderer ``--version``, never read from or written to the shared cache) it prints:
@@ -199,11 +200,12 @@ def main(argv=None):
     ap.add_argument("--confidence", action="store_true",
                     help="print the default model's point confidence on faces and non-faces instead "
                     "(version-2 test faces 500..559)")
+    ap.add_argument("--model", default=None, help="--confidence: this model instead of the default (a name or a file)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers here")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.confidence:
-        print(json.dumps(confidence_levels(_samples(2, range(500, 560), args.size))))
+        print(json.dumps(confidence_levels(_samples(2, range(500, 560), args.size), args.model)))
         return 0
     if args.calibrate:
         samples = list(_samples(2, range(200, 500), args.size))

@@ -65,7 +65,12 @@ LOW_CONFIDENCE = 0.012              # a face whose mean point confidence is belo
                                     # wall in the same box median 0.005, maximum 0.011; on the box moved 0.9
                                     # of its width off the face median 0.007 (python -m benchmarks.realism
                                     # --confidence --n 60 --version 2). It flags the crops the student cannot
-                                    # read at all, not every doubtful face.
+                                    # read at all, not every doubtful face. For the AAM head's point maps.
+LOW_HEATMAP_PEAK = 0.55             # the same flag for heatmap heads (Lite-HRNet), whose confidence is a heatmap
+                                    # peak on another scale: litehrnet_plus's mean peak on the same 60 faces has
+                                    # minimum 0.568, 5th percentile 0.666, median 0.794; on the wall median
+                                    # 0.468 (maximum 0.707), on the shifted box median 0.491 (python -m
+                                    # benchmarks.realism --confidence --model litehrnet_plus). 0.012 never fired.
 MIN_IMAGE_SIZE = 16                 # px: a smaller side cannot hold a face a model could read
 MAX_IMAGE_PIXELS = 50_000_000       # 50 MP (a 8660 x 5773 photo): 150 MB as RGB uint8, 1.2 GB as 16-bit
                                     # RGBA in float64 during conversion; checked from the file header
@@ -425,8 +430,10 @@ class Face:
     maps            {output key: [C, h, w]} the model's maps for this face (``keep_maps=True``)
 
     ``mean_confidence`` is the mean of ``confidence`` (None without one) and ``low_confidence`` is
-    True when it is below ``LOW_CONFIDENCE``: the model could not place the points (no face in the
-    box, a face it cannot read); None for models whose head gives no confidence (Stud5, ResNet).
+    True when it is below ``low_threshold`` (``LOW_CONFIDENCE`` for point maps, ``LOW_HEATMAP_PEAK``
+    for heatmap peaks: ``Landmarker`` sets it by the model's head): the model could not place the
+    points (no face in the box, a face it cannot read); None for models whose head gives no
+    confidence (Stud5, ResNet).
     """
     box: np.ndarray
     landmarks: np.ndarray
@@ -436,6 +443,7 @@ class Face:
     crop: np.ndarray = field(default=None, repr=False)
     crop_landmarks: np.ndarray = field(default=None, repr=False)
     maps: dict = field(default=None, repr=False)
+    low_threshold: float = LOW_CONFIDENCE
 
     @property
     def mean_confidence(self):
@@ -443,7 +451,7 @@ class Face:
 
     @property
     def low_confidence(self):
-        return None if self.confidence is None else bool(self.mean_confidence < LOW_CONFIDENCE)
+        return None if self.confidence is None else bool(self.mean_confidence < self.low_threshold)
 
     def to_json(self):
         return {"box": [round(float(v), 2) for v in self.box],
@@ -653,7 +661,9 @@ class Landmarker:
             return
         H, W = self.input_size
         with np.errstate(all="ignore"):                 # an overflow is reported below, not warned
-            lm, conf, maps = decode(self.run(x), W, H, self.model.manifest)
+            out = self.run(x)
+            lm, conf, maps = decode(out, W, H, self.model.manifest)
+        threshold = LOW_CONFIDENCE if isinstance(out, dict) and "landmarks" in out else LOW_HEATMAP_PEAK
         bad = ~np.isfinite(lm).all(axis=(1, 2))
         if conf is not None:
             bad |= ~np.isfinite(conf).all(axis=1)
@@ -668,6 +678,7 @@ class Landmarker:
             f.crop_landmarks = lm[k]
             f.landmarks = transforms.apply_affine(lm[k], transforms.invert_affine(f.matrix))
             f.confidence = None if conf is None else conf[k]
+            f.low_threshold = threshold
             if keep_maps:
                 f.maps = {key: v[k] for key, v in maps.items()}
 

@@ -184,6 +184,19 @@ def test_low_point_confidence_is_flagged():
     assert regression.low_confidence is None and regression.to_json()["low_confidence"] is None
 
 
+def test_low_heatmap_peak_is_flagged():
+    """litehrnet_plus's confidence is a heatmap peak (sigmoid of a BCE head), on another scale than the
+    student's point maps: its own threshold flags the wall and not the face (0.012 flagged neither)."""
+    from lmref.detect import LOW_CONFIDENCE, LOW_HEATMAP_PEAK
+    lm = Landmarker("litehrnet_plus", detector=None)
+    s = _face(FRONTAL[2])
+    face, nothing = lm(s.image, [s.box])[0], lm(_canvas(256, 256, seed=7), [s.box])[0]
+    assert face.low_threshold == LOW_HEATMAP_PEAK and face.low_confidence is False
+    assert nothing.low_confidence is True, nothing.mean_confidence
+    assert nothing.mean_confidence > LOW_CONFIDENCE                     # what the point-map threshold missed
+    assert Landmarker(detector=None)(s.image, [s.box])[0].low_threshold == LOW_CONFIDENCE
+
+
 TURNED = (61, 83)          # v2 test faces turned 50 and 49 degrees (yaw): YuNet finds both, Haar neither (measured)
 
 
