@@ -9,7 +9,7 @@ resumable) on the same pool.
     python -m torch_impl.teachers ship icme_swinv2            # test NME, float16 file in lmref/assets/models
     python -m torch_impl.teachers train student               # the shipped student (lmref/assets/models/student)
     python -m torch_impl.teachers train stud5                 # ... and the other shipped models: stud5, litehrnet_plus
-    python -m torch_impl.teachers train student_v3            # the student's run on version-3 faces (issue 16)
+    python -m torch_impl.teachers train student_v3            # the student's run on version-3 faces (issue 16; not shipped)
 
 A teacher run takes hours and must survive being stopped at any moment, in a process or a machine that
 is gone the next time.  So:
@@ -113,7 +113,8 @@ def _on_version(cfg, version):
 
 
 TEACHERS = ("icme_swinv2", "kd_resnet50")
-STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3")     # shipped as lmref/assets/models/<name>.safetensors
+STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3")     # ship puts them in lmref/assets/models/<name>.safetensors
+# (student_v3 is not shipped: it did no better than the student on the real-photo check, README)
 LONG_RUNS = TEACHERS + STUDENTS
 
 
