@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import os
 import subprocess
 import sys
@@ -136,7 +135,8 @@ def labelled_faces(photos=PHOTOS, progress=False):
     from tqdm import tqdm
     dlibs, yunet = {1: Dlib68(upsample=1), 0: Dlib68(upsample=0)}, YuNetDetector(calibrate=False)
     out = []
-    for registry, package, version, member, licence in tqdm(photos, desc="photos", unit="photo", file=sys.stderr, disable=not progress):
+    bar = tqdm(photos, desc="photos", unit="photo", file=sys.stderr, disable=not progress)
+    for registry, package, version, member, licence in bar:
         img = photo(registry, package, version, member)
         confirmed = yunet.raw(img)[0]
         for box, pts in dlibs[int(max(img.shape[:2]) <= UPSAMPLE_UP_TO)](img):
