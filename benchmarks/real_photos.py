@@ -169,9 +169,10 @@ def model_nme(model, faces):
 def paired(a, b):
     """Per-face NMEs of two models on the same faces -> {mean_diff (a - b), sd_diff, lower (faces where a
     is lower), higher, n}: the paired comparison the real-photo check reports."""
+    from torch_impl.experiments import mean_std
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    return {"mean_diff": float(d.mean()), "sd_diff": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
-            "lower": int((d < 0).sum()), "higher": int((d > 0).sum()), "n": int(len(d))}
+    m, sd = mean_std(d)
+    return {"mean_diff": m, "sd_diff": sd, "lower": int((d < 0).sum()), "higher": int((d > 0).sum()), "n": int(len(d))}
 
 
 def main(argv=None):
