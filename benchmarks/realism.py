@@ -3,6 +3,7 @@
     python -m benchmarks.realism --n 500 --version 2         # the README's numbers (and --version 3)
     python -m benchmarks.realism --n 2000                    # the whole test split, newest version
     python -m benchmarks.realism --calibrate                 # the detector box calibration constants
+    python -m benchmarks.realism --convention --n 1500       # 300-W's labelling convention, as dlib places it
     python -m benchmarks.realism --confidence                # what lmref.detect.LOW_CONFIDENCE is read from
     python -m benchmarks.realism --confidence --model litehrnet_plus     # ... and LOW_HEATMAP_PEAK
 
@@ -139,6 +140,47 @@ def measure(samples, yunet, haar, dlib68):
             "dlib_mean_offset": np.mean(offsets, axis=0).round(4).tolist() if offsets else None}
 
 
+def to_face_frame(points, ref, fit=slice(17, 68)):
+    """Image points [K, 2] -> the face frame of ``ref`` [68, 2] (x right, y up, mm), by the similarity
+    (least squares over the ``fit`` points) that best maps ``points`` onto ``ref``: a function of [M, 2]."""
+    z = points[fit, 0] - 1j * points[fit, 1]                          # y flipped: image down -> face up
+    r = ref[fit, 0] + 1j * ref[fit, 1]
+    zm, rm = z.mean(), r.mean()
+    w = np.sum(np.conj(z - zm) * (r - rm)) / np.sum(np.abs(z - zm) ** 2)
+
+    def f(p):
+        q = w * ((p[:, 0] - 1j * p[:, 1]) - zm) + rm
+        return np.stack([q.real, q.imag], 1)
+    return f
+
+
+def convention(samples, dlib68, max_yaw=20.0, max_pitch=15.0):
+    """Where dlib's 68-point predictor (trained on 300-W) puts each point on synthetic faces, relative to
+    the renderer's label, in the face frame (``lmref.data.face3d.MEAN_2D``'s mm, x right, y up): each near
+    frontal face (|yaw| <= max_yaw, |pitch| <= max_pitch degrees) that dlib's HOG finds is mapped into the
+    face frame by the similarity that fits its labels' inner 51 points onto MEAN_2D, and the offsets
+    (dlib - label) are averaged.  Made mirror-symmetric (the renderer's faces are), then the common
+    translation of the inner points removed (where dlib's box puts the face is not a labelling
+    convention).  -> {"n": faces used, "offset": [68, 2] mm, "raw": [68, 2] mm before symmetry}"""
+    from lmref import landmarks
+    from lmref.data import face3d
+    flip = np.array(landmarks.IBUG68.flip)
+    offs = []
+    for s in samples:
+        if abs(s.pose[0]) > max_yaw or abs(s.pose[1]) > max_pitch:
+            continue
+        hog = dlib68.boxes(s.image)
+        k = best_match(s.box, hog)
+        if k is None:
+            continue
+        f = to_face_frame(s.landmarks, face3d.MEAN_2D)
+        offs.append(f(dlib68.points(s.image, hog[k])) - f(s.landmarks))
+    raw = np.mean(offs, axis=0) if offs else np.full((68, 2), np.nan)
+    sym = 0.5 * (raw + raw[flip] * [-1.0, 1.0])
+    sym -= sym[17:].mean(axis=0)
+    return {"n": len(offs), "offset": sym.round(2).tolist(), "raw": raw.round(2).tolist()}
+
+
 def calibration(samples, raw_boxes):
     """Median landmark-box centre offset and side relative to a detector's raw box, in units of the
     raw box's width (x) and height (y): -> dict with shift (dx, dy), scale (sx, sy), spread, n."""
@@ -200,12 +242,21 @@ def main(argv=None):
     ap.add_argument("--confidence", action="store_true",
                     help="print the default model's point confidence on faces and non-faces instead "
                     "(version-2 test faces 500..559)")
+    ap.add_argument("--convention", action="store_true",
+                    help="print where dlib puts each point relative to the labels, in the face frame, on the first "
+                    "--n faces of the version-3 *training* split instead (lmref.data.face3d.LABEL_OFFSET_300W)")
     ap.add_argument("--model", default=None, help="--confidence: this model instead of the default (a name or a file)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers here")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.confidence:
         print(json.dumps(confidence_levels(_samples(2, range(500, 560), args.size), args.model)))
+        return 0
+    if args.convention:
+        faces = (synthetic.generate(0, i, args.size, "train", version=3) for i in range(args.n))
+        out = convention(faces, Dlib68())
+        print(json.dumps({"n": out["n"], "offset": out["offset"]}))
+        write_json(args.json, out)
         return 0
     if args.calibrate:
         samples = list(_samples(2, range(200, 500), args.size))

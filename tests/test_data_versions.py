@@ -1,6 +1,7 @@
 """Synthetic data versions (issue 16): version 2 stays byte for byte what the shipped models, the
 experiments and the teachers were trained on; version 3 (lmref.data.photo) renders the same faces
-as photographs, from a photographer's distance; splits are cached per version."""
+as photographs, from a photographer's distance; version 4 labels version 3's images in 300-W's
+convention; splits are cached per version."""
 import hashlib
 import warnings
 
@@ -18,7 +19,8 @@ def _sha(a):
 # sha256 prefixes of (image, landmarks), image mean and landmark mean (x, y): three 64 px version-2
 # samples computed before version 3 existed, a 256 px version-2 sample computed before the renderer's
 # speed-up (which keeps every byte), and two version-3 samples of version 3 as revised by issue 16 (brows
-# of v2's thickness, the camera 1-4 m away), taken after the merge with the speed-up. Renders depend on the numpy and OpenCV
+# of v2's thickness, the camera 1-4 m away), taken after the merge with the speed-up, and that version-3
+# sample relabelled by version 4 (the same image bytes). Renders depend on the numpy and OpenCV
 # versions (README "Versions behind the numbers"); these were taken with PINNED_WITH, what
 # `pip install -e .[dev]` resolved when they were taken (x86_64).
 PINNED_WITH = ("2.4.6", "4.14.0")              # numpy, OpenCV
@@ -27,7 +29,8 @@ PINNED = {("train", 0, 64, 2): (("de42dca66c8feace", "eb6d9be712b46c81"), 74.877
           ("test", 3, 64, 2): (("c6cad9dc74440371", "7fd442280c7181e0"), 56.015, (37.0581, 29.7472)),
           ("test", 2, 256, 2): (("1df0334f7d511bf1", "4a455628583cc255"), 71.683, (119.1585, 120.846)),
           ("train", 0, 64, 3): (("14e4b0f2890a0bf2", "0558db791901a852"), 124.714, (30.7214, 33.1981)),
-          ("test", 2, 128, 3): (("de90ba4814d71352", "a06a39af5edfed21"), 126.653, (59.3936, 59.7636))}
+          ("test", 2, 128, 3): (("de90ba4814d71352", "a06a39af5edfed21"), 126.653, (59.3936, 59.7636)),
+          ("test", 2, 128, 4): (("de90ba4814d71352", "d7de1915d5e72846"), 126.653, (59.2776, 59.5399))}
 
 
 @pytest.mark.parametrize("split, index, size, version", sorted(PINNED))
@@ -48,7 +51,7 @@ def test_renders_are_unchanged(split, index, size, version):
 
 
 def test_defaults_and_versions():
-    assert syn.VERSION == 3 and syn.VERSIONS == (2, 3) and syn.DEFAULT_VERSION == 2
+    assert syn.VERSION == 4 and syn.VERSIONS == (2, 3, 4) and syn.DEFAULT_VERSION == 2
     a, b = syn.generate(0, 3, 64, "test"), syn.generate(0, 3, 64, "test", version=2)
     assert np.array_equal(a.image, b.image)
     with pytest.raises(ValueError, match="version"):
@@ -76,6 +79,27 @@ def test_version_3_same_faces_new_photographs():
         assert np.abs(v2.image.astype(int) - v3.image.astype(int)).mean() > 3
         assert np.array_equal(v3.image, syn.generate(0, i, 96, "test", version=3).image)
         assert v3.info["camera"]["light"] in photo.CASTS
+
+
+def test_version_4_is_version_3_labelled_in_300w_convention():
+    """v4 renders v3's image byte for byte (the face drawn around MEAN_2D) and labels it with the surface
+    points under face3d.LABEL_2D: the mean head's labels sit there, and the points move by about the
+    planted offsets (a few pixels at most)."""
+    from lmref.data import face3d as f3
+    np.testing.assert_allclose(f3.label_model().landmarks[17:, :2], f3.LABEL_2D[17:], atol=0.05)
+    np.testing.assert_allclose(f3.mean_model().landmarks[17:, :2], f3.MEAN_2D[17:], atol=0.05)
+    assert np.abs(f3.LABEL_2D - f3.MEAN_2D).max() > 3
+    for i in (3, 14):                                          # turned 60 degrees; frontal
+        v3, v4 = syn.generate(0, i, 96, "test", version=3), syn.generate(0, i, 96, "test", version=4)
+        assert np.array_equal(v3.image, v4.image) and np.array_equal(v3.pose, v4.pose)
+        moved = np.linalg.norm(v4.landmarks - v3.landmarks, axis=1)
+        assert 0.3 < moved.max() < 4 and np.array_equal(v4.box, np.concatenate([v4.landmarks.min(0), v4.landmarks.max(0)]))
+    v3, v4 = syn.generate(0, 14, 96, "test", version=3), syn.generate(0, 14, 96, "test", version=4)
+    eye = v3.landmarks[45] - v3.landmarks[36]                   # frontal and upright: image x ~ face x
+    mm = np.linalg.norm(eye) / np.linalg.norm(f3.MEAN_2D[45] - f3.MEAN_2D[36])      # pixels per mm
+    d = (v4.landmarks - v3.landmarks) / mm * [1, -1]           # face frame (y up), mm
+    assert d[48, 0] > 2 and d[48, 1] < -1.5 and d[54, 0] < -2 # the mouth's corners in and down
+    assert d[19, 1] > 0.5 and d[24, 1] > 0.5                   # the brows up
 
 
 def test_camera_distance_is_log_uniform_in_its_range():

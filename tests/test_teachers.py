@@ -128,11 +128,12 @@ def test_other_shipped_long_runs(name, exp, run, epochs):
     assert cfg["name"] == teachers.shipped_name(name) == name and name in teachers.STUDENTS
 
 
-def test_student_v3_long_run_config():
-    """student_v3 is the student's long run, key for key, on version-3 faces: only the renderer's version
-    (pool and test split) and the run's own name and directory differ."""
-    a, b = teachers.teacher_config("student"), teachers.teacher_config("student_v3")
-    assert b["data"].pop("synthetic_version") == 3 and "synthetic_version" not in a["data"]
+@pytest.mark.parametrize("name, version", [("student_v3", 3), ("student_v4", 4)])
+def test_student_on_other_versions_long_run_config(name, version):
+    """student_v3 / student_v4 are the student's long run, key for key, on version-3 / version-4 faces: only
+    the renderer's version (pool and test split) and the run's own name and directory differ."""
+    a, b = teachers.teacher_config("student"), teachers.teacher_config(name)
+    assert b["data"].pop("synthetic_version") == version and "synthetic_version" not in a["data"]
     assert {k: v for k, v in a.items() if k not in ("out_dir", "name")} == \
         {k: v for k, v in b.items() if k not in ("out_dir", "name")}
-    assert b["name"] == "student_v3" and b["out_dir"] != a["out_dir"]
+    assert b["name"] == name and b["out_dir"] != a["out_dir"]

@@ -10,6 +10,7 @@ resumable) on the same pool.
     python -m torch_impl.teachers train student               # the shipped student (lmref/assets/models/student)
     python -m torch_impl.teachers train stud5                 # ... and the other shipped models: stud5, litehrnet_plus
     python -m torch_impl.teachers train student_v3            # the student's run on version-3 faces (issue 16; not shipped)
+    python -m torch_impl.teachers train student_v4            # ... and on version-4 faces (300-W's labelling convention)
 
 A teacher run takes hours and must survive being stopped at any moment, in a process or a machine that
 is gone the next time.  So:
@@ -82,6 +83,10 @@ def _teachers():
         # student on the real-photo check (benchmarks.real_photos), the measure of the renderer's realism
         "student_v3": ("icme", _on_version(_student_long(icme_runs(s)["student"][0], long_run), 3),
                        "the student's long run on version-3 (photographic) synthetic faces"),
+        # issue 16: version 4 is version 3's images labelled in 300-W's convention (lmref.data.face3d.LABEL_2D);
+        # against student_v3 it measures what the labels alone do
+        "student_v4": ("icme", _on_version(_student_long(icme_runs(s)["student"][0], long_run), 4),
+                       "the student's long run on version-4 faces (version 3's, labelled in 300-W's convention)"),
         # stud5: 893 s for its first epoch of 1,250 steps on one thread beside two other jobs (~0.7 s a step);
         # Lite-HRNet Plus 10M's step time not measured yet (2000 is a guess at ~15 minutes)
         "stud5": ("kd", _long(kd_runs(s)["stud5"][0], long_run, STUD5_LONG_EPOCHS, 1500),
@@ -113,8 +118,9 @@ def _on_version(cfg, version):
 
 
 TEACHERS = ("icme_swinv2", "kd_resnet50")
-STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3")     # ship puts them in lmref/assets/models/<name>.safetensors
-# (student_v3 is not shipped: it did no better than the student on the real-photo check, README)
+# ship puts them in lmref/assets/models/<name>.safetensors (student_v3 and student_v4 are issue 16's measurements
+# of the renderer versions; which of them ships: README)
+STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3", "student_v4")
 LONG_RUNS = TEACHERS + STUDENTS
 
 

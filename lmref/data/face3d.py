@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -41,7 +42,7 @@ import numpy as np
 
 __all__ = [
     "UV_W", "UV_H", "CENTER", "MEAN_2D", "theta_of_u", "phi_of_v", "u_of_theta", "v_of_phi",
-    "uv_of_point", "sample_map", "lookup", "MeanModel", "mean_model", "uv_mesh", "rotation", "Camera",
+    "uv_of_point", "sample_map", "lookup", "MeanModel", "mean_model", "LABEL_2D", "label_model", "uv_mesh", "rotation", "Camera",
     "rasterize", "barycentric", "surface_normals", "contour_on_silhouette", "IDENTITY_MODES",
     "EXPRESSION_MODES", "mode_set", "deform",
 ]
@@ -166,9 +167,10 @@ _FLIP68 = (16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24,
            41, 40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65)
 
 
-def _mean_2d():
+def _mean_2d(right=_RIGHT_2D):
+    """[68, 2] from the subject's right side, mirrored (x negated) to the left."""
     pts = np.full((68, 2), np.nan)
-    for k, (x, y) in _RIGHT_2D.items():
+    for k, (x, y) in right.items():
         pts[k] = (x, y)
         pts[_FLIP68[k]] = (-x, y)
     assert not np.isnan(pts).any()
@@ -176,6 +178,26 @@ def _mean_2d():
 
 
 MEAN_2D = _mean_2d()      # [68, 2] (x, y) face frame, mm
+
+# 300-W's labelling convention on these faces (renderer version 4): where dlib's 68-point predictor, trained
+# on 300-W, puts each point on version-3 faces relative to the point under MEAN_2D, in mm of the face frame
+# (x toward the face's left, y up; subject's right side listed, the left mirrored): measured by
+# ``python -m benchmarks.realism --convention --n 1500`` (the 701 near-frontal faces among the first 1,500 of
+# the *training* split that dlib's HOG finds, each mapped into the face frame by its labels' similarity,
+# averaged, made symmetric, the common shift of the inner points removed). dlib places the jaw's upper ends
+# 3-4 mm higher and its sides 2 mm farther out, the brows 2-3 mm closer to the midline and up to 2 mm higher,
+# the eyes' outer corners 2 mm in, the mouth's corners 3 mm in and 2.6 mm lower. The face is still drawn
+# around MEAN_2D; only the labels move.
+_LABEL_OFFSET_300W = {
+    0: (-0.1, 3.7), 1: (-0.2, 3.5), 2: (-0.7, 3.2), 3: (-1.2, 3.0), 4: (-1.6, 1.7), 5: (-2.1, 0.9),
+    6: (-2.0, 0.2), 7: (-2.0, -0.6), 8: (0.0, 0.4), 17: (2.0, 1.9), 18: (2.7, 1.5), 19: (2.8, 1.1),
+    20: (2.3, 0.8), 21: (1.5, 0.4), 27: (0.0, -0.3), 28: (0.0, 0.4), 29: (0.0, 1.2), 30: (0.0, 1.6),
+    31: (1.6, 0.1), 32: (0.8, 0.6), 33: (0.0, 0.9), 36: (2.2, -0.2), 37: (1.7, -0.2), 38: (1.2, -0.2),
+    39: (0.6, -0.1), 40: (1.3, -0.9), 41: (1.9, -0.8), 48: (3.2, -2.6), 49: (1.8, -1.2),
+    50: (0.4, -0.3), 51: (0.0, 0.4), 57: (0.0, 0.7), 58: (0.4, 0.7), 59: (1.2, -0.7), 60: (3.0, -2.3),
+    61: (0.5, 0.7), 62: (0.0, 0.9), 66: (0.0, -0.9), 67: (0.5, -0.5),
+}
+LABEL_2D = MEAN_2D + _mean_2d(_LABEL_OFFSET_300W)    # [68, 2] version 4's labels, face frame, mm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,17 +579,23 @@ def _newton_uv(Pmap, target_xy, uv0, iters=12):
     return uv
 
 
-def _place_landmarks(Pmap):
-    """Landmark (u, v): inner points under their MEAN_2D position (front-most surface, found from a
+def _place_landmarks(Pmap, pts2d=MEAN_2D):
+    """Landmark (u, v): inner points under their ``pts2d`` position (front-most surface, found from a
     depth guess); contour points toward their 3D target from CENTER."""
     uv = np.zeros((68, 2))
     inner = np.array([k for k in range(17, 68) if k in _Z_GUESS or _FLIP68[k] in _Z_GUESS])
     zg = np.array([_Z_GUESS.get(k, _Z_GUESS.get(_FLIP68[k])) for k in inner], float)
-    start = uv_of_point(np.concatenate([MEAN_2D[inner], zg[:, None]], 1))
-    uv[inner] = _newton_uv(Pmap, MEAN_2D[inner], start)
+    start = uv_of_point(np.concatenate([pts2d[inner], zg[:, None]], 1))
+    uv[inner] = _newton_uv(Pmap, pts2d[inner], start)
     zc = np.array([_CONTOUR_Z[min(k, 16 - k)] for k in range(17)])
-    uv[:17] = uv_of_point(np.concatenate([MEAN_2D[:17], zc[:, None]], 1))
+    uv[:17] = uv_of_point(np.concatenate([pts2d[:17], zc[:, None]], 1))
     return uv
+
+
+def _outward(pts2d):
+    """[17, 3] face-frame outward directions of the contour points (from FACE_CENTER_2D)."""
+    out2d = pts2d[:17] - FACE_CENTER_2D
+    return np.concatenate([out2d / np.linalg.norm(out2d, axis=1, keepdims=True), np.zeros((17, 1))], 1)
 
 
 def _rings(Pmap, landmark_uv):
@@ -609,11 +637,20 @@ def mean_model():
     Rf = R.astype(np.float32)
     cav = cv2.GaussianBlur(Rf, (0, 0), 5.0, borderType=cv2.BORDER_REPLICATE) - Rf
     ao = np.clip(1.0 - 0.09 * np.maximum(cav, 0), 0.35, 1.0).astype(np.float32)
-    out2d = MEAN_2D[:17] - FACE_CENTER_2D
-    outward = np.concatenate([out2d / np.linalg.norm(out2d, axis=1, keepdims=True), np.zeros((17, 1))], 1)
     mesh_uv, mesh_tris = uv_mesh()
     return MeanModel(normals=surface_normals(Pmap), P=Pmap, relief=relief.astype(np.float32), ao=ao, landmark_uv=landmark_uv,
-                     ring_uv=ring_uv, outward=outward, mesh_uv=mesh_uv, mesh_tris=mesh_tris)
+                     ring_uv=ring_uv, outward=_outward(MEAN_2D), mesh_uv=mesh_uv, mesh_tris=mesh_tris)
+
+
+@functools.lru_cache(maxsize=1)
+def label_model():
+    """The mean head with its landmarks (and jaw rings) at ``LABEL_2D``, 300-W's labelling convention:
+    what renderer version 4 labels with, while the face is still drawn around MEAN_2D (``mean_model``).
+    The points are placed on the finished surface (mean_model places its own before the ears are added;
+    the ears lie outside the face, where only the jaw rings' ends reach)."""
+    m = mean_model()
+    uv = _place_landmarks(m.P, LABEL_2D)
+    return dataclasses.replace(m, landmark_uv=uv, ring_uv=_rings(m.P, uv), outward=_outward(LABEL_2D))
 
 
 def surface_normals(P):

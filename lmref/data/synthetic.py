@@ -27,14 +27,18 @@ expression = an exaggerated expression was drawn; illumination = extreme lightin
 make-up = heavy make-up was drawn; occlusion = at least 10 % of the points are hidden by hair or
 objects (self-occlusion not counted); blur = strong defocus or motion blur was drawn.
 
-Versions: ``VERSION`` (3) is the newest renderer; ``generate`` and ``load_split`` draw
+Versions: ``VERSION`` (4) is the newest renderer; ``generate`` and ``load_split`` draw
 ``DEFAULT_VERSION`` (2) unless given ``version=``, because the shipped models, the experiments and
 the teachers were trained on version 2 (``torch_impl.experiments.DATA_VERSION`` pins it there).
 Version 3 (``lmref.data.photo``) draws every version-2 parameter first, so sample i has the same
 pose, shape and framing in both, and renders it as a photograph: seen from farther away (1-4 m, so
 the jaw points move: less perspective), auto exposure, coloured light, darker brows, oilier skin,
 out-of-focus backgrounds, in-camera sharpening and JPEG (``python -m benchmarks.realism`` measures
-how photographic each version looks).
+how photographic each version looks). Version 4 draws and renders exactly version 3's images, and
+labels them in 300-W's convention: its points are the surface points under ``face3d.LABEL_2D``
+(MEAN_2D moved to where dlib's 300-W predictor places them on version-3 faces: brows higher,
+mouth corners and eyes closer in, the jaw wider and its ends higher) instead of under MEAN_2D, around
+which the face is still drawn; hands and objects still aim at the version-3 points.
 
 Determinism: every sample has its own generator seeded by (seed, split, index), nothing else is
 random, and files are written with OpenCV's PNG encoder, so the same version, seed and package
@@ -67,8 +71,8 @@ from . import scene as sc
 __all__ = ["VERSION", "VERSIONS", "DEFAULT_VERSION", "ATTRIBUTES", "SPLITS", "Sample", "generate", "render", "sample_params",
            "load_split", "SyntheticSplit", "write_300w_layout", "contact_sheet", "main"]
 
-VERSION = 3           # the newest renderer: bump whenever the images or labels of a (seed, split, index) change
-VERSIONS = (2, 3)       # the renderers ``generate(version=...)`` can draw, each byte for byte as it was
+VERSION = 4           # the newest renderer: bump whenever the images or labels of a (seed, split, index) change
+VERSIONS = (2, 3, 4)     # the renderers ``generate(version=...)`` can draw, each byte for byte as it was
 DEFAULT_VERSION = 2   # what generate / load_split draw unless asked: the data the shipped models, the
                       # experiments and the teachers were trained on (moves on when they are retrained)
 ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")   # WFLW order
@@ -372,6 +376,15 @@ def _occlusion(xy, depth, xy2, lm_uv, front_alpha, cover_alpha, head, size):
     return ext, self_occ, outside
 
 
+def _labels(P, model, cam, ss):
+    """The 68 points of surface P seen by cam, with the 300W jaw rule. -> (xy [68, 2], depth [68],
+    (u, v) [68, 2] of the surface points used, xy at ss x the size [68, 2])"""
+    xy, depth, ring_idx = f3.contour_on_silhouette(P, model, cam)
+    lm_uv = model.landmark_uv.copy()
+    lm_uv[:17] = model.ring_uv[np.arange(17), ring_idx]                     # the jaw points used
+    return xy, depth, lm_uv, xy * ss + (ss - 1) / 2
+
+
 def render(params, size=256, ss=2, version=DEFAULT_VERSION):
     """Render sampled parameters (``sample_params`` plus ``rng``) to a Sample."""
     model, st = f3.mean_model(), pt.static_maps()
@@ -382,16 +395,15 @@ def render(params, size=256, ss=2, version=DEFAULT_VERSION):
     cam = _framed_camera(R, lambda c: f3.contour_on_silhouette(P, model, c)[0], params["distance"], size,
                          params["face_frac"], params["center"])
     cam2, S2 = _scaled(cam, ss), size * ss
-    xy, depth, ring_idx = f3.contour_on_silhouette(P, model, cam)
-    lm_uv = model.landmark_uv.copy()
-    lm_uv[:17] = model.ring_uv[np.arange(17), ring_idx]                     # the jaw points used
-    xy2 = xy * ss + (ss - 1) / 2
+    xy, depth, lm_uv, xy2 = _labels(P, model, cam, ss)
     painted, cover_alpha, P_render = _appearance(params, P, lm3d, st, model)
     head = _head(params, painted, P_render, R, cam2, S2, model)
     back = _behind(params, cam, P_render, size, version)
     canvas = cv2.resize(back, (S2, S2), interpolation=cv2.INTER_LINEAR) if ss > 1 else back
     canvas = by_channel(lambda v, c: v * (1 - head.alpha) + c, canvas, head.color)
     front_alpha = _in_front(params, canvas, head, cam2, P_render, lm3d, xy2)
+    if version >= 4:                     # the same image, labelled in 300-W's convention (face3d.LABEL_2D)
+        xy, depth, lm_uv, xy2 = _labels(P, f3.label_model(), cam, ss)
     img_lin = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
     if version >= 3:
         face = cv2.resize(head.alpha, (size, size), interpolation=cv2.INTER_AREA) if ss > 1 else head.alpha
