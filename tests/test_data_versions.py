@@ -102,6 +102,18 @@ def test_version_4_is_version_3_labelled_in_300w_convention():
     assert d[19, 1] > 0.5 and d[24, 1] > 0.5                   # the brows up
 
 
+def test_label_convention_is_the_committed_measurement():
+    """face3d's table is benchmarks/results/label_convention.json (what `python -m benchmarks.realism
+    --convention` wrote), rounded to 0.1 mm."""
+    import json
+    import os
+    from lmref.data import face3d as f3
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "label_convention.json")
+    with open(path, encoding="utf-8") as fh:
+        measured = np.array(json.load(fh)["offset"])
+    np.testing.assert_allclose(f3.LABEL_2D - f3.MEAN_2D, measured, atol=0.051)
+
+
 def test_camera_distance_is_log_uniform_in_its_range():
     rng = np.random.default_rng(0)
     d = np.array([photo.camera_distance(rng) for _ in range(4000)])

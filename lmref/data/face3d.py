@@ -42,7 +42,8 @@ import numpy as np
 
 __all__ = [
     "UV_W", "UV_H", "CENTER", "MEAN_2D", "theta_of_u", "phi_of_v", "u_of_theta", "v_of_phi",
-    "uv_of_point", "sample_map", "lookup", "MeanModel", "mean_model", "LABEL_2D", "label_model", "uv_mesh", "rotation", "Camera",
+    "uv_of_point", "sample_map", "lookup", "MeanModel", "mean_model", "LABEL_2D", "label_model", "uv_mesh",
+    "rotation", "Camera",
     "rasterize", "barycentric", "surface_normals", "contour_on_silhouette", "IDENTITY_MODES",
     "EXPRESSION_MODES", "mode_set", "deform",
 ]
@@ -181,13 +182,13 @@ MEAN_2D = _mean_2d()      # [68, 2] (x, y) face frame, mm
 
 # 300-W's labelling convention on these faces (renderer version 4): where dlib's 68-point predictor, trained
 # on 300-W, puts each point on version-3 faces relative to the point under MEAN_2D, in mm of the face frame
-# (x toward the face's left, y up; subject's right side listed, the left mirrored): measured by
-# ``python -m benchmarks.realism --convention --n 1500`` (the 701 near-frontal faces among the first 1,500 of
-# the *training* split that dlib's HOG finds, each mapped into the face frame by its labels' similarity,
-# averaged, made symmetric, the common shift of the inner points removed). dlib places the jaw's upper ends
-# 3-4 mm higher and its sides 2 mm farther out, the brows 2-3 mm closer to the midline and up to 2 mm higher,
-# the eyes' outer corners 2 mm in, the mouth's corners 3 mm in and 2.6 mm lower. The face is still drawn
-# around MEAN_2D; only the labels move.
+# (x toward the face's left, y up; subject's right side listed, the left mirrored), measured by
+#     python -m benchmarks.realism --convention --n 1500 --json benchmarks/results/label_convention.json
+# on the 701 near-frontal faces among the first 1,500 of the *training* split that dlib's HOG finds (each
+# mapped into the face frame by its labels' similarity; averaged, made symmetric, the common shift of the
+# inner points removed). dlib places the jaw's upper ends 3-4 mm higher and its sides 2 mm farther out, the
+# brows 2-3 mm closer to the midline and up to 2 mm higher, the eyes' outer corners 2 mm in, the mouth's
+# corners 3 mm in and 2.6 mm lower. The face is still drawn around MEAN_2D; only the labels move.
 _LABEL_OFFSET_300W = {
     0: (-0.1, 3.7), 1: (-0.2, 3.5), 2: (-0.7, 3.2), 3: (-1.2, 3.0), 4: (-1.6, 1.7), 5: (-2.1, 0.9),
     6: (-2.0, 0.2), 7: (-2.0, -0.6), 8: (0.0, 0.4), 17: (2.0, 1.9), 18: (2.7, 1.5), 19: (2.8, 1.1),
