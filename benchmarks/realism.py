@@ -244,7 +244,7 @@ def main(argv=None):
                     "(version-2 test faces 500..559)")
     ap.add_argument("--convention", action="store_true",
                     help="print where dlib puts each point relative to the labels, in the face frame, on the first "
-                    "--n faces of the version-3 *training* split instead (lmref.data.face3d.LABEL_OFFSET_300W)")
+                    "--n faces of the version-3 *training* split instead (what lmref.data.face3d.LABEL_2D is read from)")
     ap.add_argument("--model", default=None, help="--confidence: this model instead of the default (a name or a file)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers here")
     args = ap.parse_args(argv)
