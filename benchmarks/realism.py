@@ -140,6 +140,13 @@ def measure(samples, yunet, haar, dlib68):
             "dlib_mean_offset": np.mean(offsets, axis=0).round(4).tolist() if offsets else None}
 
 
+def offset_lengths(offset):
+    """Mean length of dlib's mean signed offset [68, 2] (``dlib_mean_offset``) over all points and over each
+    region: how systematic dlib's disagreement with the labels is. -> {"all": x, region: x, ...}"""
+    n = np.linalg.norm(np.asarray(offset, np.float64), axis=1)
+    return {"all": round(float(n.mean()), 4), **{r: round(float(n[i].mean()), 4) for r, i in REGIONS.items()}}
+
+
 def to_face_frame(points, ref, fit=slice(17, 68)):
     """Image points [K, 2] -> the face frame of ``ref`` [68, 2] (x right, y up, mm), by the similarity
     (least squares over the ``fit`` points) that best maps ``points`` onto ``ref``: a function of [M, 2]."""
@@ -274,6 +281,10 @@ def main(argv=None):
           f"(median {res['dlib_nme_median']:.4f}, {res['dlib_n']} faces; target <= 0.05)")
     if res["dlib_nme_share"]:
         print("    shares of it: " + ", ".join(f"{r} {v:.4f}" for r, v in res["dlib_nme_share"].items()))
+    if res["dlib_mean_offset"] is not None:
+        ln = offset_lengths(res["dlib_mean_offset"])
+        print(f"    its systematic part (mean length of dlib's mean offset): {ln.pop('all'):.4f}; "
+              + ", ".join(f"{r} {v:.4f}" for r, v in ln.items()))
     if res["dlib_nme_plain"] is not None:
         print(f"    on the {res['dlib_n_plain']} of those faces without any WFLW attribute: {res['dlib_nme_plain']:.4f}")
     print(f"  {res['seconds']} s")

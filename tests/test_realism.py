@@ -46,6 +46,8 @@ def test_measure_rates_nme_shares_and_plain_faces():
     assert res["dlib_n_plain"] == 1 and res["dlib_nme_plain"] == pytest.approx(expected[1])
     offset = np.array(res["dlib_mean_offset"])
     assert offset.shape == (68, 2) and np.all(offset[:17, 0] > 0) and np.all(offset[17:] == 0)
+    lengths = realism.offset_lengths(offset)
+    assert lengths["all"] == pytest.approx(offset[:17, 0].sum() / 68, abs=1e-4) and lengths["brows"] == 0
 
 
 def test_to_face_frame_undoes_a_similarity():
