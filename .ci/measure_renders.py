@@ -52,7 +52,7 @@ def measure_one():
     import numpy as np
 
     from lmref.data import synthetic
-    root = os.path.join(os.environ["LMREF_CACHE"], "synthetic", f"v{synthetic.VERSION}")
+    root = os.path.join(os.environ["LMREF_CACHE"], "synthetic", f"v{synthetic.DEFAULT_VERSION}")   # what load_split draws
 
     def stored(seed, index, size=256, split="train", ss=2):        # the probe reads the stored labels
         d = os.path.join(root, f"{split}-seed{seed}-n{500 if split == 'test' else 2}-{size}px")

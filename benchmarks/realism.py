@@ -4,6 +4,7 @@
     python -m benchmarks.realism --n 2000                    # the whole test split, newest version
     python -m benchmarks.realism --calibrate                 # the detector box calibration constants
     python -m benchmarks.realism --convention --n 1500       # 300-W's labelling convention, as dlib places it
+    python -m benchmarks.realism --spread --version 5        # the identity space's spread (synthetic.SPREAD_V5)
     python -m benchmarks.realism --confidence                # what lmref.detect.LOW_CONFIDENCE is read from
     python -m benchmarks.realism --confidence --model litehrnet_plus     # ... and LOW_HEATMAP_PEAK
 
@@ -161,6 +162,37 @@ def to_face_frame(points, ref, fit=slice(17, 68)):
     return f
 
 
+# Face proportions whose spread --spread measures: name -> (point pair, point pair); each is the first pair's
+# distance over the second's (36-45: the outer eye corners; "eyes" the midpoint of 36 and 45)
+PROPORTIONS = {"inner eye corners": ((39, 42), (36, 45)), "face height (eyes to chin)": (("eyes", 8), (36, 45)),
+               "nose length (27-33)": ((27, 33), (36, 45)), "lower face (33-8)": ((33, 8), (36, 45)),
+               "mouth width": ((48, 54), (36, 45)), "nose width": ((31, 35), (36, 45)),
+               "jaw width (4-12)": ((4, 12), (36, 45)), "face width (0-16)": ((0, 16), (36, 45)),
+               "face height / width": (("eyes", 8), (0, 16))}
+
+
+def proportions(points):
+    """[N, 68, 2] -> {name: [N]} the ratios of PROPORTIONS."""
+    pts = np.concatenate([points, (points[:, 36:37] + points[:, 45:46]) / 2], 1)        # index 68: "eyes"
+    at = lambda k: 68 if k == "eyes" else k  # noqa: E731
+    dist = lambda a, b: np.linalg.norm(pts[:, at(a)] - pts[:, at(b)], axis=1)  # noqa: E731
+    return {name: dist(*num) / dist(*den) for name, (num, den) in PROPORTIONS.items()}
+
+
+def identity_spread(version, n=200):
+    """Coefficient of variation (%) of each PROPORTIONS ratio over the face shapes of the first n test faces
+    of renderer ``version``: identity and scale only (neutral, jaw closed), labelled as the version labels
+    (face3d.label_model from version 4 on), seen frontally (orthographic x, y). -> {name: cv %}"""
+    from lmref.data import face3d as f3
+    model = f3.label_model() if version >= 4 else f3.mean_model()
+    pts = []
+    for i in range(n):
+        p = synthetic.sample_params(synthetic._rng(0, "test", i), version)
+        P = f3.deform(f3.mean_model(), p["identity"], 0.0, p["scale"])
+        pts.append(f3.sample_map(P, model.landmark_uv)[:, :2])
+    return {k: round(float(100 * v.std() / v.mean()), 2) for k, v in proportions(np.array(pts)).items()}
+
+
 def convention(samples, dlib68, max_yaw=20.0, max_pitch=15.0):
     """Where dlib's 68-point predictor (trained on 300-W) puts each point on synthetic faces, relative to
     the renderer's label, in the face frame (``lmref.data.face3d.MEAN_2D``'s mm, x right, y up): each near
@@ -252,12 +284,23 @@ def main(argv=None):
     ap.add_argument("--convention", action="store_true",
                     help="print where dlib puts each point relative to the labels, in the face frame, on the first "
                     "--n faces of the version-3 *training* split instead (what lmref.data.face3d.LABEL_2D is read from)")
+    ap.add_argument("--spread", action="store_true",
+                    help="print the coefficient of variation of face proportions over the --version's identity "
+                    "space instead (the first --n test faces' shapes, neutral; anthropometry: about 4-7 %%)")
     ap.add_argument("--model", default=None, help="--confidence: this model instead of the default (a name or a file)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers here")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.confidence:
         print(json.dumps(confidence_levels(_samples(2, range(500, 560), args.size), args.model)))
+        return 0
+    if args.spread:
+        out = {"version": args.version, "n": args.n, "cv_percent": identity_spread(args.version, args.n)}
+        print(f"synthetic v{args.version}: coefficient of variation of face proportions over the first {args.n} "
+              "test faces' shapes (neutral, frontal):")
+        for k, v in out["cv_percent"].items():
+            print(f"  {k:28s} {v:5.1f} %")
+        write_json(args.json, out)
         return 0
     if args.convention:
         faces = (synthetic.generate(0, i, args.size, "train", version=3) for i in range(args.n))

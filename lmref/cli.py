@@ -702,7 +702,7 @@ Exit status: 0 ok, 1 the command found a failure, 2 bad input or usage.""")
     e.add_argument("--seed", type=int, default=None, help="synthetic: seed (default: the test split's)")
     e.add_argument("--version", type=int, default=None,
                    help="synthetic: the renderer's version (default 2; 3: lmref.data.photo's photographs; "
-                   "4: version 3 labelled in 300-W's convention)")
+                   "4: version 3 labelled in 300-W's convention; 5: version 4 with real faces' identity spread)")
     e.add_argument("--limit", type=_int_in(0), default=0, help="evaluate only the first N faces (0: all)")
     e.add_argument("--boxes", choices=("gt", "detector"), default="gt", help="face boxes (default gt)")
     e.add_argument("--detector", choices=("yunet", "haar"), default="yunet",

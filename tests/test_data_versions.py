@@ -20,7 +20,8 @@ def _sha(a):
 # samples computed before version 3 existed, a 256 px version-2 sample computed before the renderer's
 # speed-up (which keeps every byte), and two version-3 samples of version 3 as revised by issue 16 (brows
 # of v2's thickness, the camera 1-4 m away), taken after the merge with the speed-up, and that version-3
-# sample relabelled by version 4 (the same image bytes). Renders depend on the numpy and OpenCV
+# sample relabelled by version 4 (the same image bytes), and version 5's (that face with version 5's narrower
+# identity spread). Renders depend on the numpy and OpenCV
 # versions (README "Versions behind the numbers"); these were taken with PINNED_WITH, what
 # `pip install -e .[dev]` resolved when they were taken (x86_64).
 PINNED_WITH = ("2.4.6", "4.14.0")              # numpy, OpenCV
@@ -30,7 +31,8 @@ PINNED = {("train", 0, 64, 2): (("de42dca66c8feace", "eb6d9be712b46c81"), 74.877
           ("test", 2, 256, 2): (("1df0334f7d511bf1", "4a455628583cc255"), 71.683, (119.1585, 120.846)),
           ("train", 0, 64, 3): (("14e4b0f2890a0bf2", "0558db791901a852"), 124.714, (30.7214, 33.1981)),
           ("test", 2, 128, 3): (("de90ba4814d71352", "a06a39af5edfed21"), 126.653, (59.3936, 59.7636)),
-          ("test", 2, 128, 4): (("de90ba4814d71352", "d7de1915d5e72846"), 126.653, (59.2776, 59.5399))}
+          ("test", 2, 128, 4): (("de90ba4814d71352", "d7de1915d5e72846"), 126.653, (59.2776, 59.5399)),
+          ("test", 2, 128, 5): (("ae1f469f4cfea892", "944b697748a4c634"), 125.966, (59.347, 59.0706))}
 
 
 @pytest.mark.parametrize("split, index, size, version", sorted(PINNED))
@@ -51,7 +53,7 @@ def test_renders_are_unchanged(split, index, size, version):
 
 
 def test_defaults_and_versions():
-    assert syn.VERSION == 4 and syn.VERSIONS == (2, 3, 4) and syn.DEFAULT_VERSION == 2
+    assert syn.VERSION == 5 and syn.VERSIONS == (2, 3, 4, 5) and syn.DEFAULT_VERSION == 2
     a, b = syn.generate(0, 3, 64, "test"), syn.generate(0, 3, 64, "test", version=2)
     assert np.array_equal(a.image, b.image)
     with pytest.raises(ValueError, match="version"):
@@ -100,6 +102,28 @@ def test_version_4_is_version_3_labelled_in_300w_convention():
     d = (v4.landmarks - v3.landmarks) / mm * [1, -1]           # face frame (y up), mm
     assert d[48, 0] > 2 and d[48, 1] < -1.5 and d[54, 0] < -2 # the mouth's corners in and down
     assert d[19, 1] > 0.5 and d[24, 1] > 0.5                   # the brows up
+
+
+def test_version_5_is_version_4_with_real_faces_spread():
+    """v5 draws exactly v4's parameters and scales the identity coefficients (but SPREAD_V5_KEEP's) and the
+    scale's deviation by SPREAD_V5: every other parameter the same, the image another face, the face
+    proportions' spread (benchmarks.realism.identity_spread) narrower where it was scaled."""
+    from benchmarks.realism import identity_spread
+    r4, r5 = syn._rng(0, "test", 7), syn._rng(0, "test", 7)
+    a, b = syn.sample_params(r4, 4), syn.sample_params(r5, 5)
+    assert r4.random() == r5.random()                                    # the same draws, no more
+    for k, c in a["identity"].items():
+        assert b["identity"][k] == pytest.approx(c if k in syn.SPREAD_V5_KEEP else syn.SPREAD_V5 * c)
+    np.testing.assert_allclose(np.array(b["scale"]) - 1, syn.SPREAD_V5 * (np.array(a["scale"]) - 1))
+    assert repr({k: v for k, v in a.items() if k not in ("identity", "scale")}) == \
+        repr({k: v for k, v in b.items() if k not in ("identity", "scale")})
+    v4, v5 = syn.generate(0, 14, 96, "test", version=4), syn.generate(0, 14, 96, "test", version=5)
+    assert np.array_equal(v4.pose, v5.pose) and not np.array_equal(v4.image, v5.image)
+    assert 0.1 < np.abs(v4.landmarks - v5.landmarks).max() < 10
+    s4, s5 = identity_spread(4, 40), identity_spread(5, 40)
+    for k in ("face height (eyes to chin)", "lower face (33-8)", "mouth width", "nose width"):
+        assert s5[k] < 0.75 * s4[k], (k, s4[k], s5[k])
+    assert abs(s5["face width (0-16)"] - s4["face width (0-16)"]) < 1.0     # eye spacing and jaw width kept
 
 
 def test_label_convention_is_the_committed_measurement():

@@ -90,3 +90,20 @@ def test_convention_recovers_the_offsets_version_4_plants():
     assert err[17:].mean() < 0.2 and err[17:].max() < 1.0              # expressions blur it, and the jaw
     assert err[:17].mean() < 0.6 and err[:17].max() < 2.0              # follows the silhouette
     assert np.abs(planted).max() > 3                                   # and there was something to find
+
+
+def test_proportions_are_the_named_ratios():
+    """proportions: each ratio is its first pair's distance over its second's; a similarity changes none, a
+    vertical stretch doubles the heights and leaves the widths; identity_spread is 0 for a single face."""
+    from lmref.data import face3d as f3
+    m = f3.MEAN_2D
+    pts = np.stack([m, 3 * m @ np.array([[0.6, -0.8], [0.8, 0.6]]) + 7, m * [1, 2]])    # same, turned+scaled, stretched
+    r = realism.proportions(pts)
+    d = lambda a, b: np.linalg.norm(m[a] - m[b])  # noqa: E731
+    assert r["mouth width"][0] == pytest.approx(d(48, 54) / d(36, 45))
+    assert r["face height (eyes to chin)"][0] == pytest.approx(np.linalg.norm(m[8] - (m[36] + m[45]) / 2) / d(36, 45))
+    for k, v in r.items():
+        assert v[1] == pytest.approx(v[0]), k
+    assert r["face height (eyes to chin)"][2] == pytest.approx(2 * r["face height (eyes to chin)"][0])
+    assert r["mouth width"][2] == pytest.approx(r["mouth width"][0]) and r["face width (0-16)"][2] == pytest.approx(r["face width (0-16)"][0])
+    assert set(realism.identity_spread(5, 1).values()) == {0.0}

@@ -137,3 +137,21 @@ def test_student_on_other_versions_long_run_config(name, version):
     assert {k: v for k, v in a.items() if k not in ("out_dir", "name")} == \
         {k: v for k, v in b.items() if k not in ("out_dir", "name")}
     assert b["name"] == name and b["out_dir"] != a["out_dir"]
+
+
+@pytest.mark.parametrize("name, version", [("student_ft_v4", 4), ("student_ft_v2", None)])
+def test_student_fine_tune_configs(name, version):
+    """student_ft_v4 / student_ft_v2 start from the shipped student's file and run the student's long run,
+    with the fine-tune's epochs and lr, on version-4 faces / on the student's own version-2 pool; another seed
+    is another run directory (and another kept directory), same config otherwise."""
+    a, b = teachers.teacher_config("student"), teachers.teacher_config(name)
+    assert b["init"] == os.path.join(teachers.ASSETS, "student.safetensors") and "init" not in a
+    assert b["data"].pop("synthetic_version", None) == version
+    assert b["epochs"] == teachers.FINE_TUNE_EPOCHS and b["lr_backbone"] == b["lr_head"] == teachers.FINE_TUNE_LR
+    same = lambda c: {k: v for k, v in c.items() if k not in ("out_dir", "name", "init", "epochs", "lr_backbone", "lr_head")}  # noqa: E731
+    assert same(a) == same(b)
+    c = teachers.teacher_config(name, seed=2)
+    assert c["seed"] == 2 and c["out_dir"] == teachers.run_dir(name) + "_seed2" != b["out_dir"]
+    assert teachers.kept_dir(name, 2) == teachers.kept_dir(name) + "_seed2"
+    assert {k: v for k, v in c.items() if k not in ("seed", "out_dir")} == \
+        {k: v for k, v in teachers.teacher_config(name).items() if k not in ("seed", "out_dir")}

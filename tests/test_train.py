@@ -375,3 +375,21 @@ def test_rbd_and_ckd_distillation(cache, tmp_path):
     assert torch.equal(last["model"]["blocks.0.conv.weight"], p1["model"]["blocks.0.conv.weight"])
     assert torch.equal(last["model"]["blocks.0.bn.running_mean"], p1["model"]["blocks.0.bn.running_mean"])
     assert not torch.equal(last["model"]["fc.weight"], p1["model"]["fc.weight"])
+
+
+def test_init_starts_from_the_file_and_needs_the_same_model(cache, tmp_path):
+    """init: the run starts from a file's weights (a trainer checkpoint or an lmref .safetensors), not the
+    seed's; a file of another model is refused; the fine-tune then moves the weights."""
+    a = T.train(tiny(cache, tmp_path / "a", epochs=1))
+    for path in (a["weights"], str(tmp_path / "a" / "best.pt")):
+        cfg = tiny(cache, tmp_path / "b", epochs=1, seed=5, init=path)
+        trainee, _ = T.build_trainee(cfg)
+        start = T.load_teacher(path).state_dict()
+        for k, v in trainee.model.state_dict().items():
+            assert torch.equal(v.float(), start[k].float()), k
+    s = T.train(tiny(cache, tmp_path / "c", epochs=1, seed=5, init=a["weights"]))
+    moved = final_state(tmp_path / "c")["model"]
+    assert any(not torch.equal(moved[k].float(), start[k].float()) for k in start if start[k].is_floating_point())
+    assert s["history"][0]["val_nme"] != a["history"][0]["val_nme"]
+    with pytest.raises(RuntimeError, match="size mismatch|Missing key"):
+        T.build_trainee(tiny(cache, tmp_path / "d", model={"channels": [4, 8, 8, 8, 16]}, init=a["weights"]))

@@ -21,7 +21,7 @@ Tasks (what the model outputs and how it is trained; ``task=""`` picks it from t
 Distillation (``[distill]`` section, kind "lkd" / "rbd" / "ckd"): see :class:`Trainee`.
 
 Determinism and resuming.  Everything random is a pure function of the seed and a position:
-the model's initial weights (``seed``), the order of epoch e (``epoch_order(seed, e, n)``), the
+the model's initial weights (``seed``; a fine-tune's come from ``init``), the order of epoch e (``epoch_order(seed, e, n)``), the
 augmentation of sample i in epoch e (``sample_seed(seed, e, i)``), and the torch RNG of global step s
 (dropout, drop-path; ``step_seed(seed, s, rank)``).  A checkpoint holds the model, the optimizer,
 the epoch, the step within it, the best NME and the history, so a run killed anywhere and resumed
@@ -136,6 +136,9 @@ class TrainConfig:
     grad_clip: float = 0.0                  # max gradient norm; 0: off
     # ---- run
     seed: int = 0
+    init: str = ""                          # start from these weights (an lmref .safetensors file or a
+                                            # checkpoint of this trainer, of the same model) instead of the
+                                            # seed's random ones: a fine-tune; the seed still draws the data
     out_dir: str = "runs/default"
     name: str = ""                          # exported file name stem; "": the out_dir's name
     device: str = "auto"                    # "auto" (CUDA when present), "cpu", "cuda"
@@ -679,6 +682,8 @@ def build_trainee(cfg: TrainConfig, device="cpu"):
     train-only parts (KD adapter, CKD regressor), in that order."""
     torch.manual_seed(cfg.seed)                                        # initial weights
     model = build(cfg.arch, cfg.model).to(device)
+    if cfg.init:                                                       # a fine-tune: strict, so the file
+        model.load_state_dict(load_teacher(cfg.init, device).state_dict())   # must be this very model
     teacher = load_teacher(cfg.distill.teacher, device) if cfg.distill.kind else None
     return Trainee(model, cfg, teacher).to(device), teacher
 

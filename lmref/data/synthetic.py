@@ -27,7 +27,7 @@ expression = an exaggerated expression was drawn; illumination = extreme lightin
 make-up = heavy make-up was drawn; occlusion = at least 10 % of the points are hidden by hair or
 objects (self-occlusion not counted); blur = strong defocus or motion blur was drawn.
 
-Versions: ``VERSION`` (4) is the newest renderer; ``generate`` and ``load_split`` draw
+Versions: ``VERSION`` (5) is the newest renderer; ``generate`` and ``load_split`` draw
 ``DEFAULT_VERSION`` (2) unless given ``version=``, because the shipped models, the experiments and
 the teachers were trained on version 2 (``torch_impl.experiments.DATA_VERSION`` pins it there).
 Version 3 (``lmref.data.photo``) draws every version-2 parameter first, so sample i has the same
@@ -38,7 +38,9 @@ how photographic each version looks). Version 4 draws and renders exactly versio
 labels them in 300-W's convention: its points are the surface points under ``face3d.LABEL_2D``
 (MEAN_2D moved to where dlib's 300-W predictor places them on version-3 faces: brows higher,
 mouth corners and eyes closer in, the jaw wider and its ends higher) instead of under MEAN_2D, around
-which the face is still drawn; hands and objects still aim at the version-3 points.
+which the face is still drawn; hands and objects still aim at the version-3 points. Version 5 is
+version 4 with the identity space's spread brought to real faces' (``SPREAD_V5``): the same draws,
+every face shape half as far from the mean head except in eye spacing and jaw width.
 
 Determinism: every sample has its own generator seeded by (seed, split, index), nothing else is
 random, and files are written with OpenCV's PNG encoder, so the same version, seed and package
@@ -71,14 +73,24 @@ from . import scene as sc
 __all__ = ["VERSION", "VERSIONS", "DEFAULT_VERSION", "ATTRIBUTES", "SPLITS", "Sample", "generate", "render", "sample_params",
            "load_split", "SyntheticSplit", "write_300w_layout", "contact_sheet", "main"]
 
-VERSION = 4           # the newest renderer: bump whenever the images or labels of a (seed, split, index) change
-VERSIONS = (2, 3, 4)     # the renderers ``generate(version=...)`` can draw, each byte for byte as it was
+VERSION = 5           # the newest renderer: bump whenever the images or labels of a (seed, split, index) change
+VERSIONS = (2, 3, 4, 5)  # the renderers ``generate(version=...)`` can draw, each byte for byte as it was
 DEFAULT_VERSION = 2   # what generate / load_split draw unless asked: the data the shipped models, the
                       # experiments and the teachers were trained on (moves on when they are retrained)
 ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")   # WFLW order
 # probability that a sample is drawn with each attribute (independently)
 ATTRIBUTE_RATES = {"pose": 0.2, "expression": 0.25, "illumination": 0.2, "make-up": 0.2,
                    "occlusion": 0.25, "blur": 0.15}
+# Version 5: the identity space's spread brought to real faces'. Version 4's identity coefficients (N(0, 1) per
+# mode, clipped at 2.5) and anisotropic scale (sd 6, 5, 8 %) give its frontal, neutral faces coefficients of
+# variation of 10-15 % in the face's height, the nose's length and width, the lower face's height and the mouth's
+# width, each over the outer eye corners' distance; anthropometry of adult faces (Farkas, Anthropometry of the
+# Head and Face, 1994) gives 4-7 % for these measurements. Version 5 scales every identity coefficient's and the
+# scale's deviation by SPREAD_V5 (the same draws: sample i is version 4's face, less extreme), except the modes in
+# SPREAD_V5_KEEP, whose version-4 spread was already about the anthropometric one: 3.5-8.3 % then
+# (python -m benchmarks.realism --spread --version 5).
+SPREAD_V5 = 0.5
+SPREAD_V5_KEEP = ("eye_spacing", "jaw_width")
 SPLIT_CODES = {"train": 1, "test": 2, "val": 3}
 SPLITS = ("train", "test") + tuple(f"test_{a.replace('-', '')}" for a in ATTRIBUTES)
 DEFAULT_SIZES = {"train": 10000, "test": 2000, "val": 1000}
@@ -150,6 +162,9 @@ def sample_params(rng, version=DEFAULT_VERSION):
     # identity and expression
     p["identity"] = {k: float(np.clip(rng.normal(0, 1.0), -2.5, 2.5)) for k in f3.IDENTITY_MODES}
     p["scale"] = (float(rng.normal(1, 0.06)), float(rng.normal(1, 0.05)), float(rng.normal(1, 0.08)))
+    if version >= 5:                                   # real faces' spread (SPREAD_V5); the same draws
+        p["identity"] = {k: c if k in SPREAD_V5_KEEP else SPREAD_V5 * c for k, c in p["identity"].items()}
+        p["scale"] = tuple(1 + SPREAD_V5 * (c - 1) for c in p["scale"])
     name = str(rng.choice(STRONG) if want["expression"] else rng.choice(MILD, p=[0.45, 0.3, 0.15, 0.1]))
     coeffs, jaw_range = EXPRESSIONS[name]
     k = rng.uniform(0.8, 1.2) if want["expression"] else rng.uniform(0.3, 1.0)
