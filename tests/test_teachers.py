@@ -139,10 +139,10 @@ def test_student_on_other_versions_long_run_config(name, version):
     assert b["name"] == name and b["out_dir"] != a["out_dir"]
 
 
-@pytest.mark.parametrize("name, version", [("student_ft_v4", 4), ("student_ft_v2", None)])
+@pytest.mark.parametrize("name, version", [("student_ft_v4", 4), ("student_ft_v5", 5), ("student_ft_v2", None)])
 def test_student_fine_tune_configs(name, version):
-    """student_ft_v4 / student_ft_v2 start from the shipped student's file and run the student's long run,
-    with the fine-tune's epochs and lr, on version-4 faces / on the student's own version-2 pool; another seed
+    """student_ft_v4 / _v5 / _v2 start from the shipped student's file and run the student's long run, with
+    the fine-tune's epochs and lr, on version-4 / version-5 faces / on the student's own version-2 pool; another seed
     is another run directory (and another kept directory), same config otherwise."""
     a, b = teachers.teacher_config("student"), teachers.teacher_config(name)
     assert b["init"] == os.path.join(teachers.ASSETS, "student.safetensors") and "init" not in a

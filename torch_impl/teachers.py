@@ -11,7 +11,7 @@ resumable) on the same pool.
     python -m torch_impl.teachers train stud5                 # ... and the other shipped models: stud5, litehrnet_plus
     python -m torch_impl.teachers train student_v3            # the student's run on version-3 faces (issue 16; not shipped)
     python -m torch_impl.teachers train student_v4            # ... and on version-4 faces (300-W's labelling convention)
-    python -m torch_impl.teachers train student_ft_v4 [--seed 1]   # the shipped student fine-tuned on version 4 (and student_ft_v2)
+    python -m torch_impl.teachers train student_ft_v4 [--seed 1]   # the shipped student fine-tuned on version 4 (student_ft_v5, student_ft_v2)
 
 A teacher run takes hours and must survive being stopped at any moment, in a process or a machine that
 is gone the next time.  So:
@@ -95,6 +95,8 @@ def _teachers():
         # pool it was trained on (the control: what more training alone does)
         "student_ft_v4": ("icme", _fine_tune(_on_version(_student_long(icme_runs(s)["student"][0], long_run), 4)),
                           "the shipped student fine-tuned on version-4 faces"),
+        "student_ft_v5": ("icme", _fine_tune(_on_version(_student_long(icme_runs(s)["student"][0], long_run), 5)),
+                          "the shipped student fine-tuned on version-5 faces (real faces' identity spread)"),
         "student_ft_v2": ("icme", _fine_tune(_student_long(icme_runs(s)["student"][0], long_run)),
                           "the shipped student fine-tuned as student_ft_v4, on its own version-2 pool (control)"),
         # stud5: 893 s for its first epoch of 1,250 steps on one thread beside two other jobs (~0.7 s a step);
@@ -137,7 +139,7 @@ def _on_version(cfg, version):
 TEACHERS = ("icme_swinv2", "kd_resnet50")
 # ship puts them in lmref/assets/models/<name>.safetensors (student_v3 and student_v4, issue 16's measurements of
 # the renderer versions, are not shipped: neither did better than the student on the real-photo check, README)
-STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3", "student_v4", "student_ft_v4", "student_ft_v2")
+STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3", "student_v4", "student_ft_v4", "student_ft_v5", "student_ft_v2")
 LONG_RUNS = TEACHERS + STUDENTS
 
 
@@ -281,23 +283,24 @@ def curves(out_dir=os.path.join(ROOT, "benchmarks", "results")):
     return os.path.join(out_dir, "teachers.md")
 
 
-def ship(name, dest_dir=ASSETS):
+def ship(name, dest_dir=ASSETS, seed=0):
     """Export the finished run's best checkpoint as a float16 lmref file with its test NME and full
-    training record in the manifest (``role: teacher`` or ``student``)."""
-    res_path = os.path.join(run_dir(name), "result.json")
+    training record in the manifest (``role: teacher`` or ``student``); ``seed``: another seed's run, saved
+    as <name>_seed<N>."""
+    res_path = os.path.join(run_dir(name, seed), "result.json")
     if not os.path.exists(res_path):
         raise SystemExit(f"{name}: not finished (no {res_path}); train it to the end first")
     with open(res_path) as f:
         res = json.load(f)
     from . import ship as ship_mod
     from lmref import weights
-    dest = os.path.join(dest_dir, f"{shipped_name(name)}.safetensors")
+    dest = os.path.join(dest_dir, f"{_seeded(shipped_name(name), seed)}.safetensors")
     shutil.copyfile(res["weights"], dest)
     tensors, manifest = weights.load(dest)
     manifest["training"].update(role="teacher" if name in TEACHERS else "student",
                                 experiment=_teachers()[name][0], history=res["history"],
                                 train_hours=sum(e["seconds"] for e in res["history"]) / 3600,
-                                command=f"python -m torch_impl.teachers train {name}")
+                                command=f"python -m torch_impl.teachers train {name}" + (f" --seed {seed}" if seed else ""))
     weights.save(dest, tensors, manifest)
     ship_mod.half(dest)
     return dest
@@ -331,6 +334,8 @@ def main(argv=None):
     sub.add_parser("curves", help="learning curves -> benchmarks/results/teachers.md/.png")
     s = sub.add_parser("ship", help="store the finished teacher in lmref/assets/models (float16)")
     s.add_argument("name", choices=LONG_RUNS)
+    s.add_argument("--seed", type=int, default=0, help="another seed's run (saved as NAME_seedN)")
+    s.add_argument("--dir", default=ASSETS, help="where to put the file (default lmref/assets/models)")
     args = ap.parse_args(argv)
     if args.cmd == "list":
         for name, (exp, cfg, what) in _teachers().items():
@@ -351,7 +356,7 @@ def main(argv=None):
     elif args.cmd == "curves":
         print(curves())
     elif args.cmd == "ship":
-        print(ship(args.name))
+        print(ship(args.name, args.dir, args.seed))
     return 0
 
 
