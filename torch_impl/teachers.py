@@ -137,8 +137,9 @@ def _on_version(cfg, version):
 
 
 TEACHERS = ("icme_swinv2", "kd_resnet50")
-# ship puts them in lmref/assets/models/<name>.safetensors (student_v3 and student_v4, issue 16's measurements of
-# the renderer versions, are not shipped: neither did better than the student on the real-photo check, README)
+# ship puts them in lmref/assets/models/<name>.safetensors (student_v3, student_v4 and the student_ft_* fine-tunes,
+# issue 16's measurements of the renderer versions, are not shipped: none did clearly better than the student on
+# the real-photo check, README)
 STUDENTS = ("student", "stud5", "litehrnet_plus", "student_v3", "student_v4", "student_ft_v4", "student_ft_v5", "student_ft_v2")
 LONG_RUNS = TEACHERS + STUDENTS
 
