@@ -87,7 +87,7 @@ ATTRIBUTE_RATES = {"pose": 0.2, "expression": 0.25, "illumination": 0.2, "make-u
 # width, each over the outer eye corners' distance; anthropometry of adult faces (Farkas, Anthropometry of the
 # Head and Face, 1994) gives 4-7 % for these measurements. Version 5 scales every identity coefficient's and the
 # scale's deviation by SPREAD_V5 (the same draws: sample i is version 4's face, less extreme), except the modes in
-# SPREAD_V5_KEEP, whose version-4 spread was already about the anthropometric one: 3.5-8.3 % then
+# SPREAD_V5_KEEP, whose version-4 spread was already about the anthropometric one: 3.7-8.4 % then
 # (python -m benchmarks.realism --spread --version 5).
 SPREAD_V5 = 0.5
 SPREAD_V5_KEEP = ("eye_spacing", "jaw_width")
