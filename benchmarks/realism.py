@@ -187,7 +187,7 @@ def identity_spread(version, n=200):
     model = f3.label_model() if version >= 4 else f3.mean_model()
     pts = []
     for i in range(n):
-        p = synthetic.sample_params(synthetic._rng(0, "test", i), version)
+        p = synthetic.draw(0, i, "test", version)
         P = f3.deform(f3.mean_model(), p["identity"], 0.0, p["scale"])
         pts.append(f3.sample_map(P, model.landmark_uv)[:, :2])
     return {k: round(float(100 * v.std() / v.mean()), 2) for k, v in proportions(np.array(pts)).items()}

@@ -109,9 +109,8 @@ def test_version_5_is_version_4_with_real_faces_spread():
     scale's deviation by SPREAD_V5: every other parameter the same, the image another face, the face
     proportions' spread (benchmarks.realism.identity_spread) narrower where it was scaled."""
     from benchmarks.realism import identity_spread
-    r4, r5 = syn._rng(0, "test", 7), syn._rng(0, "test", 7)
-    a, b = syn.sample_params(r4, 4), syn.sample_params(r5, 5)
-    assert r4.random() == r5.random()                                    # the same draws, no more
+    a, b = syn.draw(0, 7, "test", 4), syn.draw(0, 7, "test", 5)
+    assert a.pop("rng").random() == b.pop("rng").random()                # the same draws, no more
     for k, c in a["identity"].items():
         assert b["identity"][k] == pytest.approx(c if k in syn.SPREAD_V5_KEEP else syn.SPREAD_V5 * c)
     np.testing.assert_allclose(np.array(b["scale"]) - 1, syn.SPREAD_V5 * (np.array(a["scale"]) - 1))

@@ -70,7 +70,7 @@ from ._channels import by_channel
 from . import photo
 from . import scene as sc
 
-__all__ = ["VERSION", "VERSIONS", "DEFAULT_VERSION", "ATTRIBUTES", "SPLITS", "Sample", "generate", "render", "sample_params",
+__all__ = ["VERSION", "VERSIONS", "DEFAULT_VERSION", "ATTRIBUTES", "SPLITS", "Sample", "generate", "draw", "render", "sample_params",
            "load_split", "SyntheticSplit", "write_300w_layout", "contact_sheet", "main"]
 
 VERSION = 5           # the newest renderer: bump whenever the images or labels of a (seed, split, index) change
@@ -454,10 +454,16 @@ def generate(seed=0, index=0, size=256, split="train", ss=2, version=DEFAULT_VER
         raise ValueError(f"ss: expected an int in 1..4, got {ss!r}")
     if version not in VERSIONS:
         raise ValueError(f"version: expected one of {VERSIONS}, got {version!r}")
+    return render(draw(seed, index, split, version), int(size), int(ss), version)
+
+
+def draw(seed=0, index=0, split="train", version=DEFAULT_VERSION):
+    """The parameters of sample (seed, split, index) without rendering it: ``sample_params`` from the sample's
+    own generator, which is kept under "rng" (``render`` goes on drawing from it)."""
     rng = _rng(seed, split, index)
     params = sample_params(rng, version)
     params["rng"] = rng
-    return render(params, int(size), int(ss), version)
+    return params
 
 
 # ---------------------------------------------------------------------------------------------
