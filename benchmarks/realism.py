@@ -2,6 +2,7 @@
 
     python -m benchmarks.realism --n 500 --version 2         # the README's numbers (and --version 3)
     python -m benchmarks.realism --n 2000                    # the whole test split, newest version
+    python -m benchmarks.realism --n 2000 --plot F.png       # ... and dlib's NME by WFLW subset, drawn
     python -m benchmarks.realism --calibrate                 # the detector box calibration constants
     python -m benchmarks.realism --convention --n 1500       # 300-W's labelling convention, as dlib places it
     python -m benchmarks.realism --spread --version 5        # the identity space's spread (synthetic.SPREAD_V5)
@@ -46,6 +47,17 @@ from lmref import metrics
 from lmref.data import synthetic
 
 IOU_FOUND = 0.3
+FRONTAL_YAW = 20.0   # degrees: "near-frontal" in dlib_nme_plain_frontal
+# Cascaded shape regressors of dlib's family (dlib's predictor is an ensemble of regression trees, ERT, Kazemi &
+# Sullivan 2014) on WFLW's real test photographs, inter-ocular NME over its full test set and each attribute's
+# subset, as published (Wu et al., "Look at Boundary", CVPR 2018, Table 2; the same numbers in Wang et al.'s HRNet
+# paper, TPAMI 2020, WFLW table). They were trained on WFLW and score all of its faces from given boxes; dlib
+# here scores only the faces its own HOG detector finds: the comparison says how hard photographs of each kind
+# are for such models, not how dlib itself would score on WFLW.
+WFLW_CASCADED = {"ESR": {"test": 0.1113, "pose": 0.2588, "expression": 0.1147, "illumination": 0.1049,
+                         "make-up": 0.1105, "occlusion": 0.1375, "blur": 0.1220},
+                 "SDM": {"test": 0.1029, "pose": 0.2410, "expression": 0.1145, "illumination": 0.0932,
+                         "make-up": 0.0938, "occlusion": 0.1303, "blur": 0.1128}}
 REGIONS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
            "mouth": slice(48, 68)}
 
@@ -111,7 +123,7 @@ def inter_ocular_nme(pred, gt):
 def measure(samples, yunet, haar, dlib68):
     """-> dict of rates and NMEs over samples (iterable of synthetic.Sample)."""
     found = {"yunet": [], "haar": [], "dlib": []}
-    nmes, offsets, errors, plain = [], [], [], []
+    nmes, offsets, errors, attrs, frontal = [], [], [], [], []
     for s in samples:
         box = s.box
         found["yunet"].append(best_match(box, yunet.raw(s.image)[0]) is not None)
@@ -125,9 +137,12 @@ def measure(samples, yunet, haar, dlib68):
             d = np.linalg.norm(s.landmarks[36] - s.landmarks[45])
             offsets.append((pred - s.landmarks) / d)                  # [68, 2] in inter-ocular units
             errors.append(np.linalg.norm(pred - s.landmarks, axis=1) / d)      # [68]
-            plain.append(not s.attributes.any())
+            attrs.append(s.attributes.astype(bool))
+            frontal.append(abs(float(s.pose[0])) <= FRONTAL_YAW)
     n = len(found["yunet"])
-    errors, plain = np.array(errors).reshape(-1, 68), np.array(plain, bool)
+    errors, attrs = np.array(errors).reshape(-1, 68), np.array(attrs, bool).reshape(-1, len(synthetic.ATTRIBUTES))
+    plain = ~attrs.any(1)
+    plain_frontal = plain & np.array(frontal, bool)
     return {"n": n, "yunet_rate": float(np.mean(found["yunet"])), "haar_rate": float(np.mean(found["haar"])),
             "dlib_hog_rate": float(np.mean(found["dlib"])), "dlib_nme": float(np.mean(nmes)) if nmes else None,
             "dlib_nme_median": float(np.median(nmes)) if nmes else None, "dlib_n": len(nmes),
@@ -137,8 +152,44 @@ def measure(samples, yunet, haar, dlib68):
             # the faces with none of the six WFLW attributes (pose, expression, illumination, make-up,
             # occlusion, blur): how far the hard cases raise the NME
             "dlib_nme_plain": float(errors[plain].mean()) if plain.any() else None, "dlib_n_plain": int(plain.sum()),
+            # ... and of those, the near-frontal ones (|yaw| <= FRONTAL_YAW): faces like 300-W's common photos
+            "dlib_nme_plain_frontal": float(errors[plain_frontal].mean()) if plain_frontal.any() else None,
+            "dlib_n_plain_frontal": int(plain_frontal.sum()),
+            # each WFLW attribute's subset (a face may be in several), beside WFLW_CASCADED
+            "dlib_nme_by_attribute": {a: {"nme": float(errors[attrs[:, j]].mean()) if attrs[:, j].any() else None,
+                                          "n": int(attrs[:, j].sum())} for j, a in enumerate(synthetic.ATTRIBUTES)},
             # where dlib disagrees with our labels on average (a labelling convention, not noise)
             "dlib_mean_offset": np.mean(offsets, axis=0).round(4).tolist() if offsets else None}
+
+
+def plot_subsets(res, path):
+    """A bar chart: dlib's NME on the synthetic faces of each WFLW subset (``measure``'s result) beside ESR's
+    and SDM's on WFLW's real test photographs (WFLW_CASCADED), with issue 16's target."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    subsets = ["test", *synthetic.ATTRIBUTES]
+    here = [res["dlib_nme"]] + [res["dlib_nme_by_attribute"][a]["nme"] for a in synthetic.ATTRIBUTES]
+    x, w = np.arange(len(subsets)), 0.27
+    fig, ax = plt.subplots(figsize=(7.2, 3.8), dpi=150)
+    ax.bar(x - w, [np.nan if v is None else v for v in here], w, color="tab:blue",
+           label=f"dlib on synthetic v{res.get('version', '?')} faces (its HOG box)")
+    for k, (name, color) in enumerate((("ESR", "tab:gray"), ("SDM", "silver"))):
+        ax.bar(x + k * w, [WFLW_CASCADED[name][a] for a in subsets], w, color=color,
+               label=f"{name} on WFLW's real photographs (Wu et al. 2018)")
+    ax.axhline(0.05, color="tab:red", ls="--", lw=1, label="issue 16's target for dlib")
+    if res.get("dlib_nme_plain_frontal") is not None:
+        ax.axhline(res["dlib_nme_plain_frontal"], color="tab:blue", ls=":", lw=1,
+                   label=f"dlib, synthetic faces without attributes, |yaw| <= {FRONTAL_YAW:g}")
+    ax.set_xticks(x, ["all"] + list(synthetic.ATTRIBUTES))
+    ax.set_ylabel("inter-ocular NME")
+    ax.set_title("Cascaded regressors: synthetic faces against real photographs, by WFLW subset", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def offset_lengths(offset):
@@ -289,6 +340,7 @@ def main(argv=None):
                     "space instead (the first --n test faces' shapes, neutral; anthropometry: about 4-7 %%)")
     ap.add_argument("--model", default=None, help="--confidence: this model instead of the default (a name or a file)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers here")
+    ap.add_argument("--plot", metavar="PNG", help="also draw dlib's NME by WFLW subset beside ESR's and SDM's on WFLW")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.confidence:
@@ -329,9 +381,21 @@ def main(argv=None):
         print(f"    its systematic part (mean length of dlib's mean offset): {ln.pop('all'):.4f}; "
               + ", ".join(f"{r} {v:.4f}" for r, v in ln.items()))
     if res["dlib_nme_plain"] is not None:
-        print(f"    on the {res['dlib_n_plain']} of those faces without any WFLW attribute: {res['dlib_nme_plain']:.4f}")
+        print(f"    on the {res['dlib_n_plain']} of those faces without any WFLW attribute: {res['dlib_nme_plain']:.4f}"
+              + (f"; on the {res['dlib_n_plain_frontal']} of these with |yaw| <= {FRONTAL_YAW:g}: "
+                 f"{res['dlib_nme_plain_frontal']:.4f}" if res["dlib_nme_plain_frontal"] is not None else ""))
+    if res["dlib_nme"] is not None:
+        print("    by WFLW subset, beside cascaded regressors on WFLW's real test photographs (ESR, SDM; Wu et al. 2018):")
+        print(f"      {'subset':13s} {'faces':>5s} {'dlib here':>9s} {'ESR':>7s} {'SDM':>7s}")
+        rows = [("test", res["dlib_n"], res["dlib_nme"])] + [(a, v["n"], v["nme"]) for a, v in res["dlib_nme_by_attribute"].items()]
+        for a, k, v in rows:
+            label = "all" if a == "test" else a
+            here = f"{v:9.4f}" if v is not None else f"{'-':>9s}"
+            print(f"      {label:13s} {k:5d} {here} {WFLW_CASCADED['ESR'][a]:7.4f} {WFLW_CASCADED['SDM'][a]:7.4f}")
     print(f"  {res['seconds']} s")
     write_json(args.json, res)
+    if args.plot and res["dlib_nme"] is not None:
+        plot_subsets(res, args.plot)
     return 0
 
 

@@ -61,3 +61,24 @@ def test_paired_comparison():
     assert c["n"] == 3 and c["lower"] == 1 and c["higher"] == 1
     assert c["mean_diff"] == pytest.approx(np.mean([-0.01, 0.0, 0.02]))
     assert c["sd_diff"] == pytest.approx(np.std([-0.01, 0.0, 0.02], ddof=1))
+
+
+def test_synthetic_mode_scores_each_model_against_labels_and_truth(monkeypatch, tmp_path):
+    """--synthetic: every model against dlib's labels and against the truth, from each one's own box; with
+    labels equal to the truth both scores agree, and dlib's own NME is its labels' offset from the truth."""
+    import json
+    from lmref.data import synthetic
+    s = synthetic.generate(0, 1, 256, "test")
+    io = np.linalg.norm(s.landmarks[36] - s.landmarks[45])
+    faces = [{"photo": "a", "image": s.image, "labels": s.landmarks.copy(), "truth": s.landmarks},
+             {"photo": "b", "image": s.image, "labels": s.landmarks + [3.0, 4.0], "truth": s.landmarks}]
+    monkeypatch.setattr(real_photos, "synthetic_faces", lambda n, version, progress=False: faces)
+    out = tmp_path / "o.json"
+    assert real_photos.main(["--synthetic", "2", "--model", "student", "--against", "student", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["faces"] == 2 and res["dlib_nme"] == pytest.approx(5.0 / io / 2)
+    m = res["models"]["student"]
+    assert m["labels"]["per_face"][0] == pytest.approx(m["truth"]["per_face"][0], abs=1e-12)
+    assert m["labels"]["per_face"][1] != m["truth"]["per_face"][1]
+    with pytest.raises(SystemExit, match="--version goes with --synthetic"):
+        real_photos.main(["--version", "5"])

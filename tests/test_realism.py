@@ -44,6 +44,15 @@ def test_measure_rates_nme_shares_and_plain_faces():
     assert res["dlib_nme_share"]["jaw"] == pytest.approx(res["dlib_nme"], abs=1e-4)
     assert all(res["dlib_nme_share"][r] == 0 for r in ("brows", "nose", "eyes", "mouth"))
     assert res["dlib_n_plain"] == 1 and res["dlib_nme_plain"] == pytest.approx(expected[1])
+    frontal = abs(samples[2].pose[0]) <= realism.FRONTAL_YAW
+    assert res["dlib_n_plain_frontal"] == int(frontal)
+    by = res["dlib_nme_by_attribute"]
+    assert list(by) == list(synthetic.ATTRIBUTES)
+    for j, a in enumerate(synthetic.ATTRIBUTES):                         # each subset: the HOG faces with a
+        members = [e for i, e in zip(hog, expected) if samples[i].attributes[j]]
+        assert by[a]["n"] == len(members)
+        assert by[a]["nme"] == (pytest.approx(np.mean(members)) if members else None)
+    assert set(realism.WFLW_CASCADED["ESR"]) == {"test", *synthetic.ATTRIBUTES}
     offset = np.array(res["dlib_mean_offset"])
     assert offset.shape == (68, 2) and np.all(offset[:17, 0] > 0) and np.all(offset[17:] == 0)
     lengths = realism.offset_lengths(offset)
