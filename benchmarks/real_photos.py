@@ -201,8 +201,13 @@ def paired(a, b):
     return {"mean_diff": m, "sd_diff": sd, "lower": int((d < 0).sum()), "higher": int((d > 0).sum()), "n": int(len(d))}
 
 
-def main(argv=None):
+def _model_names(args):
+    """--model names (default: every shipped model), then --against's if not among them."""
     from lmref.detect import shipped_models
+    return list(dict.fromkeys((args.model or list(shipped_models())) + ([args.against] if args.against else [])))
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.real_photos", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", help="a shipped model name or weights file (repeat); default all shipped")
     ap.add_argument("--photos", choices=("all", "pypi"), default="all",
@@ -229,7 +234,7 @@ def main(argv=None):
           "68-point predictor from its own HOG box: the labels come from another model, not from people")
     res = {"faces": [{"photo": f["photo"], "licence": f["licence"], "box": f["box"].tolist()} for f in faces],
            "labels": "dlib shape_predictor_68_face_landmarks from dlib's HOG detector box", "models": {}}
-    names = list(dict.fromkeys((args.model or list(shipped_models())) + ([args.against] if args.against else [])))
+    names = _model_names(args)
     for name in names:
         mean, per = model_nme(name, faces)
         res["models"][name] = {"nme": mean, "nme_pypi": float(np.mean(np.array(per)[first])) if first.any() else None,
@@ -251,7 +256,6 @@ def main(argv=None):
 def _main_synthetic(args):
     from benchmarks.realism import inter_ocular_nme, write_json
     from lmref.data import synthetic
-    from lmref.detect import shipped_models
     version = synthetic.VERSION if args.version is None else args.version
     if args.synthetic < 1 or version not in synthetic.VERSIONS:
         raise SystemExit(f"lmref: error: --synthetic N needs N >= 1 and --version one of {synthetic.VERSIONS}")
@@ -262,7 +266,7 @@ def _main_synthetic(args):
     print(f"  dlib's labels against the truth: NME {np.mean(dl):.4f}")
     res = {"version": version, "n": args.synthetic, "faces": len(faces), "dlib_nme": float(np.mean(dl)),
            "labels": "dlib shape_predictor_68_face_landmarks from dlib's HOG detector box", "models": {}}
-    names = list(dict.fromkeys((args.model or list(shipped_models())) + ([args.against] if args.against else [])))
+    names = _model_names(args)
     for name in names:
         res["models"][name] = {}
         for key in ("labels", "truth"):
